@@ -1,0 +1,362 @@
+"""The shared skeleton of every anovae detector: validate, scale, build, train, score, threshold.
+
+Subclasses declare their parameters in ``__init__`` (stored unchanged, scikit-learn style) and
+implement three small hooks: :meth:`BaseDetector._net_config` (the network to build),
+:meth:`BaseDetector._loss` (the training objective) and the ``score_name`` property.
+
+Conventions (PyOD's): ``decision_function`` is higher for more anomalous rows; ``predict`` gives
+1 for anomalies and 0 for normal rows; ``threshold_`` is the ``1 - contamination`` quantile of the
+training scores ``decision_scores_``; ``labels_`` are the training labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import erf
+from sklearn.base import BaseEstimator, OutlierMixin
+
+from anovae.exceptions import DataError, NotFittedError
+from anovae.losses import LossTerms
+from anovae.nets.mlp import MLPAutoencoder, MLPConfig
+from anovae.scores import MONTE_CARLO_SCORES, common_noise, feature_scores
+from anovae.tabular import SCALERS, Scaler, check_tabular
+from anovae.thresholds import contamination_threshold
+from anovae.training import TrainConfig, TrainResult, train
+
+__all__ = ["BaseDetector", "auto_architecture", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+#: Rows per forward pass when scoring (divided by the number of Monte-Carlo samples).
+SCORE_BATCH_ROWS = 65536
+#: Target number of optimiser updates when ``epochs=None`` (see :func:`auto_epochs`).
+TARGET_UPDATES = 3000
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    return dev
+
+
+def auto_architecture(n_features: int) -> tuple[tuple[int, ...], int]:
+    """Default hidden widths and latent size as functions of the number of features ``d``.
+
+    Width ``h = clip(2 d, 32, 256)`` rounded to a multiple of 8, two hidden layers ``(h, h/2)``,
+    latent ``clip(ceil(d / 4), 2, 32)``: a bottleneck well below ``d`` so the model must learn the
+    structure of normal rows rather than copy them.
+    """
+    h = int(min(256, max(32, 2 * n_features)))
+    h = int(math.ceil(h / 8) * 8)
+    latent = int(min(32, max(2, math.ceil(n_features / 4))))
+    return (h, max(16, h // 2)), latent
+
+
+def auto_epochs(n_train: int, batch_size: int) -> int:
+    """Epochs for about :data:`TARGET_UPDATES` updates, between 10 and 400."""
+    steps = max(1, math.ceil(n_train / max(1, min(batch_size, n_train))))
+    return int(min(400, max(10, math.ceil(TARGET_UPDATES / steps))))
+
+
+def _check_param(name: str, value: Any, kind: type | tuple[type, ...], low: float | None = None,
+                 high: float | None = None, *, low_open: bool = False, none_ok: bool = False,
+                 choices: tuple[str, ...] | None = None) -> None:
+    if value is None and none_ok:
+        return
+    if choices is not None:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{name} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
+class BaseDetector(OutlierMixin, BaseEstimator):
+    """Shared fit / score / threshold logic. Not used directly: see VAEDetector, AEDetector."""
+
+    # Parameters every subclass has (declared in each subclass's __init__).
+    contamination: float
+    epochs: int | None
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    validation_fraction: float
+    patience: int | None
+    clip_grad_norm: float
+    scaler: str
+    device: str
+    random_state: int | None
+    verbose: bool
+
+    # -- hooks -------------------------------------------------------------------------------
+    @property
+    def score_name(self) -> str:
+        """The score used by ``decision_function`` (one of :data:`anovae.scores.SCORES`)."""
+        raise NotImplementedError
+
+    def _net_config(self, n_features: int) -> MLPConfig:
+        raise NotImplementedError
+
+    def _loss(self, net: torch.nn.Module, xb: torch.Tensor, beta: float,
+              g: torch.Generator) -> LossTerms:
+        raise NotImplementedError
+
+    def _mlp_config(self, n_features: int, **fixed: Any) -> MLPConfig:
+        """The MLP for ``n_features`` from ``hidden_dims``/``latent_dim`` (auto when None)."""
+        hidden, latent = auto_architecture(n_features)
+        hidden_dims = getattr(self, "hidden_dims", None)
+        latent_dim = getattr(self, "latent_dim", None)
+        return MLPConfig(
+            n_features=n_features,
+            hidden_dims=tuple(int(h) for h in hidden_dims) if hidden_dims is not None else hidden,
+            latent_dim=int(latent_dim) if latent_dim is not None else latent,
+            activation=getattr(self, "activation", "relu"),
+            dropout=float(getattr(self, "dropout", 0.0)),
+            **fixed,
+        )
+
+    def _train_config(self, n_train: int) -> TrainConfig:
+        epochs = self.epochs if self.epochs is not None else auto_epochs(n_train,
+                                                                         self.batch_size)
+        patience = (self.patience if self.patience is not None
+                    else max(10, math.ceil(0.1 * epochs)))
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size,
+                           learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+                           beta=1.0, warmup_epochs=0, patience=patience,
+                           clip_grad_norm=self.clip_grad_norm, verbose=self.verbose)
+
+    def _n_noise_samples(self) -> int:
+        return 1
+
+    def _check_params(self) -> None:
+        _check_param("contamination", self.contamination, Real, 0.0, 0.5, low_open=True)
+        _check_param("epochs", self.epochs, Integral, 1, none_ok=True)
+        _check_param("batch_size", self.batch_size, Integral, 1)
+        _check_param("learning_rate", self.learning_rate, Real, 0.0, low_open=True)
+        _check_param("weight_decay", self.weight_decay, Real, 0.0)
+        _check_param("validation_fraction", self.validation_fraction, Real, 0.0, 0.5)
+        _check_param("patience", self.patience, Integral, 0, none_ok=True)
+        _check_param("clip_grad_norm", self.clip_grad_norm, Real, 0.0)
+        _check_param("scaler", self.scaler, str, choices=SCALERS)
+        _check_param("random_state", self.random_state, Integral, 0, none_ok=True)
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda', "
+                             f"got {self.device!r}")
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any | None = None) -> BaseDetector:
+        """Fit the detector on ``X`` (rows of normal data, or mostly normal data).
+
+        Args:
+            X: ``(n, d)`` array or DataFrame of numeric columns, ``n >= 2``.
+            y: optional 0/1 labels (1 = anomaly). When given, only the rows labelled 0 train the
+                network; every row is still scored for ``decision_scores_``.
+
+        Returns:
+            self
+        """
+        self._check_params()
+        X_arr, schema = check_tabular(X, min_rows=2)
+        train_rows = X_arr
+        if y is not None:
+            y_arr = np.asarray(y).ravel()
+            if y_arr.shape[0] != X_arr.shape[0]:
+                raise DataError(f"y has {y_arr.shape[0]} labels but X has {X_arr.shape[0]} rows")
+            if not set(np.unique(y_arr).tolist()) <= {0, 1}:
+                raise DataError("y must hold 0 (normal) and 1 (anomaly) labels")
+            train_rows = X_arr[y_arr == 0]
+            if train_rows.shape[0] < 2:
+                raise DataError("fewer than 2 rows are labelled normal (y == 0); cannot fit")
+        self.schema_ = schema
+        self.n_features_in_ = schema.n_features
+        if schema.names is not None:
+            self.feature_names_in_ = np.asarray(schema.names, dtype=object)
+        seed = (int(self.random_state) if self.random_state is not None
+                else int(np.random.default_rng().integers(0, 2**31 - 1)))
+        rng = np.random.default_rng(seed)
+        self.scaler_ = Scaler(self.scaler).fit(train_rows)
+        xt = self.scaler_.transform(train_rows)
+        x_train, x_val = self._split(xt, rng)
+        self.net_config_ = self._net_config(self.n_features_in_)
+        device = resolve_device(self.device)
+        tcfg = self._train_config(x_train.shape[0])
+        torch_seed = int(rng.integers(0, 2**31 - 1))
+        self.noise_seed_ = int(rng.integers(0, 2**31 - 1))
+        # Weight initialisation and dropout draw from torch's global generator: fork it, so the
+        # caller's random state is left exactly as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            net = MLPAutoencoder(self.net_config_).to(device)
+            gen = torch.Generator(device=device).manual_seed(torch_seed)
+            result: TrainResult = train(
+                net, self._loss, torch.from_numpy(x_train).to(device),
+                None if x_val is None else torch.from_numpy(x_val).to(device), tcfg, gen)
+        self.net_ = net.eval()
+        self.history_ = result.history
+        self.n_epochs_ = result.epochs_run
+        self.best_epoch_ = result.best_epoch
+        if not self.net_config_.variational:
+            with torch.inference_mode():
+                codes = net.encode(torch.from_numpy(x_train).to(device))[0].cpu().numpy()
+            self.code_mean_ = codes.mean(0).astype(np.float32)
+            self.code_std_ = codes.std(0).astype(np.float32)
+        self.decision_scores_ = self._score_scaled(self.scaler_.transform(X_arr))
+        self._set_threshold(contamination_threshold(self.decision_scores_, self.contamination))
+        return self
+
+    def _split(self, xt: np.ndarray, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        n = xt.shape[0]
+        n_val = int(round(self.validation_fraction * n))
+        if n_val < 1 or n - n_val < 2:
+            return np.ascontiguousarray(xt), None
+        perm = rng.permutation(n)
+        return (np.ascontiguousarray(xt[perm[n_val:]]), np.ascontiguousarray(xt[perm[:n_val]]))
+
+    def _set_threshold(self, threshold: float) -> None:
+        self.threshold_ = float(threshold)
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(X) or anovae.load(path)"
+            )
+
+    def _prepare(self, X: Any) -> np.ndarray:
+        """Validate ``X`` against the fitted schema and scale it: (n, d) float32."""
+        self._check_fitted()
+        arr, _ = check_tabular(X, self.schema_)
+        return self.scaler_.transform(arr)
+
+    def _noise(self, device: torch.device) -> torch.Tensor | None:
+        if self.score_name not in MONTE_CARLO_SCORES:
+            return None
+        return common_noise(self._n_noise_samples(), self.net_config_.latent_dim,
+                            self.noise_seed_).to(device)
+
+    @torch.inference_mode()
+    def _score_scaled(self, xt: np.ndarray, per_feature: bool = False) -> np.ndarray:
+        """Scores of scaled rows ``(n, d)`` -> ``(n,)`` (or ``(n, d)`` per feature), float64."""
+        net = self.net_
+        device = next(net.parameters()).device
+        eps = self._noise(device)
+        rows = max(1, SCORE_BATCH_ROWS // (1 if eps is None else eps.shape[0]))
+        n = xt.shape[0]
+        out = np.empty((n, xt.shape[1]) if per_feature else (n,), dtype=np.float64)
+        for start in range(0, n, rows):
+            xb = torch.from_numpy(np.ascontiguousarray(xt[start:start + rows])).to(device)
+            fs = feature_scores(net, xb, self.score_name, eps)  # (B, D)
+            res = fs if per_feature else fs.sum(-1)
+            out[start:start + rows] = res.double().cpu().numpy()
+        return out
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Anomaly score of each row of ``X``: higher = more anomalous. Deterministic.
+
+        Returns:
+            ``(n,)`` float64 scores.
+        """
+        return self._score_scaled(self._prepare(X))
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """scikit-learn's convention (higher = more normal): ``-decision_function(X)``."""
+        return -self.decision_function(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """0/1 labels: 1 where ``decision_function(X) > threshold_`` (anomaly)."""
+        self._check_fitted()
+        return (self.decision_function(X) > self.threshold_).astype(int)
+
+    def predict_proba(self, X: Any, method: str = "linear") -> np.ndarray:
+        """``(n, 2)`` probabilities of [normal, anomaly], as PyOD computes them.
+
+        ``"linear"``: the score min-max scaled on the training scores, clipped to [0, 1];
+        ``"unify"``: Kriegel et al. (2011), ``erf`` of the score standardised on the training
+        scores, clipped to [0, 1].
+        """
+        self._check_fitted()
+        s = self.decision_function(X)
+        train = self.decision_scores_
+        if method == "linear":
+            lo, hi = float(train.min()), float(train.max())
+            p = (s - lo) / (hi - lo) if hi > lo else (s > hi).astype(float)
+        elif method == "unify":
+            std = float(train.std()) or 1.0
+            p = erf((s - float(train.mean())) / (std * math.sqrt(2.0)))
+        else:
+            raise ValueError(f"method must be 'linear' or 'unify', got {method!r}")
+        p = np.clip(p, 0.0, 1.0)
+        return np.column_stack([1.0 - p, p])
+
+    def feature_scores(self, X: Any) -> np.ndarray:
+        """``(n, d)`` per-feature contributions to the score; each row sums to its score."""
+        return self._score_scaled(self._prepare(X), per_feature=True)
+
+    @torch.inference_mode()
+    def transform(self, X: Any) -> np.ndarray:
+        """Latent means ``(n, latent_dim)`` (the code ``z`` for a plain autoencoder)."""
+        xt = self._prepare(X)
+        device = next(self.net_.parameters()).device
+        parts = [self.net_.encode(torch.from_numpy(xt[i:i + SCORE_BATCH_ROWS]).to(device))[0]
+                 for i in range(0, xt.shape[0], SCORE_BATCH_ROWS)]
+        return torch.cat(parts).double().cpu().numpy()
+
+    @torch.inference_mode()
+    def reconstruct(self, X: Any) -> np.ndarray:
+        """Decoder mean at ``z = mu``, in the units of ``X``: ``(n, d)``."""
+        xt = self._prepare(X)
+        device = next(self.net_.parameters()).device
+        parts = [self.net_(torch.from_numpy(xt[i:i + SCORE_BATCH_ROWS]).to(device))
+                 for i in range(0, xt.shape[0], SCORE_BATCH_ROWS)]
+        return self.scaler_.inverse_transform(torch.cat(parts).cpu().numpy())
+
+    @torch.inference_mode()
+    def sample(self, n: int, *, random_state: int | None = None) -> np.ndarray:
+        """Draw ``n`` rows from the model: ``z ~ N(0, I)``, then the decoder mean, in data units.
+
+        A plain autoencoder has no prior; its codes are drawn from a Gaussian fitted to the
+        training codes' mean and standard deviation per dimension.
+        """
+        self._check_fitted()
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        rng = np.random.default_rng(random_state)
+        z = rng.standard_normal((n, self.net_config_.latent_dim)).astype(np.float32)
+        if not self.net_config_.variational:
+            z = z * self.code_std_ + self.code_mean_
+        device = next(self.net_.parameters()).device
+        loc, _ = self.net_.decode(torch.from_numpy(np.asarray(z, dtype=np.float32)).to(device))
+        return self.scaler_.inverse_transform(self.net_.mean(loc).cpu().numpy())
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Save the fitted detector to one ``.safetensors`` file (atomic write; no pickle)."""
+        from anovae.persistence import save_model
+
+        return save_model(self, path)
+
+    # -- misc --------------------------------------------------------------------------------
+    def _more_tags(self) -> dict[str, Any]:
+        return {"allow_nan": False, "non_deterministic": False}
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

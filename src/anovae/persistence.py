@@ -1,0 +1,206 @@
+"""Saving and loading fitted detectors: one safetensors file, JSON metadata, no pickle.
+
+Layout of a model file (any name; ``.safetensors`` is conventional):
+
+- tensors ``net.*``: the network's weights (float32, bit-exact);
+- tensors ``scaler.center``, ``scaler.scale``, ``decision_scores`` (float64), and any extra
+  fitted arrays of the estimator;
+- the safetensors header's metadata key ``"anovae"``: a JSON document with the format name and
+  version, the library version, the estimator class and parameters, the network config, the
+  scaler, the column schema, the threshold and the training history.
+
+One file keeps the write atomic (temporary file + ``os.replace``) and the model easy to move.
+Loading reads the JSON header first and refuses anything that is not an anovae model, was cut
+short, or comes from a newer format, with a clear :class:`anovae.ModelFileError`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anovae._version import __version__
+from anovae.exceptions import ModelFileError, NotFittedError
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load", "read_metadata", "save_model"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "anovae-model"
+#: Bump when the file layout changes incompatibly; loaders refuse newer versions.
+FORMAT_VERSION = 1
+
+#: Fitted numpy attributes stored as tensors when the estimator has them.
+_ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+def save_model(detector: Any, path: str | Path) -> Path:
+    """Write a fitted detector to ``path`` atomically. Returns the path."""
+    from anovae.detectors import REGISTRY
+
+    if not hasattr(detector, "net_"):
+        raise NotFittedError("only a fitted detector can be saved; call fit first")
+    name = type(detector).__name__
+    if name not in REGISTRY:
+        raise TypeError(f"{name} is not a registered anovae detector")
+    path = Path(path)
+    doc: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "estimator": name,
+        "params": {k: _jsonable(v) for k, v in detector.get_params(deep=False).items()},
+        "net": detector.net_config_.to_dict(),
+        "scaler": {"method": detector.scaler_.method},
+        "schema": detector.schema_.to_dict(),
+        "threshold": float(detector.threshold_),
+        "score": detector.score_name,
+        "noise_seed": int(detector.noise_seed_),
+        "training": {
+            "history": detector.history_,
+            "n_epochs": int(detector.n_epochs_),
+            "best_epoch": int(detector.best_epoch_),
+            "n_train_scores": int(len(detector.decision_scores_)),
+        },
+    }
+    tensors: dict[str, torch.Tensor] = {
+        f"net.{k}": v.detach().cpu().contiguous() for k, v in detector.net_.state_dict().items()
+    }
+    tensors["scaler.center"] = torch.from_numpy(np.ascontiguousarray(detector.scaler_.center))
+    tensors["scaler.scale"] = torch.from_numpy(np.ascontiguousarray(detector.scaler_.scale))
+    for attr in _ARRAY_ATTRS:
+        if hasattr(detector, attr):
+            tensors[attr.rstrip("_")] = torch.from_numpy(
+                np.ascontiguousarray(getattr(detector, attr)))
+    from safetensors.torch import save_file
+
+    from anovae.io import atomic_output
+
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"anovae": json.dumps(doc)})
+    logger.info("saved %s to %s", name, path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON document of a model file, validated (format name and version)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ModelFileError(f"{str(path)!r} is not a file (expected an anovae model file)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise ModelFileError(
+            f"{str(path)!r} is not a readable anovae model: it is truncated, corrupt or not a "
+            f"safetensors file ({exc})"
+        ) from exc
+    if "anovae" not in meta:
+        raise ModelFileError(f"{str(path)!r} is a safetensors file but not an anovae model")
+    try:
+        doc = json.loads(meta["anovae"])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{str(path)!r} has a corrupt anovae header: {exc}") from exc
+    if doc.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{str(path)!r} is not an anovae model (format {doc.get('format')!r})")
+    version = doc.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{str(path)!r} has no valid format version")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{str(path)!r} was written by anovae {doc.get('library_version', '?')} in model "
+            f"format version {version}; this anovae ({__version__}) reads versions up to "
+            f"{FORMAT_VERSION}: upgrade anovae to load it"
+        )
+    return doc
+
+
+def load(path: str | Path, *, device: str | None = None) -> Any:
+    """Load a detector saved with ``detector.save(path)``.
+
+    Args:
+        path: the model file.
+        device: override the saved ``device`` parameter (e.g. ``"cpu"``).
+
+    Returns:
+        The fitted detector; it scores bit-identically to the one that was saved.
+
+    Raises:
+        ModelFileError: missing, truncated, corrupt, foreign or newer-format file.
+    """
+    from safetensors.torch import load_file
+
+    from anovae.detectors import REGISTRY
+    from anovae.detectors.base import resolve_device
+    from anovae.nets.mlp import MLPAutoencoder, MLPConfig
+    from anovae.tabular import ColumnSchema, Scaler
+
+    doc = read_metadata(path)
+    name = doc.get("estimator")
+    if name not in REGISTRY:
+        raise ModelFileError(f"{str(path)!r} holds an unknown estimator {name!r}")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
+    try:
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
+        if device is not None:
+            params["device"] = device
+        det = REGISTRY[name](**params)
+        try:
+            dev = resolve_device(det.device)
+        except ValueError:
+            logger.warning("model was saved for device %r, not available here: using the CPU",
+                           det.device)
+            dev = torch.device("cpu")
+        cfg = MLPConfig.from_dict(doc["net"])
+        net = MLPAutoencoder(cfg)
+        state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        net.load_state_dict(state, strict=True)
+        det.net_ = net.to(dev).eval()
+        det.net_config_ = cfg
+        det.scaler_ = Scaler(doc["scaler"]["method"], tensors["scaler.center"].numpy(),
+                             tensors["scaler.scale"].numpy())
+        det.schema_ = ColumnSchema.from_dict(doc["schema"])
+        det.n_features_in_ = det.schema_.n_features
+        if det.schema_.names is not None:
+            det.feature_names_in_ = np.asarray(det.schema_.names, dtype=object)
+        det.noise_seed_ = int(doc["noise_seed"])
+        training = doc.get("training", {})
+        det.history_ = training.get("history", {})
+        det.n_epochs_ = int(training.get("n_epochs", 0))
+        det.best_epoch_ = int(training.get("best_epoch", 0))
+        for attr in _ARRAY_ATTRS:
+            key = attr.rstrip("_")
+            if key in tensors:
+                setattr(det, attr, tensors[key].numpy())
+        det._set_threshold(float(doc["threshold"]))
+    except ModelFileError:
+        raise
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{str(path)!r} is an inconsistent anovae model: {exc}") from exc
+    det.metadata_ = {k: doc[k] for k in ("library_version", "created_utc", "format_version")
+                     if k in doc}
+    return det

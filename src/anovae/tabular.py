@@ -1,0 +1,191 @@
+"""Tabular input: validation, column schema and scaling (fitted in ``fit``, saved with models)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from anovae.exceptions import DataError
+
+__all__ = ["SCALERS", "ColumnSchema", "Scaler", "check_tabular"]
+
+SCALERS = ("robust", "standard", "minmax", "none")
+
+
+def _list(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(str(n)) for n in names[:limit])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+@dataclass(frozen=True)
+class ColumnSchema:
+    """The columns a model was fitted on. ``names`` is None when it was fitted on an array."""
+
+    n_features: int
+    names: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_features": self.n_features,
+                "names": None if self.names is None else list(self.names)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnSchema:
+        names = d.get("names")
+        return cls(int(d["n_features"]), None if names is None else tuple(names))
+
+
+def check_tabular(
+    X: Any,
+    schema: ColumnSchema | None = None,
+    *,
+    min_rows: int = 1,
+    what: str = "X",
+) -> tuple[np.ndarray, ColumnSchema]:
+    """Validate a table and return it as a float64 ``(n, d)`` array with its schema.
+
+    Accepts a pandas DataFrame (numeric and boolean columns) or anything ``np.asarray`` turns into a
+    2-D numeric array. With ``schema`` (the fitted one), DataFrame columns are matched by name
+    (reordered if needed) and arrays by width. Every problem raises :class:`DataError` naming it.
+    """
+    if isinstance(X, pd.Series):
+        X = X.to_frame()
+    if isinstance(X, pd.DataFrame):
+        arr, names = _frame_to_array(X, schema, what)
+    else:
+        arr, names = _array(X, what), None
+    if arr.shape[0] == 0:
+        raise DataError(f"{what} has no rows")
+    if arr.shape[0] < min_rows:
+        raise DataError(f"{what} has {arr.shape[0]} row(s); at least {min_rows} are needed to fit")
+    if arr.shape[1] == 0:
+        raise DataError(f"{what} has no columns")
+    if schema is not None and arr.shape[1] != schema.n_features:
+        raise DataError(
+            f"{what} has {arr.shape[1]} columns but the model was fitted on {schema.n_features}"
+        )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        cols = np.flatnonzero(bad.any(axis=0))
+        col_names = [names[i] for i in cols] if names is not None else [f"column {i}" for i in cols]
+        kinds = "NaN" if np.isnan(arr[bad]).all() else "NaN or infinite values"
+        raise DataError(
+            f"{what} contains {kinds} in {_list(col_names)} ({int(bad.any(axis=1).sum())} rows); "
+            "fill or drop them first"
+        )
+    if schema is None:
+        schema = ColumnSchema(arr.shape[1], None if names is None else tuple(names))
+    return arr, schema
+
+
+def _array(X: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise DataError(f"{what} cannot be read as a 2-D numeric table: {exc}") from exc
+    if arr.ndim == 1:
+        raise DataError(
+            f"{what} is 1-D with shape {arr.shape}; a table must be 2-D (rows, features): "
+            "use X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one row"
+        )
+    if arr.ndim != 2:
+        raise DataError(f"{what} must be 2-D (rows, features), got shape {arr.shape}")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind not in "iuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"{what} holds non-numeric values (dtype {arr.dtype}); anovae takes numeric "
+                "features for now (categorical support is planned)"
+            ) from exc
+    return np.asarray(arr, dtype=np.float64)
+
+
+def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
+                    ) -> tuple[np.ndarray, list[str]]:
+    names = [str(c) for c in X.columns]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"{what} has duplicate column names: {_list(dup)}")
+    if schema is not None and schema.names is not None:
+        missing = [n for n in schema.names if n not in names]
+        extra = [n for n in names if n not in set(schema.names)]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing columns {_list(missing)}")
+            if extra:
+                parts.append(f"unexpected columns {_list(extra)}")
+            raise DataError(
+                f"{what} does not match the columns the model was fitted on: "
+                + "; ".join(parts)
+            )
+        if names != list(schema.names):
+            X = X.set_axis(names, axis=1)[list(schema.names)]
+            names = list(schema.names)
+    non_numeric = [n for n, dt in zip(names, X.dtypes, strict=False)
+                   if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))]
+    if non_numeric:
+        raise DataError(
+            f"{what} has non-numeric columns {_list(non_numeric)}; anovae takes numeric and "
+            "boolean columns for now (categorical support is planned): encode or exclude them "
+            "(CLI: --exclude COLUMN)"
+        )
+    try:
+        arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} cannot be converted to numbers: {exc}") from exc
+    return arr, names
+
+
+@dataclass
+class Scaler:
+    """Per-feature affine scaling ``(x - center) / scale``, fitted on training rows.
+
+    ``robust`` (default): median and IQR / 1.349 (the standard deviation for Gaussian data), which
+    a few extreme rows cannot stretch; falls back to the standard deviation, then 1, for features
+    whose IQR is zero. ``standard``: mean and standard deviation. ``minmax``: to [0, 1] on the
+    training range (for Bernoulli likelihoods). ``none``: identity.
+    """
+
+    method: str = "robust"
+    center: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray) -> Scaler:
+        """Fit on ``X`` (n, d) float64."""
+        if self.method not in SCALERS:
+            raise ValueError(f"unknown scaler {self.method!r}; choose one of {list(SCALERS)}")
+        d = X.shape[1]
+        if self.method == "robust":
+            q25, q50, q75 = np.percentile(X, [25, 50, 75], axis=0)
+            center, scale = q50, (q75 - q25) / 1.349
+            std = X.std(axis=0)
+            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(center)), scale, std)
+        elif self.method == "standard":
+            center, scale = X.mean(axis=0), X.std(axis=0)
+        elif self.method == "minmax":
+            lo, hi = X.min(axis=0), X.max(axis=0)
+            center, scale = lo, hi - lo
+        else:
+            center, scale = np.zeros(d), np.ones(d)
+        scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
+        self.center = np.ascontiguousarray(center, dtype=np.float64)
+        self.scale = np.ascontiguousarray(scale, dtype=np.float64)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """``(n, d)`` -> scaled float32 ``(n, d)``."""
+        assert self.center is not None and self.scale is not None, "Scaler is not fitted"
+        out = (X - self.center) / self.scale
+        return out.astype(np.float32, copy=False)
+
+    def inverse_transform(self, Xt: np.ndarray) -> np.ndarray:
+        """Scaled ``(n, d)`` -> original units, float64."""
+        assert self.center is not None and self.scale is not None, "Scaler is not fitted"
+        return np.asarray(Xt, dtype=np.float64) * self.scale + self.center
