@@ -80,6 +80,6 @@ def elbo_loss(
         kl = kl_dims.sum()
         # Free bits: a floor per dimension; below it the KL of that dimension gets no gradient.
         kl_for_loss = torch.clamp(kl_dims, min=free_bits).sum() if free_bits > 0 else kl
-    loc, dec_logvar = net.decode(z)  # (B, D)
-    recon = (w * net.nll(x, loc, dec_logvar).sum(-1)).sum()  # scalar
+    loc, dec_logvar = net.decode(z)  # (B, *F): F = (D,) for tables, (C, H, W) for images
+    recon = (w * net.nll(x, loc, dec_logvar).flatten(1).sum(-1)).sum()  # scalar
     return LossTerms(recon + beta * kl_for_loss, recon, kl)

@@ -153,8 +153,8 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
 
     from anovae.detectors import REGISTRY
     from anovae.detectors.base import resolve_device
-    from anovae.nets.mlp import MLPAutoencoder, MLPConfig
-    from anovae.tabular import ColumnSchema, Scaler
+    from anovae.nets import build_net, config_from_dict
+    from anovae.tabular import Scaler
 
     doc = read_metadata(path)
     name = doc.get("estimator")
@@ -175,15 +175,15 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
             logger.warning("model was saved for device %r, not available here: using the CPU",
                            det.device)
             dev = torch.device("cpu")
-        cfg = MLPConfig.from_dict(doc["net"])
-        net = MLPAutoencoder(cfg)
+        cfg = config_from_dict(doc["net"])
+        net = build_net(cfg)
         state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
         net.load_state_dict(state, strict=True)
         det.net_ = net.to(dev).eval()
         det.net_config_ = cfg
         det.scaler_ = Scaler(doc["scaler"]["method"], tensors["scaler.center"].numpy(),
                              tensors["scaler.scale"].numpy())
-        det.schema_ = ColumnSchema.from_dict(doc["schema"])
+        det.schema_ = det._schema_from_dict(doc["schema"])
         det.n_features_in_ = det.schema_.n_features
         if det.schema_.names is not None:
             det.feature_names_in_ = np.asarray(det.schema_.names, dtype=object)

@@ -1,6 +1,7 @@
 """Anomaly scores of a fitted (variational) autoencoder: pure functions, higher = more anomalous.
 
-Every score is computed per feature first, ``(B, D)``, and the row score is the sum over features,
+Every score is computed per feature first, ``(B, *F)`` (``F = (D,)`` for tables, ``(C, H, W)`` for
+images: "features" are pixels there), and the row score is the sum over features,
 so :func:`feature_scores` always adds up to :func:`row_scores` (for ``"iwae"`` the part that does
 not split by feature is spread evenly; see below).
 
@@ -61,33 +62,39 @@ def feature_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
     """
     _check(score)
     mu, logvar = net.encode(x)  # (B, L)
+    feat_dims = tuple(range(1, x.dim()))  # the non-batch axes of x
     if score == "reconstruction" or logvar is None:
         if score != "reconstruction":
             raise ValueError(f"score {score!r} needs a variational model; use 'reconstruction'")
         loc, _ = net.decode(mu)
-        return (x - net.mean(loc)).pow(2)  # (B, D)
+        return (x - net.mean(loc)).pow(2)  # (B, *F)
     if eps is None:
         raise ValueError(f"score {score!r} needs the common noise eps")
     eps = eps.to(device=x.device, dtype=x.dtype)
+    s_, b_ = eps.shape[0], x.shape[0]
     z = mu.unsqueeze(0) + torch.exp(0.5 * logvar).unsqueeze(0) * eps[:, None, :]  # (S, B, L)
-    loc, dec_logvar = net.decode(z)  # (S, B, D)
-    nll = net.nll(x, loc, dec_logvar)  # (S, B, D)
-    d = x.shape[-1]
+    loc, dec_logvar = net.decode(z.reshape(s_ * b_, -1))  # (S*B, *F)
+    loc = loc.reshape(s_, *x.shape)  # (S, B, *F)
+    if dec_logvar is not None:
+        dec_logvar = dec_logvar.reshape(s_, *x.shape)
+    nll = net.nll(x, loc, dec_logvar)  # (S, B, *F)
+    d = x[0].numel()
+    expand = (slice(None),) + (None,) * len(feat_dims)  # (B,) -> (B, 1, ...)
     if score == "reconstruction_probability":
-        return nll.mean(0)  # (B, D)
+        return nll.mean(0)  # (B, *F)
     if score == "elbo":
-        kl = kl_standard_normal(mu, logvar).sum(-1, keepdim=True)  # (B, 1)
-        return nll.mean(0) + kl / d  # (B, D)
+        kl = kl_standard_normal(mu, logvar).sum(-1)  # (B,)
+        return nll.mean(0) + (kl / d)[expand]  # (B, *F)
     # iwae: log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x)
-    log_w = -nll.sum(-1) + log_normal(z) - log_normal(z, mu, logvar)  # (S, B)
-    total = -(torch.logsumexp(log_w, dim=0) - math.log(z.shape[0]))  # (B,)
+    log_w = -nll.flatten(2).sum(-1) + log_normal(z) - log_normal(z, mu, logvar)  # (S, B)
+    total = -(torch.logsumexp(log_w, dim=0) - math.log(s_))  # (B,)
     weights = torch.softmax(log_w, dim=0)  # (S, B), normalised importance weights
-    per_feature = (weights.unsqueeze(-1) * nll).sum(0)  # (B, D)
-    rest = total - per_feature.sum(-1)  # (B,)
-    return per_feature + rest.unsqueeze(-1) / d
+    per_feature = (weights[(...,) + (None,) * len(feat_dims)] * nll).sum(0)  # (B, *F)
+    rest = total - per_feature.flatten(1).sum(-1)  # (B,)
+    return per_feature + (rest / d)[expand]
 
 
 def row_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
                eps: torch.Tensor | None = None) -> torch.Tensor:
     """Row anomaly scores ``(B,)``: higher = more anomalous. See the module docstring."""
-    return feature_scores(net, x, score, eps).sum(-1)
+    return feature_scores(net, x, score, eps).flatten(1).sum(-1)

@@ -24,9 +24,10 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from anovae.exceptions import DataError, NotFittedError
 from anovae.losses import LossTerms
-from anovae.nets.mlp import MLPAutoencoder, MLPConfig
+from anovae.nets import build_net
+from anovae.nets.mlp import MLPConfig
 from anovae.scores import MONTE_CARLO_SCORES, common_noise, feature_scores
-from anovae.tabular import SCALERS, Scaler, check_tabular
+from anovae.tabular import SCALERS, ColumnSchema, Scaler, check_tabular
 from anovae.thresholds import contamination_threshold
 from anovae.training import TrainConfig, TrainResult, train
 
@@ -171,7 +172,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             self
         """
         self._check_params()
-        X_arr, schema = check_tabular(X, min_rows=2)
+        X_arr, schema = self._validate(X, None, min_rows=2)
         train_rows = X_arr
         if y is not None:
             y_arr = np.asarray(y).ravel()
@@ -189,7 +190,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         seed = (int(self.random_state) if self.random_state is not None
                 else int(np.random.default_rng().integers(0, 2**31 - 1)))
         rng = np.random.default_rng(seed)
-        self.scaler_ = Scaler(self.scaler).fit(train_rows)
+        self.scaler_ = self._fit_scaler(train_rows)
         xt = self.scaler_.transform(train_rows)
         x_train, x_val = self._split(xt, rng)
         self.net_config_ = self._net_config(self.n_features_in_)
@@ -201,7 +202,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         # caller's random state is left exactly as it was.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch_seed)
-            net = MLPAutoencoder(self.net_config_).to(device)
+            net = build_net(self.net_config_).to(device)
             gen = torch.Generator(device=device).manual_seed(torch_seed)
             result: TrainResult = train(
                 net, self._loss, torch.from_numpy(x_train).to(device),
@@ -239,10 +240,21 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 f"this {type(self).__name__} is not fitted yet; call fit(X) or anovae.load(path)"
             )
 
+    def _validate(self, X: Any, schema: Any, min_rows: int = 1) -> tuple[np.ndarray, Any]:
+        """Check ``X`` (against the fitted ``schema`` when given): (array, schema)."""
+        return check_tabular(X, schema, min_rows=min_rows)
+
+    def _fit_scaler(self, rows: np.ndarray) -> Scaler:
+        return Scaler(self.scaler).fit(rows)
+
+    @classmethod
+    def _schema_from_dict(cls, d: dict[str, Any]) -> Any:
+        return ColumnSchema.from_dict(d)
+
     def _prepare(self, X: Any) -> np.ndarray:
-        """Validate ``X`` against the fitted schema and scale it: (n, d) float32."""
+        """Validate ``X`` against the fitted schema and scale it: float32, rows first."""
         self._check_fitted()
-        arr, _ = check_tabular(X, self.schema_)
+        arr, _ = self._validate(X, self.schema_)
         return self.scaler_.transform(arr)
 
     def _noise(self, device: torch.device) -> torch.Tensor | None:
@@ -259,11 +271,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         eps = self._noise(device)
         rows = max(1, SCORE_BATCH_ROWS // (1 if eps is None else eps.shape[0]))
         n = xt.shape[0]
-        out = np.empty((n, xt.shape[1]) if per_feature else (n,), dtype=np.float64)
+        out = np.empty((n, *xt.shape[1:]) if per_feature else (n,), dtype=np.float64)
         for start in range(0, n, rows):
             xb = torch.from_numpy(np.ascontiguousarray(xt[start:start + rows])).to(device)
-            fs = feature_scores(net, xb, self.score_name, eps)  # (B, D)
-            res = fs if per_feature else fs.sum(-1)
+            fs = feature_scores(net, xb, self.score_name, eps)  # (B, *feature_shape)
+            res = fs if per_feature else fs.flatten(1).sum(-1)
             out[start:start + rows] = res.double().cpu().numpy()
         return out
 
