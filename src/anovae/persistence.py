@@ -37,12 +37,16 @@ FORMAT_NAME = "anovae-model"
 FORMAT_VERSION = 1
 
 #: Fitted numpy attributes stored as tensors when the estimator has them.
-_ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_")
+_ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_", "calibration_scores_")
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (tuple, list)):  # lists too: e.g. hidden_dims=[np.int64(32), 16]
         return [_jsonable(v) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
@@ -71,6 +75,7 @@ def save_model(detector: Any, path: str | Path) -> Path:
         "scaler": {"method": detector.scaler_.method},
         "schema": detector.schema_.to_dict(),
         "threshold": float(detector.threshold_),
+        "threshold_method": getattr(detector, "threshold_method_", None),
         "score": detector.score_name,
         "noise_seed": int(detector.noise_seed_),
         "training": {
@@ -80,6 +85,10 @@ def save_model(detector: Any, path: str | Path) -> Path:
             "n_train_scores": int(len(detector.decision_scores_)),
         },
     }
+    if not isinstance(doc["params"].get("threshold", ""), str):  # a PyThresh object: its name
+        from anovae.thresholds import parse_threshold
+
+        doc["params"]["threshold"] = parse_threshold(doc["params"]["threshold"]).describe()
     tensors: dict[str, torch.Tensor] = {
         f"net.{k}": v.detach().cpu().contiguous() for k, v in detector.net_.state_dict().items()
     }
@@ -122,6 +131,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         doc = json.loads(meta["anovae"])
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{str(path)!r} has a corrupt anovae header: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{str(path)!r} has a corrupt anovae header (not a JSON object)")
     if doc.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{str(path)!r} is not an anovae model (format {doc.get('format')!r})")
     version = doc.get("format_version")
@@ -197,9 +208,12 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
             if key in tensors:
                 setattr(det, attr, tensors[key].numpy())
         det._set_threshold(float(doc["threshold"]))
+        if doc.get("threshold_method"):
+            det.threshold_method_ = str(doc["threshold_method"])
     except ModelFileError:
         raise
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        # e.g. a missing tensor (no decision_scores_ to threshold) or a non-dict "params"
         raise ModelFileError(f"{str(path)!r} is an inconsistent anovae model: {exc}") from exc
     det.metadata_ = {k: doc[k] for k in ("library_version", "created_utc", "format_version")
                      if k in doc}

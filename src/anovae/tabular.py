@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import issparse
 
 from anovae.exceptions import DataError
 
@@ -67,8 +68,12 @@ def check_tabular(
         raise DataError(
             f"{what} has {arr.shape[1]} columns but the model was fitted on {schema.n_features}"
         )
-    bad = ~np.isfinite(arr)
-    if bad.any():
+    # A sum is finite exactly when every value is (barring overflow, re-checked below): one cheap
+    # pass on the hot scoring path instead of a full boolean mask.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(arr, axis=None) if arr.size else 0.0
+    bad = None if np.isfinite(total) else ~np.isfinite(arr)
+    if bad is not None and bad.any():
         cols = np.flatnonzero(bad.any(axis=0))
         col_names = [names[i] for i in cols] if names is not None else [f"column {i}" for i in cols]
         kinds = "NaN" if np.isnan(arr[bad]).all() else "NaN or infinite values"
@@ -82,6 +87,8 @@ def check_tabular(
 
 
 def _array(X: Any, what: str) -> np.ndarray:
+    if issparse(X):  # np.asarray would make a 0-d object array of it
+        raise DataError(f"{what} is a sparse matrix; anovae takes dense tables: use X.toarray()")
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
@@ -95,6 +102,9 @@ def _array(X: Any, what: str) -> np.ndarray:
         raise DataError(f"{what} must be 2-D (rows, features), got shape {arr.shape}")
     if arr.dtype.kind == "b":
         arr = arr.astype(np.float64)
+    if arr.dtype.kind == "c":  # a cast to float64 would silently drop the imaginary parts
+        raise DataError(f"{what} holds complex numbers (dtype {arr.dtype}); anovae takes real "
+                        "numeric features")
     if arr.dtype.kind not in "iuf":
         try:
             arr = arr.astype(np.float64)
@@ -180,10 +190,16 @@ class Scaler:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """``(n, d)`` -> scaled float32 ``(n, d)``."""
+        """``(n, d)`` -> scaled float32 ``(n, d)``.
+
+        The centring is computed in float64 and written straight into the float32 output; the
+        scaling then runs in place, so no float64 temporary of the data's size is made.
+        """
         assert self.center is not None and self.scale is not None, "Scaler is not fitted"
-        out = (X - self.center) / self.scale
-        return out.astype(np.float32, copy=False)
+        out = np.empty(np.shape(X), dtype=np.float32)
+        np.subtract(X, self.center, out=out, casting="same_kind")
+        out *= (1.0 / self.scale).astype(np.float32)
+        return out
 
     def inverse_transform(self, Xt: np.ndarray) -> np.ndarray:
         """Scaled ``(n, d)`` -> original units, float64."""

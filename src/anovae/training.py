@@ -6,10 +6,11 @@ permutation drawn from a local generator, which is much faster than a ``DataLoad
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from anovae.exceptions import TrainingError
 from anovae.losses import LossTerms
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "cpu_threads", "small_net_threads", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class TrainConfig:
     patience: int = 10
     clip_grad_norm: float = 5.0
     verbose: bool = False
+    #: CPU threads for the optimisation steps (``None``: leave torch's setting alone).
+    num_threads: int | None = None
 
 
 @dataclass
@@ -49,6 +52,32 @@ class TrainResult:
     best_epoch: int = 0
     epochs_run: int = 0
     stopped_early: bool = False
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads, then restore the previous setting."""
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def small_net_threads(net: nn.Module, device: torch.device) -> int | None:
+    """One thread for small networks on the CPU, else ``None`` (torch's default).
+
+    A tabular VAE step on a 256-row batch is a few hundred microseconds of work: splitting each
+    small matmul over several threads costs more in synchronisation than it saves, and on a busy
+    machine it is many times slower (measured: 87 ms vs 5 ms per step with 2 threads vs 1 on a
+    loaded 2-core box). Large networks (images) keep all threads.
+    """
+    n_params = sum(p.numel() for p in net.parameters())
+    return 1 if device.type == "cpu" and n_params < 250_000 else None
 
 
 def _beta_at(epoch: int, cfg: TrainConfig) -> float:
@@ -96,6 +125,12 @@ def train(
     Raises:
         TrainingError: when the loss becomes NaN or infinite.
     """
+    with cpu_threads(cfg.num_threads):
+        return _train(net, loss_fn, x_train, x_val, cfg, generator)
+
+
+def _train(net: nn.Module, loss_fn: LossFn, x_train: torch.Tensor, x_val: torch.Tensor | None,
+           cfg: TrainConfig, generator: torch.Generator) -> TrainResult:
     n = x_train.shape[0]
     batch_size = max(1, min(cfg.batch_size, n))
     steps = math.ceil(n / batch_size)
@@ -111,6 +146,7 @@ def train(
         net.train()
         perm = torch.randperm(n, generator=generator, device=x_train.device)
         sums = torch.zeros(3, dtype=torch.float64, device=x_train.device)
+        seen = 0  # rows actually trained on (a skipped one-row batch is not counted)
         for i in range(steps):
             idx = perm[i * batch_size:(i + 1) * batch_size]
             if idx.numel() < 2 and n >= 2 and i > 0:
@@ -122,9 +158,10 @@ def train(
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad_norm)
             opt.step()
             k = idx.numel()
+            seen += k
             sums += torch.stack([terms.loss.detach(), terms.reconstruction.detach(),
                                  terms.kl.detach()]).double() * k
-        mean = (sums / n).tolist()  # one host sync per epoch
+        mean = (sums / seen).tolist()  # one host sync per epoch
         if not all(math.isfinite(v) for v in mean):
             raise TrainingError(
                 f"the training loss became {mean[0]} at epoch {epoch + 1}; lower "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from anovae.detectors.base import BaseDetector, _check_param
+from anovae.detectors.base import BaseDetector
 from anovae.losses import LossTerms, elbo_loss
-from anovae.nets.blocks import ACTIVATIONS
 from anovae.nets.mlp import MLPConfig
 
 __all__ = ["AEDetector"]
@@ -43,6 +44,9 @@ class AEDetector(BaseDetector):
         clip_grad_norm: float = 5.0,
         scaler: str = "robust",
         contamination: float = 0.1,
+        threshold: str | Any = "contamination",
+        threshold_param: float | None = None,
+        calibration_fraction: float | None = None,
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
@@ -60,6 +64,9 @@ class AEDetector(BaseDetector):
         self.clip_grad_norm = clip_grad_norm
         self.scaler = scaler
         self.contamination = contamination
+        self.threshold = threshold
+        self.threshold_param = threshold_param
+        self.calibration_fraction = calibration_fraction
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -70,7 +77,7 @@ class AEDetector(BaseDetector):
 
     def _check_params(self) -> None:
         super()._check_params()
-        _check_param("activation", self.activation, str, choices=tuple(ACTIVATIONS))
+        self._check_mlp_params()
 
     def _net_config(self, n_features: int) -> MLPConfig:
         return self._mlp_config(n_features, likelihood="gaussian", variance="fixed",

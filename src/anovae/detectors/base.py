@@ -6,11 +6,13 @@ implement three small hooks: :meth:`BaseDetector._net_config` (the network to bu
 
 Conventions (PyOD's): ``decision_function`` is higher for more anomalous rows; ``predict`` gives
 1 for anomalies and 0 for normal rows; ``threshold_`` is the ``1 - contamination`` quantile of the
-training scores ``decision_scores_``; ``labels_`` are the training labels.
+training scores ``decision_scores_`` by default (other methods: the ``threshold`` parameter and
+:mod:`anovae.thresholds`); ``labels_`` are the training labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from numbers import Integral, Real
@@ -25,11 +27,12 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from anovae.exceptions import DataError, NotFittedError
 from anovae.losses import LossTerms
 from anovae.nets import build_net
+from anovae.nets.blocks import ACTIVATIONS
 from anovae.nets.mlp import MLPConfig
 from anovae.scores import MONTE_CARLO_SCORES, common_noise, feature_scores
 from anovae.tabular import SCALERS, ColumnSchema, Scaler, check_tabular
-from anovae.thresholds import contamination_threshold
-from anovae.training import TrainConfig, TrainResult, train
+from anovae.thresholds import ThresholdSpec, conformal_pvalues, parse_threshold
+from anovae.training import TrainConfig, TrainResult, small_net_threads, train
 
 __all__ = ["BaseDetector", "auto_architecture", "resolve_device"]
 
@@ -39,13 +42,20 @@ logger = logging.getLogger(__name__)
 SCORE_BATCH_ROWS = 65536
 #: Target number of optimiser updates when ``epochs=None`` (see :func:`auto_epochs`).
 TARGET_UPDATES = 3000
+#: Share of the normal rows held out to calibrate ``threshold="fpr"`` when
+#: ``calibration_fraction=None``.
+DEFAULT_CALIBRATION_FRACTION = 0.2
 
 
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:  # torch's message lists every backend it knows
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+                         ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
     return dev
@@ -131,6 +141,21 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             **fixed,
         )
 
+    def _check_mlp_params(self) -> None:
+        """Validate the parameters :meth:`_mlp_config` reads (shared by the MLP detectors)."""
+        _check_param("activation", getattr(self, "activation", "relu"), str,
+                     choices=tuple(ACTIVATIONS))
+        _check_param("dropout", getattr(self, "dropout", 0.0), Real, 0.0, 0.95)
+        _check_param("latent_dim", getattr(self, "latent_dim", None), Integral, 1, none_ok=True)
+        hidden_dims = getattr(self, "hidden_dims", None)
+        if hidden_dims is not None and (
+            isinstance(hidden_dims, (str, bytes))
+            or not all(isinstance(h, Integral) and not isinstance(h, bool) and h > 0
+                       for h in hidden_dims)
+        ):
+            raise ValueError(f"hidden_dims must be a sequence of positive integers, "
+                             f"got {hidden_dims!r}")
+
     def _train_config(self, n_train: int) -> TrainConfig:
         epochs = self.epochs if self.epochs is not None else auto_epochs(n_train,
                                                                          self.batch_size)
@@ -158,6 +183,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda', "
                              f"got {self.device!r}")
+        resolve_device(self.device)  # unknown or unavailable devices fail before any work
+        _check_param("calibration_fraction", getattr(self, "calibration_fraction", None), Real,
+                     0.0, 0.5, none_ok=True)
+        if (getattr(self, "threshold", "contamination") == "contamination"
+                and getattr(self, "threshold_param", None) is not None):
+            raise ValueError("threshold='contamination' reads the contamination parameter; "
+                             "leave threshold_param=None")
+        self._threshold_spec()  # unknown methods or numbers out of range fail here
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any | None = None) -> BaseDetector:
@@ -178,7 +211,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             y_arr = np.asarray(y).ravel()
             if y_arr.shape[0] != X_arr.shape[0]:
                 raise DataError(f"y has {y_arr.shape[0]} labels but X has {X_arr.shape[0]} rows")
-            if not set(np.unique(y_arr).tolist()) <= {0, 1}:
+            if not set(y_arr.tolist()) <= {0, 1}:  # (np.unique fails on mixed types)
                 raise DataError("y must hold 0 (normal) and 1 (anomaly) labels")
             train_rows = X_arr[y_arr == 0]
             if train_rows.shape[0] < 2:
@@ -187,9 +220,20 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.n_features_in_ = schema.n_features
         if schema.names is not None:
             self.feature_names_in_ = np.asarray(schema.names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_  # a refit on an array: the old names no longer apply
         seed = (int(self.random_state) if self.random_state is not None
                 else int(np.random.default_rng().integers(0, 2**31 - 1)))
         rng = np.random.default_rng(seed)
+        spec = self._threshold_spec()
+        y_fit = None if y is None else y_arr.astype(int)
+        if spec.needs_labels and (y_fit is None or not y_fit.any()):
+            raise DataError(f"threshold={spec.method!r} needs labels with at least one anomaly: "
+                            "fit(X, y) with y = 1 for anomalies")
+        normal = np.arange(X_arr.shape[0]) if y_fit is None else np.flatnonzero(y_fit == 0)
+        cal_rows = self._calibration_rows(normal, spec, rng)  # (n_cal,) indices into X
+        if cal_rows.size:  # held out of everything fitted: scaler, network, early stopping
+            train_rows = X_arr[np.setdiff1d(normal, cal_rows)]
         self.scaler_ = self._fit_scaler(train_rows)
         xt = self.scaler_.transform(train_rows)
         x_train, x_val = self._split(xt, rng)
@@ -204,6 +248,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             torch.manual_seed(torch_seed)
             net = build_net(self.net_config_).to(device)
             gen = torch.Generator(device=device).manual_seed(torch_seed)
+            tcfg = dataclasses.replace(tcfg, num_threads=small_net_threads(net, device))
             result: TrainResult = train(
                 net, self._loss, torch.from_numpy(x_train).to(device),
                 None if x_val is None else torch.from_numpy(x_val).to(device), tcfg, gen)
@@ -216,9 +261,18 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 codes = net.encode(torch.from_numpy(x_train).to(device))[0].cpu().numpy()
             self.code_mean_ = codes.mean(0).astype(np.float32)
             self.code_std_ = codes.std(0).astype(np.float32)
-        self.decision_scores_ = self._score_scaled(self.scaler_.transform(X_arr))
-        self._set_threshold(contamination_threshold(self.decision_scores_, self.contamination))
+        self.decision_scores_ = self._score_rows(X_arr)[0]
+        if cal_rows.size:
+            self.calibration_scores_ = self.decision_scores_[cal_rows]
+        elif hasattr(self, "calibration_scores_"):
+            del self.calibration_scores_  # a refit without calibration: the old ones are stale
+        self._fit_threshold(spec, self.decision_scores_, y_fit)
         return self
+
+    def fit_predict(self, X: Any, y: Any | None = None) -> np.ndarray:
+        """Fit on ``X`` (with ``y`` as in :meth:`fit`) and return the training labels ``labels_``
+        (1 = anomaly). scikit-learn's ``OutlierMixin.fit_predict`` would drop ``y``."""
+        return self.fit(X, y).labels_
 
     def _split(self, xt: np.ndarray, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -232,6 +286,102 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _set_threshold(self, threshold: float) -> None:
         self.threshold_ = float(threshold)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+
+    # -- thresholds (the methods live in anovae.thresholds) ------------------------------------
+    def _threshold_spec(self, method: Any = None, param: float | None = None) -> ThresholdSpec:
+        """``method``/``param``, else the ``threshold``/``threshold_param`` parameters; the
+        ``"contamination"`` method without a number reads the ``contamination`` parameter."""
+        if method is None:
+            method = getattr(self, "threshold", "contamination")
+            param = getattr(self, "threshold_param", None) if param is None else param
+        if isinstance(method, str) and method == "contamination" and param is None:
+            param = self.contamination
+        return parse_threshold(method, param)
+
+    def _calibration_rows(self, normal: np.ndarray, spec: ThresholdSpec,
+                          rng: np.random.Generator) -> np.ndarray:
+        """Sorted indices ``(n_cal,)`` of the normal rows held out of training to calibrate the
+        threshold: ``calibration_fraction`` of ``normal`` (``None``: 0.2 for ``"fpr"``, else 0).
+        Draws from ``rng`` only when rows are held out."""
+        frac = getattr(self, "calibration_fraction", None)
+        if frac is None:
+            frac = DEFAULT_CALIBRATION_FRACTION if spec.method == "fpr" else 0.0
+        n_cal = int(round(frac * normal.size))
+        if n_cal < 1:
+            if spec.method == "fpr":
+                raise DataError(f"threshold='fpr' needs held-out normal rows: set "
+                                f"calibration_fraction > 0 (got {frac}) or give more rows")
+            return np.empty(0, dtype=np.intp)
+        if normal.size - n_cal < 2:
+            raise DataError(f"{normal.size} normal rows leave fewer than 2 to train after holding "
+                            f"out {n_cal} for calibration")
+        return np.sort(rng.permutation(normal)[:n_cal])
+
+    def _fit_threshold(self, spec: ThresholdSpec, scores: np.ndarray, y: np.ndarray | None,
+                       normal_scores: np.ndarray | None = None) -> None:
+        """Set ``threshold_`` by ``spec`` from the ``(n,)`` scores of some rows and their labels
+        ``y`` (or None); ``"fpr"``/``"pot"`` use ``normal_scores``, scores of held-out normal
+        rows (default: the calibration scores, else the scores of the rows with ``y == 0``)."""
+        if spec.wants_normal_scores:
+            if normal_scores is None:
+                normal_scores = getattr(self, "calibration_scores_", None)
+            if normal_scores is None:
+                normal_scores = scores if y is None else scores[y == 0]
+            threshold = spec.compute(normal_scores)
+        else:
+            threshold = spec.compute(scores, y if spec.needs_labels else None)
+        self.threshold_method_ = spec.describe()
+        self._set_threshold(threshold)
+
+    def refit_threshold(self, X: Any, y: Any | None = None, *, method: Any = None,
+                        param: float | None = None) -> BaseDetector:
+        """Recompute ``threshold_`` (and ``labels_``) from new data, without retraining.
+
+        Args:
+            X: rows to calibrate on. For ``"fpr"`` and ``"pot"`` they must be normal rows the
+                model was not trained on (with ``y``: the rows labelled 0 are used); for
+                ``"fpr"`` their scores become ``calibration_scores_`` (conformal p-values).
+            y: optional 0/1 labels (1 = anomaly); needed by ``"best_f1"`` and ``"recall"``.
+            method: a threshold method (see :func:`anovae.thresholds.parse_threshold`);
+                ``None``: the estimator's ``threshold`` parameter.
+            param: the method's number (contamination, FPR, recall, POT risk ``q``); ``None``:
+                ``threshold_param``, else the method's default (``contamination`` for
+                ``"contamination"``).
+
+        Returns:
+            self
+
+        >>> import numpy as np
+        >>> from anovae import VAEDetector
+        >>> rng = np.random.default_rng(0)
+        >>> det = VAEDetector(epochs=2, random_state=0).fit(rng.normal(size=(300, 3)))
+        >>> X_new = rng.normal(size=(400, 3))
+        >>> det.refit_threshold(X_new, method="fpr", param=0.1).threshold_method_
+        'fpr=0.1'
+        >>> bool(det.predict(X_new).mean() <= 0.1)
+        True
+        """
+        self._check_fitted()
+        spec = self._threshold_spec(method, param)
+        scores = self.decision_function(X)
+        y_arr = None
+        if y is not None:
+            y_arr = np.asarray(y).ravel()
+            if y_arr.shape[0] != scores.shape[0]:
+                raise DataError(f"y has {y_arr.shape[0]} labels but X has {scores.shape[0]} rows")
+            if not set(y_arr.tolist()) <= {0, 1}:
+                raise DataError("y must hold 0 (normal) and 1 (anomaly) labels")
+            y_arr = y_arr.astype(int)
+        if spec.needs_labels and (y_arr is None or not y_arr.any()):
+            raise DataError(f"threshold method {spec.method!r} needs labels with at least one "
+                            "anomaly (y = 1)")
+        normal = scores if y_arr is None else scores[y_arr == 0]
+        if spec.wants_normal_scores and normal.size == 0:
+            raise DataError(f"threshold method {spec.method!r} needs rows labelled normal (y = 0)")
+        if spec.method == "fpr":
+            self.calibration_scores_ = normal
+        self._fit_threshold(spec, scores, y_arr, normal)
+        return self
 
     # -- scoring -----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -251,11 +401,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _schema_from_dict(cls, d: dict[str, Any]) -> Any:
         return ColumnSchema.from_dict(d)
 
+    def _checked(self, X: Any) -> np.ndarray:
+        """``X`` validated against the fitted schema (unscaled, rows first)."""
+        self._check_fitted()
+        return self._validate(X, self.schema_)[0]
+
     def _prepare(self, X: Any) -> np.ndarray:
         """Validate ``X`` against the fitted schema and scale it: float32, rows first."""
-        self._check_fitted()
-        arr, _ = self._validate(X, self.schema_)
-        return self.scaler_.transform(arr)
+        rows = self._checked(X)  # first: an unfitted model has no scaler_ yet
+        return self.scaler_.transform(rows)
 
     def _noise(self, device: torch.device) -> torch.Tensor | None:
         if self.score_name not in MONTE_CARLO_SCORES:
@@ -264,20 +418,30 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                             self.noise_seed_).to(device)
 
     @torch.inference_mode()
-    def _score_scaled(self, xt: np.ndarray, per_feature: bool = False) -> np.ndarray:
-        """Scores of scaled rows ``(n, d)`` -> ``(n,)`` (or ``(n, d)`` per feature), float64."""
+    def _score_rows(self, rows: np.ndarray, per_feature: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores of validated, *unscaled* rows ``(n, *F)`` -> ``(n,)`` float64, and the
+        ``(n, *F)`` per-feature scores when ``per_feature`` (else ``None``).
+
+        Rows are scaled chunk by chunk (no full-size scaled copy). The row score is summed in
+        float32 from the same per-feature tensor either way, so both paths give bit-identical
+        scores, and a row's score does not depend on the other rows (batch-invariant up to BLAS
+        blocking, deterministic for the same input).
+        """
         net = self.net_
         device = next(net.parameters()).device
         eps = self._noise(device)
-        rows = max(1, SCORE_BATCH_ROWS // (1 if eps is None else eps.shape[0]))
-        n = xt.shape[0]
-        out = np.empty((n, *xt.shape[1:]) if per_feature else (n,), dtype=np.float64)
-        for start in range(0, n, rows):
-            xb = torch.from_numpy(np.ascontiguousarray(xt[start:start + rows])).to(device)
-            fs = feature_scores(net, xb, self.score_name, eps)  # (B, *feature_shape)
-            res = fs if per_feature else fs.flatten(1).sum(-1)
-            out[start:start + rows] = res.double().cpu().numpy()
-        return out
+        chunk = max(1, SCORE_BATCH_ROWS // (1 if eps is None else eps.shape[0]))
+        n = rows.shape[0]
+        scores = np.empty((n,), dtype=np.float64)
+        feats = np.empty((n, *rows.shape[1:]), dtype=np.float64) if per_feature else None
+        for start in range(0, n, chunk):
+            xb = torch.from_numpy(self.scaler_.transform(rows[start:start + chunk])).to(device)
+            fs = feature_scores(net, xb, self.score_name, eps)  # (B, *F)
+            scores[start:start + chunk] = fs.flatten(1).sum(-1).double().cpu().numpy()
+            if feats is not None:
+                feats[start:start + chunk] = fs.double().cpu().numpy()
+        return scores, feats
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score of each row of ``X``: higher = more anomalous. Deterministic.
@@ -285,7 +449,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         Returns:
             ``(n,)`` float64 scores.
         """
-        return self._score_scaled(self._prepare(X))
+        return self._score_rows(self._checked(X))[0]
 
     def score_samples(self, X: Any) -> np.ndarray:
         """scikit-learn's convention (higher = more normal): ``-decision_function(X)``."""
@@ -301,9 +465,17 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
         ``"linear"``: the score min-max scaled on the training scores, clipped to [0, 1];
         ``"unify"``: Kriegel et al. (2011), ``erf`` of the score standardised on the training
-        scores, clipped to [0, 1].
+        scores, clipped to [0, 1];
+        ``"conformal"``: ``1 - p`` with ``p`` the conformal p-value of the score against
+        ``calibration_scores_`` (held-out normal rows; fit with ``threshold="fpr"`` or
+        ``calibration_fraction > 0``, or call :meth:`refit_threshold` with ``method="fpr"``):
+        a normal row gets an anomaly probability above ``1 - a`` with probability at most ``a``.
         """
         self._check_fitted()
+        if method == "conformal" and not hasattr(self, "calibration_scores_"):
+            raise ValueError("method='conformal' needs calibration scores of held-out normal "
+                             "rows: fit with threshold='fpr' (or calibration_fraction > 0), or "
+                             "call refit_threshold(X_normal, method='fpr')")
         s = self.decision_function(X)
         train = self.decision_scores_
         if method == "linear":
@@ -312,14 +484,67 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         elif method == "unify":
             std = float(train.std()) or 1.0
             p = erf((s - float(train.mean())) / (std * math.sqrt(2.0)))
+        elif method == "conformal":
+            p = 1.0 - conformal_pvalues(self.calibration_scores_, s)
         else:
-            raise ValueError(f"method must be 'linear' or 'unify', got {method!r}")
+            raise ValueError(f"method must be 'linear', 'unify' or 'conformal', got {method!r}")
         p = np.clip(p, 0.0, 1.0)
         return np.column_stack([1.0 - p, p])
 
     def feature_scores(self, X: Any) -> np.ndarray:
         """``(n, d)`` per-feature contributions to the score; each row sums to its score."""
-        return self._score_scaled(self._prepare(X), per_feature=True)
+        return self.score_with_feature_scores(X)[1]
+
+    def score_with_feature_scores(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``decision_function(X)`` and ``feature_scores(X)`` from one pass over the network."""
+        scores, feats = self._score_rows(self._checked(X), per_feature=True)
+        assert feats is not None
+        return scores, feats
+
+    def explain(self, X: Any, k: int = 5) -> Any:
+        """The ``k`` features that contribute most to each row's score (higher = more anomalous).
+
+        Returns:
+            A long pandas DataFrame, ``min(k, n_features)`` lines per row of ``X`` in the order of
+            ``X`` then rank, with columns ``row`` (``X``'s index label for a DataFrame, else the
+            position), ``rank`` (1 = largest contribution), ``feature`` (the column name, else
+            ``"x{j}"``), ``value`` (observed), ``expected`` (the model's expectation: the
+            reconstruction, see :meth:`reconstruct`) and ``contribution`` (the feature's
+            :meth:`feature_scores` entry; over all features a row's entries sum to its score).
+
+        >>> import numpy as np
+        >>> from anovae import VAEDetector
+        >>> X = np.random.default_rng(0).normal(size=(300, 4))
+        >>> det = VAEDetector(epochs=2, random_state=0).fit(X)
+        >>> det.explain(np.array([[0.0, 9.0, 0.0, 0.0]]), k=2).columns.tolist()
+        ['row', 'rank', 'feature', 'value', 'expected', 'contribution']
+        """
+        import pandas as pd
+
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        rows = self._checked(X)  # (n, *F)
+        n = rows.shape[0]
+        contrib = self._score_rows(rows, per_feature=True)[1].reshape(n, -1)  # (n, D)
+        values = rows.reshape(n, -1)  # (n, D)
+        expected = self.reconstruct(rows).reshape(n, -1)  # (n, D)
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            shape = rows.shape[1:]
+            names = np.asarray([f"x{j}" for j in range(values.shape[1])] if len(shape) == 1 else
+                               ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)],
+                               dtype=object)
+        k = min(int(k), values.shape[1])
+        top = np.argsort(-contrib, axis=1, kind="stable")[:, :k]  # (n, k)
+        index = X.index.to_numpy() if isinstance(X, pd.DataFrame) else np.arange(n)
+        return pd.DataFrame({
+            "row": np.repeat(index, k),
+            "rank": np.tile(np.arange(1, k + 1), n),
+            "feature": np.asarray(names, dtype=object)[top].ravel(),
+            "value": np.take_along_axis(values, top, 1).ravel(),
+            "expected": np.take_along_axis(expected, top, 1).ravel(),
+            "contribution": np.take_along_axis(contrib, top, 1).ravel(),
+        })
 
     @torch.inference_mode()
     def transform(self, X: Any) -> np.ndarray:

@@ -11,7 +11,6 @@ import torch
 from anovae.detectors.base import BaseDetector, _check_param
 from anovae.likelihoods import LIKELIHOODS
 from anovae.losses import LossTerms, elbo_loss
-from anovae.nets.blocks import ACTIVATIONS
 from anovae.nets.mlp import VARIANCES, MLPConfig
 from anovae.scores import SCORES
 from anovae.training import TrainConfig
@@ -62,6 +61,17 @@ class VAEDetector(BaseDetector):
         clip_grad_norm: gradient-norm clipping (0 disables).
         scaler: ``"robust"``, ``"standard"``, ``"minmax"`` or ``"none"`` (fitted in ``fit``).
         contamination: expected share of anomalies; sets ``threshold_`` from training scores.
+        threshold: how ``threshold_`` is set: ``"contamination"`` (PyOD's rule, the default),
+            ``"fpr"`` (conformal, a target false-positive rate on held-out normal rows),
+            ``"best_f1"`` / ``"recall"`` (needs ``y`` in ``fit``), ``"pot"`` (extreme-value
+            theory, risk ``q``), or a PyThresh thresholder (or ``"pythresh:NAME"``); see
+            :mod:`anovae.thresholds`.
+        threshold_param: the method's number: the FPR (default 0.05), the target recall (0.9)
+            or the POT risk ``q`` (1e-3); ``None`` for ``"contamination"`` (it reads
+            ``contamination``), ``"best_f1"`` and PyThresh.
+        calibration_fraction: share of the normal rows held out of training; their scores are
+            kept as ``calibration_scores_`` (``fpr`` threshold, ``predict_proba(method=
+            "conformal")``, ``pot``). ``None``: 0.2 with ``threshold="fpr"``, else 0.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         random_state: seed for initialisation, shuffling, noise and the validation split.
         verbose: show a progress bar and log training.
@@ -100,6 +110,9 @@ class VAEDetector(BaseDetector):
         clip_grad_norm: float = 5.0,
         scaler: str = "robust",
         contamination: float = 0.1,
+        threshold: str | Any = "contamination",
+        threshold_param: float | None = None,
+        calibration_fraction: float | None = None,
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
@@ -124,6 +137,9 @@ class VAEDetector(BaseDetector):
         self.clip_grad_norm = clip_grad_norm
         self.scaler = scaler
         self.contamination = contamination
+        self.threshold = threshold
+        self.threshold_param = threshold_param
+        self.calibration_fraction = calibration_fraction
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -151,19 +167,11 @@ class VAEDetector(BaseDetector):
         _check_param("likelihood", self.likelihood, str, choices=LIKELIHOODS)
         _check_param("variance", self.variance, str, choices=VARIANCES)
         _check_param("score", self.score, str, choices=SCORES)
-        _check_param("activation", self.activation, str, choices=tuple(ACTIVATIONS))
         _check_param("n_samples", self.n_samples, Integral, 1)
         _check_param("beta", self.beta, Real, 0.0)
         _check_param("warmup_epochs", self.warmup_epochs, Integral, 0, none_ok=True)
         _check_param("free_bits", self.free_bits, Real, 0.0)
-        _check_param("dropout", self.dropout, Real, 0.0, 0.95)
-        _check_param("latent_dim", self.latent_dim, Integral, 1, none_ok=True)
-        if self.hidden_dims is not None and (
-            isinstance(self.hidden_dims, (str, bytes))
-            or not all(isinstance(h, Integral) and h > 0 for h in self.hidden_dims)
-        ):
-            raise ValueError(f"hidden_dims must be a sequence of positive integers, "
-                             f"got {self.hidden_dims!r}")
+        self._check_mlp_params()
 
     def _net_config(self, n_features: int) -> MLPConfig:
         return self._mlp_config(n_features, likelihood=self.likelihood, variance=self.variance,

@@ -1,0 +1,335 @@
+"""Reading and writing tables (CSV, Parquet, NumPy), chunked streaming, and atomic writes.
+
+Every user mistake (missing file, unsupported extension, empty or corrupt file, missing
+columns) raises :class:`anovae.DataError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from anovae.exceptions import DataError
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "TableWriter",
+    "atomic_output",
+    "count_rows",
+    "iter_table_chunks",
+    "read_table",
+    "write_table",
+]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_EXTENSIONS = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq", ".npy", ".npz")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return ext
+    return "".join(path.suffixes[-2:]).lower() or "(none)"
+
+
+def _kind(path: Path) -> str:
+    """'csv', 'tsv', 'parquet', 'npy' or 'npz' for a path to read, with clear errors."""
+    if not path.exists():
+        raise DataError(f"file {str(path)!r} does not exist")
+    if path.is_dir():
+        if any(path.rglob("*.parquet")) or any(path.rglob("*.pq")):
+            return "parquet"
+        raise DataError(f"{str(path)!r} is a folder without .parquet files")
+    ext = _suffix(path)
+    kinds = {".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".parquet": "parquet",
+             ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
+    if ext not in kinds:
+        raise DataError(f"unsupported file type {ext!r} for {str(path)!r}; supported: "
+                        + ", ".join(SUPPORTED_EXTENSIONS) + " and Parquet folders")
+    if path.stat().st_size == 0:
+        raise DataError(f"{str(path)!r} is empty: the file has no rows")
+    return kinds[ext]
+
+
+def _array_frame(arr: np.ndarray, path: Path, y: np.ndarray | None = None) -> pd.DataFrame:
+    if arr.dtype == object:
+        raise DataError(f"{str(path)!r} holds an object array; only numeric arrays are read")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DataError(f"{str(path)!r} holds an array of shape {arr.shape}; table data must be "
+                        "2-D (rows, columns)")
+    df = pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])], copy=False)
+    if y is not None:
+        df["y"] = y
+    return df
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            if "X" in keys:
+                key = "X"
+            elif len(keys) == 1:
+                key = keys[0]
+            else:
+                raise DataError(f"{str(path)!r} holds arrays {keys}; name the table 'X'")
+            X = z[key]
+            y = z["y"] if "y" in keys and key != "y" else None
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+    if y is not None and (y.ndim != 1 or y.shape[0] != X.shape[0]):
+        y = None
+    return X, y
+
+
+def _select(df: pd.DataFrame, columns: Sequence[str] | None, path: Path) -> pd.DataFrame:
+    if columns is None:
+        return df
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{str(path)!r} has no column(s) {missing}")
+    return df[list(columns)]
+
+
+def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None
+               ) -> pd.DataFrame:
+    """Read a whole table file into a DataFrame.
+
+    ``.npy`` arrays get columns ``x0, x1, ...``; ``.npz`` files use the array ``X`` (or their only
+    array) and add a ``y`` column when a matching 1-D ``y`` is present (ADBench's layout).
+    Never unpickles anything.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    try:
+        if kind in ("csv", "tsv"):
+            df = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+        elif kind == "parquet":
+            df = pd.read_parquet(path, columns=list(columns) if columns else None)
+        elif kind == "npy":
+            df = _array_frame(np.load(path, allow_pickle=False), path)
+        else:
+            X, y = _load_npz(path)
+            df = _array_frame(X, path, y)
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{str(path)!r} is empty: the file has no rows") from exc
+    except Exception as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+    df = _select(df, columns, path)
+    if len(df) == 0:
+        raise DataError(f"{str(path)!r} has no rows")
+    return df
+
+
+def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 100_000,
+                      columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Stream a table in chunks of at most ``chunk_rows`` rows, in bounded memory.
+
+    Chunks carry a RangeIndex that continues across chunks (global row numbers).
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    return _iter_chunks(path, kind, chunk_rows, columns)
+
+
+def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] | None
+                 ) -> Iterator[pd.DataFrame]:
+    start = 0
+
+    def indexed(df: pd.DataFrame) -> pd.DataFrame:
+        nonlocal start
+        df.index = pd.RangeIndex(start, start + len(df))
+        start += len(df)
+        return df
+
+    try:
+        if kind in ("csv", "tsv"):
+            reader = pd.read_csv(path, sep="\t" if kind == "tsv" else ",",
+                                 chunksize=chunk_rows, usecols=list(columns) if columns else None)
+            with reader:
+                for df in reader:
+                    yield indexed(df)
+        elif kind == "parquet":
+            import pyarrow.dataset as ds
+
+            dataset = ds.dataset(str(path), format="parquet")
+            for batch in dataset.to_batches(columns=list(columns) if columns else None,
+                                            batch_size=chunk_rows):
+                if batch.num_rows:
+                    yield indexed(batch.to_pandas())
+        elif kind == "npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            for i in range(0, arr.shape[0], chunk_rows):
+                yield indexed(_select(_array_frame(np.asarray(arr[i:i + chunk_rows]), path),
+                                      columns, path))
+        else:
+            X, y = _load_npz(path)
+            for i in range(0, X.shape[0], chunk_rows):
+                yy = None if y is None else y[i:i + chunk_rows]
+                yield indexed(_select(_array_frame(X[i:i + chunk_rows], path, yy), columns, path))
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{str(path)!r} is empty: the file has no rows") from exc
+    except ValueError as exc:
+        if "Usecols" in str(exc) or "columns" in str(exc):
+            raise DataError(f"{str(path)!r}: {exc}") from exc
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+    except Exception as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+
+
+def count_rows(path: str | os.PathLike) -> int | None:
+    """The number of rows when cheap to know (Parquet metadata, .npy header), else None."""
+    path = Path(path)
+    try:
+        kind = _kind(path)
+        if kind == "parquet":
+            import pyarrow.dataset as ds
+
+            return int(ds.dataset(str(path), format="parquet").count_rows())
+        if kind == "npy":
+            return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+    except Exception:  # a count is a nicety for progress bars; reading reports real errors
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); move it onto ``path`` on success.
+
+    On an exception the temporary file is removed and an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}",
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+class TableWriter:
+    """Write a table chunk by chunk, atomically (format from the suffix of ``path``).
+
+    CSV/TSV and Parquet are appended as chunks arrive; ``.npy``/``.npz`` are collected and written
+    at the end (``.npz``: one array per column; ``.npy``: the numeric columns as a 2-D array).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "out.csv"
+    >>> with TableWriter(p) as w:
+    ...     w.write(pd.DataFrame({"a": [1, 2]}))
+    >>> p.read_text().splitlines()
+    ['a', '1', '2']
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        ext = _suffix(self.path)
+        kinds = {".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".parquet": "parquet",
+                 ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
+        if ext not in kinds:
+            raise DataError(f"unsupported output type {ext!r} for {str(self.path)!r}; "
+                            "supported: " + ", ".join(SUPPORTED_EXTENSIONS))
+        self.kind = kinds[ext]
+        self._ctx: contextlib.AbstractContextManager[Path] | None = None
+        self._tmp: Path | None = None
+        self._parts: list[pd.DataFrame] = []
+        self._pq: Any = None
+        self._header = True
+
+    def __enter__(self) -> TableWriter:
+        self._ctx = atomic_output(self.path)
+        self._tmp = self._ctx.__enter__()
+        return self
+
+    def write(self, df: pd.DataFrame) -> None:
+        """Append a chunk."""
+        assert self._tmp is not None, "use TableWriter as a context manager"
+        if self.kind in ("csv", "tsv"):
+            df.to_csv(self._tmp, sep="\t" if self.kind == "tsv" else ",", index=False,
+                      header=self._header, mode="w" if self._header else "a",
+                      compression="gzip" if self.path.name.lower().endswith(".gz") else None)
+            self._header = False
+        elif self.kind == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(self._tmp, table.schema)
+            self._pq.write_table(table.cast(self._pq.schema))
+        else:
+            self._parts.append(df)
+
+    def _finish(self) -> None:
+        assert self._tmp is not None
+        if self.kind in ("csv", "tsv") and self._header:
+            self._tmp.write_text("")
+        elif self.kind == "parquet" and self._pq is not None:
+            self._pq.close()
+        elif self.kind in ("npy", "npz"):
+            df = pd.concat(self._parts, ignore_index=True) if self._parts else pd.DataFrame()
+            if self.kind == "npz":
+                arrays = {}
+                for c in df.columns:
+                    col = df[c].to_numpy()
+                    arrays[str(c)] = col.astype(str) if col.dtype == object else col
+                with open(self._tmp, "wb") as f:
+                    np.savez(f, **arrays)
+            else:
+                num = df.select_dtypes(include=["number", "bool"])
+                if num.shape[1] != df.shape[1]:
+                    bad = [c for c in df.columns if c not in num.columns]
+                    raise DataError(f".npy output holds numbers only; non-numeric columns {bad}: "
+                                    "write .npz, .csv or .parquet instead")
+                with open(self._tmp, "wb") as f:
+                    np.save(f, num.to_numpy(dtype=np.float64))
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        assert self._ctx is not None
+        try:
+            if exc_type is None:
+                self._finish()
+            elif self._pq is not None:
+                with contextlib.suppress(Exception):
+                    self._pq.close()
+        except BaseException as err:
+            self._ctx.__exit__(type(err), err, err.__traceback__)
+            raise
+        self._ctx.__exit__(exc_type, exc, tb)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``df`` to ``path`` (format from the suffix), atomically."""
+    with TableWriter(path) as w:
+        w.write(df)

@@ -1,0 +1,187 @@
+"""Bad input gives ``anovae.DataError`` (a ``ValueError``) naming the problem, never a torch or
+numpy error from deep inside."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse
+
+from anovae import AEDetector, DataError, VAEDetector
+
+SCORING_METHODS = ["decision_function", "predict", "predict_proba", "feature_scores",
+                   "score_samples", "transform", "reconstruct"]
+
+
+def raises_data_error(call, *fragments: str) -> DataError:
+    """Run ``call``; it must raise DataError whose message contains every fragment."""
+    with pytest.raises(DataError) as info:
+        call()
+    err = info.value
+    assert isinstance(err, ValueError)
+    message = str(err)
+    for fragment in fragments:
+        assert re.search(fragment, message), f"{fragment!r} not in {message!r}"
+    return err
+
+
+@pytest.fixture
+def fresh(make_detector):
+    return make_detector(VAEDetector, epochs=1)
+
+
+# -- at fit -------------------------------------------------------------------------------------
+def test_non_numeric_columns(fresh):
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "city": ["x", "y", "z"],
+                       "kind": pd.Categorical(["u", "v", "u"]), "ok": [True, False, True]})
+    raises_data_error(lambda: fresh.fit(df), "non-numeric", "'city'", "'kind'",
+                      "categorical support is planned")
+    assert "'ok'" not in str(pytest.raises(DataError, fresh.fit, df).value)  # bools are fine
+
+
+def test_non_numeric_array(fresh):
+    X = np.array([["a", "b"], ["c", "d"], ["e", "f"]])
+    raises_data_error(lambda: fresh.fit(X), "non-numeric", "categorical support is planned")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_name_the_column(bad, fresh, data):
+    df = data.frame(data.X_train[:20].copy())
+    df.loc[3, "f2"] = bad
+    raises_data_error(lambda: fresh.fit(df), "'f2'", "NaN", "1 rows")
+    X = data.X_train[:20].copy()
+    X[5, 4] = bad
+    raises_data_error(lambda: fresh.fit(X), "column 4", "NaN")
+
+
+def test_pandas_missing_values(fresh):
+    df = pd.DataFrame({"a": pd.array([1, None, 3], dtype="Int64"), "b": [1.0, 2.0, 3.0]})
+    raises_data_error(lambda: fresh.fit(df), "NaN", "'a'")
+
+
+@pytest.mark.parametrize("X", [np.empty((0, 3)), pd.DataFrame(), pd.DataFrame({"a": []}),
+                               np.empty((0, 0))], ids=["array", "frame", "frame-rows", "0x0"])
+def test_empty_input(X, fresh):
+    raises_data_error(lambda: fresh.fit(X), "no rows")
+
+
+def test_no_columns(fresh):
+    raises_data_error(lambda: fresh.fit(np.empty((4, 0))), "no columns")
+
+
+@pytest.mark.parametrize("cls", [VAEDetector, AEDetector])
+def test_one_row_in_fit(cls, make_detector, data):
+    det = make_detector(cls, epochs=1)
+    raises_data_error(lambda: det.fit(data.X_train[:1]), "1 row", "at least 2")
+    raises_data_error(lambda: det.fit(data.frame(data.X_train[:1])), "1 row", "at least 2")
+
+
+def test_one_dimensional_array(fresh):
+    raises_data_error(lambda: fresh.fit(np.arange(10.0)), "1-D", r"reshape\(-1, 1\)")
+
+
+def test_three_dimensional_array(fresh):
+    raises_data_error(lambda: fresh.fit(np.zeros((4, 3, 2))), "2-D", r"\(4, 3, 2\)")
+
+
+def test_ragged_lists(fresh):
+    raises_data_error(lambda: fresh.fit([[1.0, 2.0], [3.0]]), "2-D numeric table")
+
+
+def test_sparse_matrix(fresh):
+    X = scipy.sparse.csr_matrix(np.eye(4))
+    raises_data_error(lambda: fresh.fit(X), "sparse", r"toarray\(\)")
+
+
+def test_complex_values(fresh):
+    raises_data_error(lambda: fresh.fit(np.ones((4, 2)) * (1 + 2j)), "complex")
+
+
+def test_duplicate_column_names(fresh):
+    df = pd.DataFrame(np.zeros((3, 3)), columns=["a", "b", "a"])
+    raises_data_error(lambda: fresh.fit(df), "duplicate", "'a'")
+
+
+# -- y --------------------------------------------------------------------------------------------
+def test_y_with_wrong_length(fresh, data):
+    raises_data_error(lambda: fresh.fit(data.X_train[:20], np.zeros(19)), "19 labels", "20 rows")
+
+
+@pytest.mark.parametrize("y_bad", [2, 0.5, -1, np.nan, "a"])
+def test_y_with_non_binary_values(y_bad, fresh, data):
+    y = np.zeros(20, dtype=object)
+    y[4] = y_bad
+    raises_data_error(lambda: fresh.fit(data.X_train[:20], y), "0 .normal.", "1 .anomaly.")
+
+
+def test_y_with_too_few_normal_rows(fresh, data):
+    y = np.ones(20, dtype=int)
+    y[0] = 0
+    raises_data_error(lambda: fresh.fit(data.X_train[:20], y), "fewer than 2", "y == 0")
+
+
+def test_y_selects_the_training_rows(make_detector, data):
+    X = np.vstack([data.X_train[:60], data.X_test[:12]])  # the test set's first 12 are anomalies
+    y = np.r_[np.zeros(60, dtype=int), np.ones(12, dtype=int)]
+    with_y = make_detector(AEDetector).fit(X, y)
+    clean = make_detector(AEDetector).fit(X[:60])
+    np.testing.assert_array_equal(with_y.decision_function(data.X_test),
+                                  clean.decision_function(data.X_test))
+    assert with_y.decision_scores_.shape == (72,)  # every row is scored
+
+
+# -- at scoring -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", SCORING_METHODS)
+def test_wrong_number_of_columns(method, fitted_vae, data):
+    call = getattr(fitted_vae, method)
+    raises_data_error(lambda: call(data.X_test[:, :4]), "4 columns", "fitted on 5")
+    raises_data_error(lambda: call(np.hstack([data.X_test, data.X_test[:, :1]])), "6 columns")
+
+
+@pytest.mark.parametrize("method", SCORING_METHODS)
+def test_bad_values_at_scoring(method, fitted_vae_frame, data):
+    call = getattr(fitted_vae_frame, method)
+    df = data.frame(data.X_test[:5].copy())
+    df.loc[2, "f1"] = np.nan
+    raises_data_error(lambda: call(df), "'f1'", "NaN")
+    raises_data_error(lambda: call(df.iloc[:0]), "no rows")
+    raises_data_error(lambda: call(df["f0"].to_numpy()), "1-D")
+
+
+def test_missing_and_extra_columns_are_named(fitted_vae_frame, data):
+    df = data.frame(data.X_test[:5])
+    raises_data_error(lambda: fitted_vae_frame.decision_function(df.drop(columns=["f3"])),
+                      "missing columns 'f3'")
+    raises_data_error(lambda: fitted_vae_frame.predict(df.assign(extra=1.0)),
+                      "unexpected columns 'extra'")
+    renamed = df.rename(columns={"f0": "zz"})
+    raises_data_error(lambda: fitted_vae_frame.feature_scores(renamed), "missing columns 'f0'",
+                      "unexpected columns 'zz'")
+
+
+def test_reordered_columns_give_the_same_scores(fitted_vae_frame, data):
+    df = data.frame(data.X_test)
+    shuffled = df[list(reversed(df.columns))]
+    np.testing.assert_array_equal(fitted_vae_frame.decision_function(shuffled),
+                                  fitted_vae_frame.decision_function(df))
+    np.testing.assert_array_equal(fitted_vae_frame.feature_scores(shuffled),
+                                  fitted_vae_frame.feature_scores(df))
+    # and the array in the fitted column order scores the same too
+    np.testing.assert_array_equal(fitted_vae_frame.decision_function(data.X_test),
+                                  fitted_vae_frame.decision_function(df))
+
+
+def test_non_numeric_column_at_scoring(fitted_vae_frame, data):
+    df = data.frame(data.X_test[:4]).astype({"f2": object})
+    df["f2"] = ["a", "b", "c", "d"]
+    raises_data_error(lambda: fitted_vae_frame.decision_function(df), "'f2'", "categorical")
+
+
+def test_errors_are_not_from_torch(fitted_vae, data):
+    for bad in (np.zeros((3, 2)), np.arange(5.0), np.zeros((2, 5, 1)), [[1.0], [2.0, 3.0]]):
+        with pytest.raises(DataError) as info:
+            fitted_vae.decision_function(bad)
+        assert not type(info.value.__cause__).__module__.startswith("torch")

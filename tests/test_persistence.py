@@ -1,0 +1,305 @@
+"""Saving and loading: bit-identical round trips, a pickle-free safetensors file, clear errors for
+bad files, and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import anovae
+from anovae import AEDetector, ModelFileError, NotFittedError, VAEDetector
+from anovae.persistence import FORMAT_NAME, FORMAT_VERSION, read_metadata
+
+
+def read_header(path: Path) -> tuple[dict, bytes]:
+    """The safetensors JSON header of ``path`` and the tensor bytes after it."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def write_header(path: Path, header: dict, data: bytes) -> None:
+    """Write a safetensors file from a header and the tensor bytes (header padded to 8 bytes)."""
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+def edit_anovae_doc(path: Path, edit) -> None:
+    """Rewrite the ``anovae`` metadata document of a saved model in place."""
+    header, data = read_header(path)
+    doc = json.loads(header["__metadata__"]["anovae"])
+    edit(doc)
+    header["__metadata__"]["anovae"] = json.dumps(doc)
+    write_header(path, header, data)
+
+
+@pytest.fixture
+def saved(fitted_vae, tmp_path) -> Path:
+    return fitted_vae.save(tmp_path / "model.safetensors")
+
+
+# -- round trips ----------------------------------------------------------------------------------
+def test_round_trip_is_bit_identical(any_fitted, data, tmp_path):
+    path = tmp_path / "m.safetensors"
+    assert any_fitted.save(path) == path
+    loaded = anovae.load(path)
+    assert type(loaded) is type(any_fitted)
+    assert loaded.get_params() == any_fitted.get_params()
+    X = data.X_test
+    np.testing.assert_array_equal(loaded.decision_function(X), any_fitted.decision_function(X))
+    np.testing.assert_array_equal(loaded.feature_scores(X), any_fitted.feature_scores(X))
+    np.testing.assert_array_equal(loaded.predict(X), any_fitted.predict(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), any_fitted.predict_proba(X))
+    np.testing.assert_array_equal(loaded.transform(X), any_fitted.transform(X))
+    np.testing.assert_array_equal(loaded.reconstruct(X), any_fitted.reconstruct(X))
+    np.testing.assert_array_equal(loaded.sample(5, random_state=1),
+                                  any_fitted.sample(5, random_state=1))
+    assert loaded.threshold_ == any_fitted.threshold_
+    np.testing.assert_array_equal(loaded.decision_scores_, any_fitted.decision_scores_)
+    np.testing.assert_array_equal(loaded.labels_, any_fitted.labels_)
+    assert loaded.n_features_in_ == any_fitted.n_features_in_
+    assert loaded.net_config_ == any_fitted.net_config_
+    assert loaded.history_ == any_fitted.history_
+    assert loaded.metadata_["format_version"] == FORMAT_VERSION
+    assert loaded.metadata_["library_version"] == anovae.__version__
+
+
+def test_dataframe_schema_is_kept(fitted_vae_frame, data, tmp_path):
+    loaded = anovae.load(fitted_vae_frame.save(str(tmp_path / "frame.safetensors")))
+    assert list(loaded.feature_names_in_) == list(data.columns)
+    df = data.frame(data.X_test)
+    shuffled = df[list(reversed(df.columns))]
+    np.testing.assert_array_equal(loaded.decision_function(shuffled),
+                                  fitted_vae_frame.decision_function(df))
+    with pytest.raises(anovae.DataError, match="missing columns 'f1'"):
+        loaded.decision_function(df.drop(columns=["f1"]))
+
+
+def test_numpy_typed_params_can_be_saved(make_detector, data, tmp_path):
+    det = make_detector(AEDetector, hidden_dims=np.array([8, 4]), latent_dim=np.int64(2),
+                        random_state=np.int64(0), learning_rate=np.float32(1e-3))
+    det.fit(data.X_train[:50])
+    loaded = anovae.load(det.save(tmp_path / "np.safetensors"))
+    assert loaded.hidden_dims == (8, 4) and loaded.latent_dim == 2
+    np.testing.assert_array_equal(loaded.decision_function(data.X_test),
+                                  det.decision_function(data.X_test))
+
+
+def test_array_model_has_no_feature_names(fitted_ae, tmp_path):
+    loaded = anovae.load(fitted_ae.save(tmp_path / "ae.safetensors"))
+    assert isinstance(loaded, AEDetector)
+    assert not hasattr(loaded, "feature_names_in_")
+
+
+def test_device_override(fitted_vae, tmp_path, data):
+    loaded = anovae.load(fitted_vae.save(tmp_path / "m.safetensors"), device="cpu")
+    assert loaded.device == "cpu"
+    np.testing.assert_array_equal(loaded.decision_function(data.X_test),
+                                  fitted_vae.decision_function(data.X_test))
+
+
+def test_loaded_model_can_be_saved_again(saved, tmp_path, data):
+    again = anovae.load(anovae.load(saved).save(tmp_path / "again.safetensors"))
+    np.testing.assert_array_equal(again.decision_function(data.X_test),
+                                  anovae.load(saved).decision_function(data.X_test))
+
+
+# -- the file format ------------------------------------------------------------------------------
+def test_file_is_safetensors_with_anovae_metadata(saved):
+    raw = saved.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert 0 < n < len(raw)
+    header = json.loads(raw[8:8 + n])
+    assert "__metadata__" in header and "anovae" in header["__metadata__"]
+    doc = json.loads(header["__metadata__"]["anovae"])
+    assert doc["format"] == FORMAT_NAME and doc["format_version"] == FORMAT_VERSION
+    assert doc["estimator"] == "VAEDetector"
+    assert doc["threshold"] == anovae.load(saved).threshold_
+    # Only plain numeric tensors, and their bytes fill the rest of the file exactly.
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    assert any(k.startswith("net.") for k in tensors)
+    assert {"scaler.center", "scaler.scale", "decision_scores"} <= set(tensors)
+    assert {v["dtype"] for v in tensors.values()} <= {"F32", "F64"}
+    assert max(v["data_offsets"][1] for v in tensors.values()) == len(raw) - 8 - n
+    assert read_metadata(saved) == doc
+
+
+def test_loading_never_unpickles(saved, monkeypatch, data):
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used while loading")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    assert anovae.load(saved).decision_function(data.X_test).shape == (len(data.X_test),)
+
+
+# -- bad files ------------------------------------------------------------------------------------
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        anovae.load(tmp_path / "nope.safetensors")
+
+
+def test_directory(tmp_path):
+    with pytest.raises(ModelFileError, match="not a file"):
+        anovae.load(tmp_path)
+
+
+def test_truncated_file(saved):
+    raw = saved.read_bytes()
+    saved.write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(ModelFileError, match="truncated|corrupt"):
+        anovae.load(saved)
+
+
+@pytest.mark.parametrize("keep", [0, 4, 8, 20])
+def test_file_cut_inside_the_header(saved, keep):
+    saved.write_bytes(saved.read_bytes()[:keep])
+    with pytest.raises(ModelFileError, match="truncated|corrupt"):
+        anovae.load(saved)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "noise.safetensors"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelFileError, match="not a readable anovae model"):
+        anovae.load(path)
+
+
+def test_pickle_file_is_refused(tmp_path):
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps({"net": [1, 2, 3]}))
+    with pytest.raises(ModelFileError):
+        anovae.load(path)
+
+
+def test_safetensors_without_anovae_metadata(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"weight": torch.zeros(3)}, str(path), metadata={"author": "someone"})
+    with pytest.raises(ModelFileError, match="not an anovae model"):
+        anovae.load(path)
+    save_file({"weight": torch.zeros(3)}, str(path))
+    with pytest.raises(ModelFileError, match="not an anovae model"):
+        anovae.load(path)
+
+
+def test_newer_format_version(saved):
+    edit_anovae_doc(saved, lambda doc: doc.update(format_version=FORMAT_VERSION + 1))
+    for load in (anovae.load, read_metadata):
+        with pytest.raises(ModelFileError,
+                           match=f"format version {FORMAT_VERSION + 1}.*upgrade anovae"):
+            load(saved)
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda doc: doc.update(format="something-else"), "not an anovae model"),
+    (lambda doc: doc.update(format_version="1"), "format version"),
+    (lambda doc: doc.update(estimator="IForest"), "unknown estimator 'IForest'"),
+    (lambda doc: doc["params"].update(hidden_units=3), "inconsistent"),
+    (lambda doc: doc["net"].update(latent_dim=7), "inconsistent"),
+    (lambda doc: doc.pop("threshold"), "inconsistent"),
+], ids=["format", "version-type", "estimator", "params", "net", "threshold"])
+def test_inconsistent_metadata(saved, edit, match):
+    edit_anovae_doc(saved, edit)
+    with pytest.raises(ModelFileError, match=match):
+        anovae.load(saved)
+
+
+def test_corrupt_anovae_json(saved):
+    header, data = read_header(saved)
+    header["__metadata__"]["anovae"] = "{not json"
+    write_header(saved, header, data)
+    with pytest.raises(ModelFileError, match="corrupt anovae header"):
+        anovae.load(saved)
+
+
+def test_anovae_json_that_is_not_an_object(saved):
+    header, data = read_header(saved)
+    header["__metadata__"]["anovae"] = "[1, 2]"
+    write_header(saved, header, data)
+    with pytest.raises(ModelFileError, match="corrupt anovae header"):
+        anovae.load(saved)
+
+
+@pytest.mark.parametrize("missing", ["decision_scores", "scaler.center", "net.encoder.0.weight"])
+def test_missing_tensor(saved, missing):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(saved), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(saved))
+    del tensors[missing]
+    save_file(tensors, str(saved), metadata=metadata)
+    with pytest.raises(ModelFileError, match="inconsistent"):
+        anovae.load(saved)
+
+
+def test_params_that_are_not_an_object(saved):
+    edit_anovae_doc(saved, lambda doc: doc.update(params=[1, 2]))
+    with pytest.raises(ModelFileError, match="inconsistent"):
+        anovae.load(saved)
+
+
+@pytest.mark.parametrize("cls", [VAEDetector, AEDetector])
+def test_saving_an_unfitted_model(cls, tmp_path):
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(NotFittedError, match="fit"):
+        cls().save(path)
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- atomic writes --------------------------------------------------------------------------------
+class DiskFull(OSError):
+    pass
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp_file(fitted_vae, fitted_ae, tmp_path,
+                                                           monkeypatch, data):
+    import safetensors.torch
+
+    path = fitted_vae.save(tmp_path / "model.safetensors")
+    before = path.read_bytes()
+
+    def partial_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\x00" * 100)  # a partial file, then the failure
+        raise DiskFull("no space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", partial_save)
+    with pytest.raises(DiskFull):
+        fitted_ae.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    monkeypatch.undo()
+    np.testing.assert_array_equal(anovae.load(path).decision_function(data.X_test),
+                                  fitted_vae.decision_function(data.X_test))
+
+
+def test_failed_first_write_leaves_nothing(fitted_vae, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    def failing_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise DiskFull("no space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    with pytest.raises(DiskFull):
+        fitted_vae.save(tmp_path / "new.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_the_model(fitted_vae, fitted_ae, tmp_path, data):
+    path = fitted_vae.save(tmp_path / "m.safetensors")
+    fitted_ae.save(path)
+    assert isinstance(anovae.load(path), AEDetector)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

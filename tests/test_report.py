@@ -1,0 +1,136 @@
+"""The HTML report: it renders, is self-contained, every embedded image decodes, it copes with
+models that are not tables, ``anovae report`` writes it, and headless Chromium shows it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from anovae.report import build_report
+
+_IMG = re.compile(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def _images(page: str) -> dict[str, np.ndarray]:
+    """Every embedded image, decoded to pixels (fails if one does not decode)."""
+    out = {}
+    for alt, b64 in _IMG.findall(page):
+        png = base64.b64decode(b64, validate=True)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        out[alt] = imread(io.BytesIO(png), format="png")
+        assert out[alt].ndim == 3 and min(out[alt].shape[:2]) > 100
+    return out
+
+
+def _self_contained(page: str) -> None:
+    assert page.count("<img") == len(_IMG.findall(page))  # no image from elsewhere
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+@pytest.fixture(scope="module")
+def labelled_report(fitted_vae_frame, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    frame = data.frame(data.X_test).set_axis([f"id{i}" for i in range(len(data.X_test))])
+    build_report(fitted_vae_frame, frame, data.y_test, out_path=out, top_k=5)
+    return out
+
+
+def test_report_with_labels(labelled_report, data):
+    page = labelled_report.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    _self_contained(page)
+    images = _images(page)
+    assert set(images) == {"Score distribution", "ROC curve", "Precision-recall curve",
+                           "Latent space", "Training"}
+    for name in ("scores", "roc", "pr", "latent", "training"):  # the same figures as PNG files
+        png = labelled_report.with_name(f"report-{name}.png")
+        assert imread(png).shape[0] > 100
+    assert "AUROC" in page and "Top anomalies" in page
+    # the top rows are named by the index, with features and their explanation
+    rows = re.findall(r"<tr><td>(\d+)</td><td>(id\d+)</td>", page)
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert any(f"<td>{c}</td>" in page for c in data.columns)
+    assert "expected" in page and "contribution" in page
+
+
+def test_report_without_labels_on_an_array_model(fitted_ae, data, tmp_path):
+    out = build_report(fitted_ae, data.X_test, out_path=tmp_path / "sub" / "r.html", top_k=3,
+                       title="My <data>")
+    page = out.read_text()
+    _self_contained(page)
+    assert set(_images(page)) == {"Score distribution", "Latent space", "Training"}
+    assert "My &lt;data&gt;" in page and "<td>x" in page  # escaped title; features x0..x4
+
+
+class PixelModel:
+    """A stand-in for an image model: 4-D inputs, no explain, no transform, no history."""
+
+    threshold_ = 10.0
+
+    def decision_function(self, X):
+        return np.asarray(X, dtype=float).reshape(len(X), -1).sum(1)
+
+
+def test_report_does_not_assume_a_table(tmp_path):
+    X = np.random.default_rng(0).exponential(size=(50, 1, 3, 3))
+    page = build_report(PixelModel(), X, out_path=tmp_path / "r.html").read_text()
+    _self_contained(page)
+    assert set(_images(page)) == {"Score distribution"}
+    assert "why (top features)" not in page and "Top anomalies" in page
+
+
+def test_report_checks_labels(fitted_ae, data, tmp_path):
+    with pytest.raises(ValueError, match="labels"):
+        build_report(fitted_ae, data.X_test, data.y_test[:3], out_path=tmp_path / "r.html")
+
+
+def test_cli_report(fitted_vae_frame, data, tmp_path):
+    from typer.testing import CliRunner
+
+    from anovae.cli import app
+
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    frame = data.frame(data.X_test).assign(y=data.y_test, key=np.arange(len(data.X_test)) + 100)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    out = tmp_path / "rep.html"
+    res = CliRunner().invoke(app, ["report", str(model), str(tmp_path / "d.csv"), "-o", str(out),
+                                   "--label-column", "y", "--id-column", "key", "--top-k", "4"])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    assert "ROC curve" in page
+    ids = [int(i) for i in re.findall(r"<tr><td>\d+</td><td>(\d+)</td>", page)]
+    assert len(ids) == 4 and min(ids) >= 100  # rows named by the id column
+    assert out.with_name("rep-roc.png").exists()
+    res = CliRunner().invoke(app, ["report", str(model), str(tmp_path / "d.csv"), "-o", str(out),
+                                   "--label-column", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output
+
+
+_CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_CHROMIUM is None, reason="headless Chromium is not installed")
+def test_report_renders_in_headless_chromium(labelled_report, tmp_path):
+    shot = tmp_path / "shot.png"
+    cmd = [_CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
+           f"--screenshot={shot}", "--window-size=1280,2000", labelled_report.as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=90, check=False)
+    assert shot.exists(), "Chromium wrote no screenshot"
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (2000, 1280)
+    assert pixels[..., :3].std() > 0.05  # not a blank page
+    # the histogram's bars (blue) and the anomalies (red) are on screen
+    rgb = (pixels[..., :3] * 255).astype(int)
+    blue = (abs(rgb[..., 0] - 0x4C) < 40) & (abs(rgb[..., 1] - 0x78) < 40) & (rgb[..., 2] > 140)
+    assert blue.sum() > 500
