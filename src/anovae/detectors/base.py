@@ -242,10 +242,16 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         tcfg = self._train_config(x_train.shape[0])
         torch_seed = int(rng.integers(0, 2**31 - 1))
         self.noise_seed_ = int(rng.integers(0, 2**31 - 1))
-        # Weight initialisation and dropout draw from torch's global generator: fork it, so the
-        # caller's random state is left exactly as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch_seed)
+        # Weight initialisation (on the CPU) and dropout draw from torch's global generators:
+        # fork the CPU one and the training GPU's, seed only those, and the caller's random state
+        # is left exactly as it was (torch.manual_seed would reseed every GPU for good).
+        gpus = [device.index if device.index is not None else torch.cuda.current_device()
+                ] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=gpus):
+            torch.random.default_generator.manual_seed(torch_seed)
+            for gpu in gpus:
+                with torch.cuda.device(gpu):
+                    torch.cuda.manual_seed(torch_seed)
             net = build_net(self.net_config_).to(device)
             gen = torch.Generator(device=device).manual_seed(torch_seed)
             tcfg = dataclasses.replace(tcfg, num_threads=small_net_threads(net, device))
