@@ -19,6 +19,7 @@ TINY = {"hidden_dims": (16, 8), "latent_dim": 2, "epochs": 3, "batch_size": 64}
 
 def _write_suite(folder: Path) -> Path:
     """Three small .npz sets: Gaussian normals with planted shifted anomalies."""
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for k, (name, d) in enumerate([("1_alpha", 4), ("2_beta", 6), ("3_gamma", 3)]):
         normal = rng.normal(size=(240, d)) @ rng.normal(size=(d, d))

@@ -45,11 +45,14 @@ def select_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) -
     return df.drop(columns=list(drop))
 
 
-def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3) -> pd.DataFrame:
+def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
+                explain: bool = False) -> pd.DataFrame:
     """Scores, 0/1 labels and the ``top_k`` contributing features of each row.
 
     Returns a DataFrame with ``anomaly_score``, ``is_anomaly`` and, for ``i = 1..top_k``,
-    ``top_feature_i`` (name) and ``top_contribution_i`` (its share of the score).
+    ``top_feature_i`` (name) and ``top_contribution_i`` (its share of the score); with
+    ``explain`` also ``top_value_i`` (observed) and ``top_expected_i`` (the reconstruction), as
+    in :meth:`anovae.detectors.base.BaseDetector.explain`.
     """
     scores, contributions = detector.score_with_feature_scores(features)
     out = pd.DataFrame({"anomaly_score": scores,
@@ -60,9 +63,16 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3) -> pd.
         flat = contributions.reshape(len(contributions), -1)
         names = np.asarray([str(c) for c in features.columns], dtype=object)
         top = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+        if explain:
+            values = features.to_numpy(dtype=np.float64).reshape(len(flat), -1)
+            expected = detector.reconstruct(features).reshape(len(flat), -1)
         for i in range(k):
+            col = top[:, i:i + 1]
             out[f"top_feature_{i + 1}"] = names[top[:, i]]
-            out[f"top_contribution_{i + 1}"] = np.take_along_axis(flat, top[:, i:i + 1], 1)[:, 0]
+            out[f"top_contribution_{i + 1}"] = np.take_along_axis(flat, col, 1)[:, 0]
+            if explain:
+                out[f"top_value_{i + 1}"] = np.take_along_axis(values, col, 1)[:, 0]
+                out[f"top_expected_{i + 1}"] = np.take_along_axis(expected, col, 1)[:, 0]
     return out
 
 
@@ -87,6 +97,7 @@ def score_file(
     *,
     id_column: str | None = None,
     top_k: int = 3,
+    explain: bool = False,
     chunk_rows: int = 200_000,
     progress: bool = False,
 ) -> ScoreSummary:
@@ -106,7 +117,7 @@ def score_file(
             if id_column and id_column not in chunk.columns:
                 raise DataError(f"id column {id_column!r} is not in {os.fspath(data)!r}")
             feats = select_features(detector, chunk, drop)
-            scored = score_frame(detector, feats, top_k=top_k)
+            scored = score_frame(detector, feats, top_k=top_k, explain=explain)
             ids = chunk[id_column].to_numpy() if id_column else chunk.index.to_numpy()
             scored.insert(0, id_column or "row", ids)
             writer.write(scored.reset_index(drop=True))

@@ -41,13 +41,11 @@ def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
     y = None
     if label_column:
         raw = df[label_column]
-        try:
-            y = raw.to_numpy().astype(int)
-        except (TypeError, ValueError):
-            raise DataError(f"label column {label_column!r} must hold 0/1 values") from None
-        if not set(np.unique(y).tolist()) <= {0, 1}:
+        found = sorted({str(v) for v in raw.unique()[:50]})
+        if raw.isna().any() or not raw.isin([0, 1]).all():
             raise DataError(f"label column {label_column!r} must hold 0 (normal) and 1 "
-                            f"(anomaly), found {sorted(set(np.unique(y).tolist()))[:10]}")
+                            f"(anomaly) only, found {found[:10]}")
+        y = raw.to_numpy().astype(int)
     return df.drop(columns=drop), y
 
 
@@ -127,6 +125,9 @@ def score(
     id_column: str | None = typer.Option(None, help="Column carried to the output as row id "
                                                     "(default: the row number)."),
     top_features: int = typer.Option(3, help="How many top contributing features per row."),
+    explain: int | None = typer.Option(
+        None, help="Explain the K top features of each row: name, contribution, observed value "
+                   "and the model's expected value (overrides --top-features)."),
     chunk_rows: int = typer.Option(200_000, help="Rows per chunk (bounds memory)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress bar."),
 ) -> None:
@@ -135,8 +136,9 @@ def score(
     from anovae.scoring import score_file
 
     det = load(model)
-    summary = score_file(det, data, output, id_column=id_column, top_k=top_features,
-                         chunk_rows=chunk_rows, progress=verbose)
+    summary = score_file(det, data, output, id_column=id_column,
+                         top_k=explain if explain is not None else top_features,
+                         explain=explain is not None, chunk_rows=chunk_rows, progress=verbose)
     typer.echo(f"scored {summary.rows} rows ({summary.anomalies} flagged as anomalies) in "
                f"{summary.seconds:.2f}s; written to {summary.output}")
 
