@@ -119,9 +119,11 @@ def fit(
 @handle_errors
 def score(
     model: Path = typer.Argument(..., help="A model file written by `anovae fit`."),
-    data: Path = typer.Argument(..., help="Table to score (.csv, .parquet, .npy, .npz...)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output table (.csv, .parquet, "
-                                                             ".npy, .npz)."),
+    data: Path = typer.Argument(..., help="Table to score (.csv, .parquet, .npy, .npz...); "
+                                          "with --stream: JSON lines, '-' for standard input."),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="Output table (.csv, .parquet, .npy, .npz); "
+                                            "required unless --stream (default: stdout)."),
     id_column: str | None = typer.Option(None, help="Column carried to the output as row id "
                                                     "(default: the row number)."),
     top_features: int = typer.Option(3, help="How many top contributing features per row."),
@@ -130,11 +132,23 @@ def score(
                    "and the model's expected value (overrides --top-features)."),
     chunk_rows: int = typer.Option(200_000, help="Rows per chunk (bounds memory)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress bar."),
+    stream: bool = typer.Option(False, "--stream", help="Read JSON lines (one record each) and "
+                                                        "write one scored JSON line per input "
+                                                        "line as soon as it is scored."),
 ) -> None:
     """Score DATA with MODEL; write row ids, anomaly_score, is_anomaly and top features."""
     from anovae.persistence import load
     from anovae.scoring import score_file
 
+    if stream:
+        from anovae.cli.serve_export import score_stream_cli
+
+        k = explain if explain is not None else top_features
+        score_stream_cli(model, data, output, k, explain is not None)
+        return
+    if output is None:
+        raise typer.BadParameter("an output table is required (or use --stream)",
+                                 param_hint="--output")
     det = load(model)
     summary = score_file(det, data, output, id_column=id_column,
                          top_k=explain if explain is not None else top_features,

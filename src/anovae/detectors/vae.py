@@ -52,7 +52,8 @@ class VAEDetector(BaseDetector):
         free_bits: minimum KL per latent dimension (nats); 0 disables it.
         activation: hidden activation, one of ``anovae.nets.blocks.ACTIVATIONS``.
         dropout: dropout rate in hidden layers.
-        epochs: maximum epochs; ``None`` picks about 3,000 updates (10 to 400 epochs).
+        epochs: maximum epochs; ``None`` picks about ``TARGET_UPDATES`` (700) updates (10 to
+            400 epochs; see :func:`anovae.detectors.base.auto_epochs`).
         batch_size: rows per update (capped at the number of training rows).
         learning_rate, weight_decay: Adam settings.
         validation_fraction: share of training rows held out for early stopping (0 disables).

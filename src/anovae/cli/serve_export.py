@@ -1,0 +1,136 @@
+"""``anovae serve`` and ``anovae export``, and the ``--stream`` mode of ``anovae score``: thin
+adapters over :mod:`anovae.service`, :mod:`anovae.export` and :mod:`anovae.streaming`."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from anovae.cli.app import app, handle_errors
+from anovae.exceptions import DataError
+
+
+def _model_specs(models: list[str]) -> dict[str, str]:
+    """``["a.safetensors", "fraud=b.safetensors"]`` -> ``{"a": "a.safetensors", "fraud": ...}``,
+    each file checked (exists, is an anovae model of a readable format version)."""
+    from anovae.persistence import read_metadata
+
+    out: dict[str, str] = {}
+    for spec in models:
+        name, sep, path = spec.partition("=")
+        if not sep or Path(spec).exists():
+            name, path = Path(spec).stem, spec
+        if name in out:
+            raise DataError(f"two models are named {name!r}: name them, e.g. {name}2={path}")
+        read_metadata(path)
+        out[name] = str(Path(path).resolve())
+    return out
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+@handle_errors
+def serve(
+    models: list[str] = typer.Argument(..., help="Model file(s) written by `anovae fit`; "
+                                                 "NAME=PATH to name one (default: the file "
+                                                 "stem). The first is served at /v1/score, each "
+                                                 "at /v1/models/NAME/score."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. The default answers this "
+                                               "machine only; 0.0.0.0 exposes the service."),
+    port: int = typer.Option(8000, help="Port to bind."),
+    workers: int = typer.Option(1, min=1, help="Worker processes (each loads the models)."),
+    api_key: str | None = typer.Option(None, envvar="ANOVAE_API_KEY",
+                                       help="Require this key on every /v1 request (X-API-Key "
+                                            "header or Authorization: Bearer). Prefer the "
+                                            "ANOVAE_API_KEY variable to the flag."),
+    max_records: int = typer.Option(10_000, min=1, help="Records per request, at most."),
+    max_body_bytes: int = typer.Option(16 * 2**20, min=1, help="Request body bytes, at most."),
+    top_k: int = typer.Option(3, min=0, help="Top contributing features per record."),
+    threads: int | None = typer.Option(None, min=1,
+                                       help="torch threads per worker (default: torch's; 1 "
+                                            "suits small models with one worker per core)."),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log",
+                                    help="Log every request (off: /metrics counts them)."),
+) -> None:
+    """Serve MODELS over HTTP: POST /v1/score, GET /v1/model, /healthz, /readyz, /metrics.
+
+    OpenAPI docs at /docs. Safe by default: binds to 127.0.0.1; with an API key every /v1
+    request must carry it; bodies and batches are size-limited."""
+    import uvicorn
+
+    from anovae.service import API_KEY_ENV, CONFIG_ENV
+
+    specs = _model_specs(models)
+    if not _is_loopback(host) and not api_key:
+        typer.echo(f"warning: serving on {host} without an API key: anyone who can reach this "
+                   f"port can score (set {API_KEY_ENV} or --api-key)", err=True)
+    os.environ[CONFIG_ENV] = json.dumps({"models": specs, "max_records": max_records,
+                                         "max_body_bytes": max_body_bytes, "top_k": top_k,
+                                         "torch_threads": threads})
+    if api_key:
+        os.environ[API_KEY_ENV] = api_key
+    typer.echo(f"serving {', '.join(specs)} on http://{host}:{port} (docs: /docs)", err=True)
+    uvicorn.run("anovae.service:app_from_env", factory=True, host=host, port=port,
+                workers=workers, access_log=access_log, log_level="warning")
+
+
+@app.command()
+@handle_errors
+def export(
+    model: Path = typer.Argument(..., help="A model file written by `anovae fit`."),
+    output: Path = typer.Option(..., "--output", "-o", help="The file to write (model.onnx)."),
+    format_: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+) -> None:
+    """Export MODEL's scoring graph to ONNX (scaling, encoder, decoder and score).
+
+    Input 'x': float32 raw rows in the model's column order; outputs 'anomaly_score' (higher =
+    more anomalous) and 'is_anomaly'."""
+    from anovae.export import export_onnx
+    from anovae.persistence import load
+
+    if format_ != "onnx":
+        raise typer.BadParameter(f"unknown format {format_!r}; choose onnx", param_hint="--format")
+    det = load(model, device="cpu")
+    try:
+        path = export_onnx(det, output)
+    except ImportError as exc:
+        raise DataError(f"ONNX export needs the onnx package ({exc}): "
+                        "pip install 'anovae[serve]'") from None
+    typer.echo(f"exported {type(det).__name__} ({det.score_name} score, "
+               f"{det.schema_.n_features} inputs) to {path}")
+
+
+def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
+                     explain: bool) -> None:
+    """``anovae score MODEL DATA --stream``: JSON lines from DATA (``-``: standard input) to
+    OUTPUT (default or ``-``: standard output); the summary goes to standard error."""
+    from anovae.persistence import load
+    from anovae.streaming import score_stream
+
+    det = load(model)
+    src = sys.stdin if str(data) == "-" else open(data, encoding="utf-8")  # noqa: SIM115
+    to_stdout = output is None or str(output) == "-"
+    dst = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        summary = score_stream(det, src, dst, top_k=top_k, explain=explain)
+    finally:
+        if src is not sys.stdin:
+            src.close()
+        if dst is not sys.stdout:
+            dst.close()
+    typer.echo(f"streamed {summary.scored + summary.errors} lines: {summary.scored} scored "
+               f"({summary.anomalies} anomalies), {summary.errors} errors in "
+               f"{summary.seconds:.2f}s", err=True)

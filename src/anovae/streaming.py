@@ -1,0 +1,321 @@
+"""Scoring records (JSON-like rows) as they arrive: one line in, one scored line out.
+
+:class:`RecordScorer` turns records into rows for a fitted detector and its scores into plain
+JSON-ready dicts; :func:`score_stream` reads JSON lines and writes one scored JSON line per input
+line, flushed as soon as it is scored (``anovae score MODEL - --stream``). The HTTP service
+(:mod:`anovae.service`) uses the same :class:`RecordScorer`, so a record scores the same way on
+every path: with the detector's own ``score_with_feature_scores`` (higher = more anomalous).
+
+A record is one of:
+
+- a JSON object keyed by column name (``{"f0": 1.2, "f1": -0.3}``); keys the model does not
+  know are ignored, missing ones are an error;
+- a JSON array of the values in the model's column order (``[1.2, -0.3]``), nested for
+  image-shaped inputs (``(C, H, W)`` or whatever shape the model was fitted on).
+
+Example:
+    >>> import io, json
+    >>> import numpy as np
+    >>> from anovae import VAEDetector
+    >>> X = np.random.default_rng(0).normal(size=(200, 3))
+    >>> det = VAEDetector(epochs=2, random_state=0).fit(X)
+    >>> out = io.StringIO()
+    >>> summary = score_stream(det, io.StringIO('[0, 0, 0]\\n{"x0": 9}\\n'), out)
+    >>> [sorted(json.loads(line)) for line in out.getvalue().splitlines()]
+    [['anomaly_score', 'is_anomaly', 'line', 'top_features'], ['error', 'line']]
+    >>> (summary.scored, summary.errors)
+    (1, 1)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import numpy as np
+
+from anovae.exceptions import DataError
+from anovae.thresholds import conformal_pvalues
+
+__all__ = ["RecordScorer", "StreamSummary", "feature_names", "score_stream"]
+
+logger = logging.getLogger(__name__)
+
+
+def feature_names(detector: Any) -> list[str]:
+    """The names of the detector's input features, flattened in row-major order.
+
+    The fitted column names when the model knows them, else ``x0, x1, ...`` for tables and
+    ``x[c,h,w]`` for image-shaped inputs (the names :meth:`explain` uses).
+    """
+    names = getattr(detector.schema_, "names", None)
+    if names is not None:
+        return [str(n) for n in names]
+    shape = input_shape(detector)
+    if len(shape) == 1:
+        return [f"x{j}" for j in range(shape[0])]
+    return ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)]
+
+
+def input_shape(detector: Any) -> tuple[int, ...]:
+    """The shape of one input row: ``(d,)`` for tables, e.g. ``(C, H, W)`` for images."""
+    shape = getattr(detector.schema_, "shape", None)
+    if shape is not None:
+        return tuple(int(s) for s in shape)
+    return (int(detector.schema_.n_features),)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null (missing values are not allowed)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} (NaN and infinite values are not allowed)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{str(value)[:20]}... (out of the range of a float)"
+    return f"{json.dumps(value)[:40]} (not a number)"
+
+
+def _bad_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        try:
+            return not math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            return True
+    return True
+
+
+class RecordScorer:
+    """Records in, scored dicts out, for one fitted detector (built once, used per request).
+
+    Args:
+        detector: a fitted anovae detector.
+        top_k: how many top contributing features each result lists (0: none).
+
+    Each result holds ``anomaly_score`` (higher = more anomalous), ``is_anomaly``
+    (``anomaly_score > threshold_``), ``p_value`` and ``anomaly_probability`` when the model has
+    calibration scores of held-out normal rows (conformal; see
+    :func:`anovae.thresholds.conformal_pvalues`), and ``top_features``: the ``top_k`` features
+    with the largest contributions (the :meth:`feature_scores` entries; over all features a
+    row's contributions sum to its score), with the observed ``value`` and the model's
+    ``expected`` value when ``explain`` is asked for.
+    """
+
+    def __init__(self, detector: Any, top_k: int = 3) -> None:
+        self.detector = detector
+        self.top_k = int(top_k)
+        self.names = feature_names(detector)
+        self.shape = input_shape(detector)
+        self.threshold = float(detector.threshold_)
+        cal = getattr(detector, "calibration_scores_", None)
+        self.calibration = None if cal is None else np.sort(np.asarray(cal, dtype=np.float64))
+        self._names_arr = np.asarray(self.names, dtype=object)
+
+    # -- records -> rows ---------------------------------------------------------------------
+    def rows_from_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``(n, d)`` float64 rows from records keyed by column name (extra keys ignored)."""
+        if len(self.shape) != 1:
+            raise DataError(f"this model takes inputs of shape {list(self.shape)}: send them as "
+                            "nested arrays ('instances'), not as records keyed by name")
+        if not records:
+            raise DataError("no records to score")
+        names = self.names
+        try:
+            values = [[r[n] for n in names] for r in records]
+        except (KeyError, TypeError):
+            for i, r in enumerate(records):
+                if not isinstance(r, Mapping):
+                    raise DataError(f"record {i} is not a JSON object keyed by column name"
+                                    ) from None
+                missing = [n for n in names if n not in r]
+                if missing:
+                    shown = ", ".join(repr(m) for m in missing[:10])
+                    more = f" ... ({len(missing)} in all)" if len(missing) > 10 else ""
+                    raise DataError(f"record {i} lacks columns the model was fitted on: "
+                                    f"{shown}{more}") from None
+            raise
+        return self._finite(values, lambda i, j: (f"record {i}", names[j]))
+
+    def rows_from_columns(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        """``(n, d)`` float64 rows from the columnar form ``{name: [values...]}``."""
+        if len(self.shape) != 1:
+            raise DataError(f"this model takes inputs of shape {list(self.shape)}: send them as "
+                            "nested arrays ('instances'), not as columns")
+        missing = [n for n in self.names if n not in columns]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:10])
+            more = f" ... ({len(missing)} in all)" if len(missing) > 10 else ""
+            raise DataError(f"the columns lack some the model was fitted on: {shown}{more}")
+        cols = [columns[n] for n in self.names]
+        lengths = {len(c) for c in cols}
+        if len(lengths) != 1:
+            raise DataError(f"the columns have different lengths: {sorted(lengths)}")
+        if lengths == {0}:
+            raise DataError("no records to score")
+        return self._finite(cols, lambda j, i: (f"record {i}", self.names[j])).T.copy()
+
+    def rows_from_instances(self, instances: Sequence[Any]) -> np.ndarray:
+        """``(n, *shape)`` float64 rows from arrays of values in the model's feature order."""
+        if not len(instances):
+            raise DataError("no records to score")
+        try:
+            arr = np.asarray(instances)
+        except ValueError as exc:  # ragged nesting
+            raise DataError(f"the instances are not arrays of one shape {list(self.shape)}: "
+                            f"{exc}") from None
+        if arr.ndim >= 1 and tuple(arr.shape[1:]) != self.shape:
+            raise DataError(f"each instance must have shape {list(self.shape)} (the model's "
+                            f"input), got {list(arr.shape[1:])}")
+        flat = arr.reshape(arr.shape[0], -1)
+        return self._finite(flat.tolist() if arr.dtype.kind not in "iufb" else flat,
+                            lambda i, j: (f"instance {i}", self.names[j])).reshape(arr.shape)
+
+    def _finite(self, values: Any, where: Any) -> np.ndarray:
+        """``values`` (nested lists, 2-D) as a finite float64 array, else a DataError naming the
+        first bad value; ``where(i, j)`` names the record and column of ``values[i][j]``."""
+        try:
+            arr: np.ndarray | None = np.asarray(values)
+        except ValueError:  # ragged: some record holds a list where a number belongs
+            arr = None
+        if arr is not None and arr.dtype.kind in "iufb" and arr.ndim == 2:
+            arr = arr.astype(np.float64, copy=False)
+            with np.errstate(over="ignore", invalid="ignore"):
+                if np.isfinite(np.add.reduce(arr, axis=None)):
+                    return arr
+            bad = np.argwhere(~np.isfinite(arr))
+            if bad.size == 0:  # the sum overflowed; every value is finite
+                return arr
+            i, j = (int(v) for v in bad[0])
+            rec, col = where(i, j)
+            raise DataError(f"{rec}, column {col!r}: {_describe(float(arr[i, j]))}")
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                if _bad_value(v):
+                    rec, col = where(i, j)
+                    raise DataError(f"{rec}, column {col!r}: {_describe(v)}")
+        raise DataError("the values are not a table of numbers")  # pragma: no cover
+
+    # -- rows -> results ---------------------------------------------------------------------
+    def score(self, rows: np.ndarray, *, explain: bool = False, top_k: int | None = None
+              ) -> list[dict[str, Any]]:
+        """Score ``(n, *shape)`` rows; one JSON-ready dict per row (see the class docstring).
+
+        ``top_k`` overrides the scorer's number of top features for this call. Rows whose score
+        is not finite (values so large that the network overflows) raise :class:`DataError`.
+        """
+        det = self.detector
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: caught just below
+            scores, feats = det.score_with_feature_scores(rows)  # (n,), (n, *shape)
+        n = scores.shape[0]
+        if not np.isfinite(scores).all():
+            bad = np.flatnonzero(~np.isfinite(scores))
+            raise DataError(f"record(s) {bad[:10].tolist()} cannot be scored: their values are "
+                            "too large for the model (the score overflows)")
+        flags = (scores > self.threshold).tolist()
+        pvals = None if self.calibration is None else conformal_pvalues(self.calibration, scores)
+        k = min(max(self.top_k if top_k is None else int(top_k), 0), len(self.names))
+        top_lists: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        if k:
+            flat = feats.reshape(n, -1)  # (n, D)
+            top = np.argsort(-flat, axis=1, kind="stable")[:, :k]  # (n, k)
+            names = self._names_arr[top].tolist()
+            contrib = np.take_along_axis(flat, top, 1).tolist()
+            if explain:
+                values = np.take_along_axis(rows.reshape(n, -1), top, 1).tolist()
+                expected = np.take_along_axis(det.reconstruct(rows).reshape(n, -1), top,
+                                              1).tolist()
+                top_lists = [[{"feature": f, "contribution": c, "value": v, "expected": e}
+                              for f, c, v, e in zip(fr, cr, vr, er, strict=True)]
+                             for fr, cr, vr, er in zip(names, contrib, values, expected,
+                                                       strict=True)]
+            else:
+                top_lists = [[{"feature": f, "contribution": c} for f, c in zip(fr, cr,
+                                                                                 strict=True)]
+                             for fr, cr in zip(names, contrib, strict=True)]
+        out = [{"anomaly_score": s, "is_anomaly": a, "top_features": t}
+               for s, a, t in zip(scores.tolist(), flags, top_lists, strict=True)]
+        if pvals is not None:
+            for rec, p in zip(out, pvals.tolist(), strict=True):
+                rec["p_value"] = p
+                rec["anomaly_probability"] = 1.0 - p
+        return out
+
+    def score_records(self, records: Sequence[Any], *, explain: bool = False
+                      ) -> list[dict[str, Any]]:
+        """Score records that are all objects keyed by name, or all arrays (see the module)."""
+        if records and isinstance(records[0], Mapping):
+            return self.score(self.rows_from_records(records), explain=explain)
+        return self.score(self.rows_from_instances(records), explain=explain)
+
+
+@dataclass
+class StreamSummary:
+    """What :func:`score_stream` did: lines scored, lines answered with an error, time taken."""
+
+    scored: int
+    anomalies: int
+    errors: int
+    seconds: float
+
+
+def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: TextIO, *,
+                 top_k: int = 3, explain: bool = False, id_field: str | None = None
+                 ) -> StreamSummary:
+    """Score JSON lines from ``in_stream``; write one JSON line per input line to ``out_stream``.
+
+    Each output line is written and flushed as soon as its input line is scored, so the stream
+    can be piped between processes in real time. Blank lines are skipped. A line that cannot be
+    scored (malformed JSON, missing columns, NaN, a wrong shape) gets an error line,
+    ``{"line": N, "error": "..."}``, and the stream goes on.
+
+    Args:
+        detector: a fitted detector.
+        in_stream: text lines, each a JSON object keyed by column name or a JSON array of values
+            (see the module docstring).
+        out_stream: where the JSON lines go (flushed after each line).
+        top_k: top contributing features per line.
+        explain: add the observed and expected (reconstructed) value of each top feature.
+        id_field: a key of the input objects to copy to the output as ``"id"``.
+
+    Returns:
+        A :class:`StreamSummary`. Output lines hold ``line`` (1-based input line number),
+        ``anomaly_score`` (higher = more anomalous), ``is_anomaly``, ``top_features`` and, when
+        the model has calibration scores, ``p_value`` and ``anomaly_probability``.
+    """
+    scorer = RecordScorer(detector, top_k=top_k)
+    t0 = time.perf_counter()
+    scored = anomalies = errors = 0
+    lines = iter(in_stream.readline, "") if hasattr(in_stream, "readline") else iter(in_stream)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        result: dict[str, Any] = {"line": number}
+        try:
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise DataError(f"malformed JSON: {exc}") from None
+            if id_field is not None and isinstance(record, dict) and id_field in record:
+                result["id"] = record[id_field]
+            if not isinstance(record, (dict, list)):
+                raise DataError("a line must be a JSON object keyed by column name or a JSON "
+                                "array of values")
+            result.update(scorer.score_records([record], explain=explain)[0])
+            scored += 1
+            anomalies += bool(result["is_anomaly"])
+        except (ValueError, TypeError, OverflowError) as exc:  # DataError too
+            result = {k: v for k, v in result.items() if k in ("line", "id")}
+            result["error"] = str(exc)
+            errors += 1
+        out_stream.write(json.dumps(result) + "\n")
+        out_stream.flush()
+    seconds = time.perf_counter() - t0
+    logger.info("streamed %d lines (%d errors, %d anomalies) in %.2fs", scored + errors, errors,
+                anomalies, seconds)
+    return StreamSummary(scored, anomalies, errors, seconds)

@@ -1,0 +1,428 @@
+"""The HTTP service, in-process (FastAPI's TestClient): scores, model info, health, metrics, the
+API key, and the bad-request matrix (every bad request is a 4xx with a message, never a 5xx)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from anovae import AEDetector, VAEDetector  # noqa: E402
+from anovae.service import create_app  # noqa: E402
+
+COLS = [f"f{i}" for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def calibrated(data: Any, make_detector: Callable[..., Any]) -> VAEDetector:
+    """A tiny VAE with conformal calibration scores (so responses carry p-values)."""
+    return make_detector(VAEDetector, threshold="fpr", threshold_param=0.1).fit(
+        data.frame(data.X_train))
+
+
+@pytest.fixture(scope="module")
+def client(fitted_vae_frame: VAEDetector, calibrated: VAEDetector,
+           fitted_ae: AEDetector) -> Iterator[TestClient]:
+    app = create_app({"main": fitted_vae_frame, "calib": calibrated, "arr": fitted_ae})
+    with TestClient(app) as c:  # runs the lifespan (loading and warm-up)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def small_client(fitted_vae_frame: VAEDetector) -> Iterator[TestClient]:
+    app = create_app(fitted_vae_frame, max_records=5, max_body_bytes=2000, api_key="s3cret")
+    with TestClient(app) as c:
+        yield c
+
+
+def records(X: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(COLS, map(float, row), strict=True)) for row in X]
+
+
+# -- scoring ---------------------------------------------------------------------------------
+def test_scores_match_the_detector(client: TestClient, data: Any,
+                                   fitted_vae_frame: VAEDetector) -> None:
+    X = data.X_test[:20]
+    r = client.post("/v1/score", json={"records": records(X)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "main" and body["n_records"] == 20
+    assert body["score_type"] == "elbo" and body["threshold"] == fitted_vae_frame.threshold_
+    got = np.array([res["anomaly_score"] for res in body["results"]])
+    np.testing.assert_array_equal(got, fitted_vae_frame.decision_function(data.frame(X)))
+    flags = [res["is_anomaly"] for res in body["results"]]
+    assert flags == fitted_vae_frame.predict(data.frame(X)).astype(bool).tolist()
+    assert body["n_anomalies"] == sum(flags)
+    feats = fitted_vae_frame.feature_scores(data.frame(X))
+    for res, row in zip(body["results"], feats, strict=True):
+        assert "p_value" not in res  # this model has no calibration scores
+        top = res["top_features"]
+        assert len(top) == 3
+        assert top[0]["feature"] == COLS[int(np.argmax(row))]
+        assert top[0]["contribution"] == pytest.approx(row.max())
+
+
+def test_three_input_forms_agree(client: TestClient, data: Any) -> None:
+    X = data.X_test[:7]
+    forms = [{"records": records(X)},
+             {"columns": {c: X[:, j].tolist() for j, c in enumerate(COLS)}},
+             {"instances": X.tolist()}]
+    scores = [[res["anomaly_score"] for res in client.post("/v1/score", json=f).json()["results"]]
+              for f in forms]
+    assert scores[0] == scores[1] == scores[2]
+
+
+def test_extra_keys_and_column_order_are_fine(client: TestClient, data: Any) -> None:
+    rec = dict(reversed(list(records(data.X_test[:1])[0].items())))
+    rec["customer_id"] = "abc"
+    a = client.post("/v1/score", json={"records": [rec]}).json()["results"][0]
+    b = client.post("/v1/score", json={"instances": data.X_test[:1].tolist()}).json()
+    assert a["anomaly_score"] == b["results"][0]["anomaly_score"]
+
+
+def test_top_k_and_explain(client: TestClient, data: Any, fitted_vae_frame: VAEDetector) -> None:
+    X = data.X_test[:4]
+    r = client.post("/v1/score", json={"records": records(X), "top_k": 0})
+    assert all(res["top_features"] == [] for res in r.json()["results"])
+    r = client.post("/v1/score", json={"records": records(X), "top_k": 2, "explain": True})
+    expected = fitted_vae_frame.explain(data.frame(X), k=2)
+    got = [f for res in r.json()["results"] for f in res["top_features"]]
+    assert [f["feature"] for f in got] == expected["feature"].tolist()
+    np.testing.assert_allclose([f["value"] for f in got], expected["value"])
+    np.testing.assert_allclose([f["expected"] for f in got], expected["expected"])
+
+
+def test_p_values_where_the_model_has_them(client: TestClient, data: Any,
+                                           calibrated: VAEDetector) -> None:
+    X = data.X_test[:10]
+    res = client.post("/v1/models/calib/score", json={"records": records(X)}).json()["results"]
+    proba = calibrated.predict_proba(data.frame(X), method="conformal")[:, 1]
+    np.testing.assert_allclose([r["anomaly_probability"] for r in res], proba)
+    np.testing.assert_allclose([r["p_value"] for r in res], 1.0 - proba)
+
+
+def test_models_fitted_on_arrays(client: TestClient, data: Any, fitted_ae: AEDetector) -> None:
+    X = data.X_test[:3]
+    r = client.post("/v1/models/arr/score", json={"instances": X.tolist()})
+    assert r.status_code == 200
+    np.testing.assert_array_equal([x["anomaly_score"] for x in r.json()["results"]],
+                                  fitted_ae.decision_function(X))
+    named = [{f"x{j}": v for j, v in enumerate(row)} for row in X.tolist()]
+    r2 = client.post("/v1/models/arr/score", json={"records": named})
+    assert r2.json()["results"] == r.json()["results"]
+
+
+def test_model_info(client: TestClient, fitted_vae_frame: VAEDetector) -> None:
+    info = client.get("/v1/model").json()
+    assert info["name"] == "main" and info["estimator"] == "VAEDetector"
+    assert [c["name"] for c in info["columns"]] == COLS
+    assert info["threshold"] == fitted_vae_frame.threshold_ and info["score_type"] == "elbo"
+    assert info["input_shape"] == [5] and info["has_p_value"] is False
+    assert client.get("/v1/models/arr").json()["columns"] is None
+    assert [m["name"] for m in client.get("/v1/models").json()] == ["main", "calib", "arr"]
+    assert client.get("/v1/models/calib").json()["has_p_value"] is True
+
+
+def test_loads_a_model_file_in_the_lifespan(tmp_path: Path, fitted_vae_frame: VAEDetector,
+                                            data: Any) -> None:
+    path = fitted_vae_frame.save(tmp_path / "fraud.safetensors")
+    app = create_app(path)
+    with TestClient(app) as c:
+        assert c.get("/readyz").json() == {"status": "ready", "models": ["fraud"]}
+        info = c.get("/v1/models/fraud").json()
+        assert info["trained_utc"] and info["format_version"] == 1
+        r = c.post("/v1/score", json={"records": records(data.X_test[:2])})
+        assert r.json()["model"] == "fraud"
+
+
+def test_not_ready_without_the_lifespan(fitted_vae_frame: VAEDetector) -> None:
+    c = TestClient(create_app(fitted_vae_frame))  # not entered: nothing loaded
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/readyz").status_code == 503
+
+
+def test_health_metrics_and_docs(client: TestClient, data: Any) -> None:
+    client.post("/v1/score", json={"records": records(data.X_test[:12])})
+    client.post("/v1/score", json={"records": []})
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    text = client.get("/metrics").text
+    assert 'anovae_http_requests_total{method="POST",route="/v1/score",status="200"}' in text
+    assert 'route="/v1/score",status="422"' in text
+    assert 'anovae_http_request_duration_seconds_bucket{route="/v1/score",le="+Inf"}' in text
+    scored = [line for line in text.splitlines()
+              if line.startswith('anovae_records_scored_total{model="main"}')]
+    assert scored and int(scored[0].split()[-1]) >= 12
+    assert "anovae_anomalies_flagged_total" in text
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "/v1/models/{name}/score" in spec["paths"]
+
+
+def test_api_key(small_client: TestClient, data: Any) -> None:
+    body = {"records": records(data.X_test[:1])}
+    assert small_client.post("/v1/score", json=body).status_code == 401
+    assert small_client.get("/v1/model").status_code == 401
+    wrong = small_client.post("/v1/score", json=body, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401 and "API key" in wrong.json()["detail"]
+    assert small_client.post("/v1/score", json=body,
+                             headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert small_client.post("/v1/score", json=body,
+                             headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert small_client.get("/healthz").status_code == 200  # operations stay open
+    assert small_client.get("/metrics").status_code == 200
+
+
+def test_unknown_model_is_404(client: TestClient) -> None:
+    r = client.post("/v1/models/nope/score", json={"instances": [[0.0] * 5]})
+    assert r.status_code == 404 and "main" in r.json()["detail"]
+
+
+def test_bad_model_names_are_refused(fitted_ae: AEDetector) -> None:
+    with pytest.raises(ValueError, match="model name"):
+        create_app({"a/b": fitted_ae})
+
+
+# -- the bad-request matrix ------------------------------------------------------------------
+GOOD = {"f0": 0.1, "f1": 0.2, "f2": 0.3, "f3": 0.4, "f4": 0.5}
+
+
+def _rec(**changes: Any) -> str:
+    rec = {**GOOD, **changes}
+    return json.dumps({"records": [GOOD, rec]})
+
+
+BAD = [
+    # (raw body, status, a piece of the message)
+    ('{"records": [', 400, "malformed JSON"),
+    ("{'records': []}", 400, "malformed JSON"),
+    ("[1, 2]", 422, ""),
+    ('"text"', 422, ""),
+    ("{}", 422, "exactly one"),
+    (json.dumps({"records": [GOOD], "instances": [[0] * 5]}), 422, "exactly one"),
+    (json.dumps({"records": []}), 422, "no records"),
+    (json.dumps({"records": [1, 2]}), 422, "records.0"),
+    (json.dumps({"records": [GOOD, {"f0": 1.0}]}), 422, "record 1 lacks columns"),
+    (_rec(f2=None), 422, "record 1, column 'f2': null"),
+    (_rec(f2="abc"), 422, "not a number"),
+    (_rec(f2="1.5"), 422, "not a number"),
+    (_rec(f2=[1, 2]), 422, "not a number"),
+    (_rec(f2={"a": 1}), 422, "not a number"),
+    (_rec(f2=10**400), 422, "out of the range"),
+    (_rec(f2=1e300), 422, "too large"),
+    ('{"records": [{"f0": NaN, "f1": 0, "f2": 0, "f3": 0, "f4": 0}]}', 422, "NaN"),
+    ('{"records": [{"f0": Infinity, "f1": 0, "f2": 0, "f3": 0, "f4": 0}]}', 422, "inf"),
+    ('{"records": [{"f0": 1e999, "f1": 0, "f2": 0, "f3": 0, "f4": 0}]}', 422, "inf"),
+    (json.dumps({"instances": [[0.0] * 4]}), 422, "shape [5]"),
+    (json.dumps({"instances": [[0.0] * 5, [0.0] * 4]}), 422, "shape"),
+    (json.dumps({"instances": [0.0] * 5}), 422, "shape"),
+    (json.dumps({"instances": [[[0.0] * 5]]}), 422, "shape"),
+    (json.dumps({"instances": [[0.0, 0.0, None, 0.0, 0.0]]}), 422, "instance 0, column 'f2'"),
+    (json.dumps({"columns": {"f0": [1.0]}}), 422, "lack"),
+    (json.dumps({"columns": {c: [1.0] * (2 if c == "f3" else 1) for c in COLS}}), 422,
+     "different lengths"),
+    (json.dumps({"columns": {c: [] for c in COLS}}), 422, "no records"),
+    (json.dumps({"records": [GOOD], "top_k": -1}), 422, "top_k"),
+    (json.dumps({"records": [GOOD], "top_k": "many"}), 422, "top_k"),
+    (json.dumps({"records": [GOOD], "surprise": 1}), 422, "surprise"),
+    ("[" * 100_000 + "]" * 100_000, 400, ""),  # deeper than the JSON parser goes
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD,
+                         ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_requests_are_4xx_with_a_message(client: TestClient, body: str, status: int,
+                                             message: str) -> None:
+    r = client.post("/v1/score", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and message in detail
+
+
+def test_other_bad_requests(client: TestClient) -> None:
+    assert client.post("/v1/score", content=_rec(), headers={"Content-Type": "text/plain"}
+                       ).status_code == 422
+    assert client.post("/v1/score").status_code == 422  # no body at all
+    assert client.get("/v1/score").status_code == 405
+    assert client.get("/nowhere").status_code == 404
+    # the worker survived all of it
+    assert client.post("/v1/score", content=_rec(), headers={"Content-Type": "application/json"}
+                       ).status_code == 200
+
+
+def test_limits(small_client: TestClient) -> None:
+    key = {"X-API-Key": "s3cret"}
+    six = {"instances": [[0.0] * 5] * 6}
+    r = small_client.post("/v1/score", json=six, headers=key)
+    assert r.status_code == 413 and "limit of 5" in r.json()["detail"]
+    big = json.dumps({"records": [GOOD] * 3, "pad": "x" * 3000})
+    r = small_client.post("/v1/score", content=big, headers=key)
+    assert r.status_code == 413 and "2000 bytes" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no content-length: counted as it arrives
+        yield b'{"records": ['
+        for _ in range(100):
+            yield json.dumps(GOOD).encode() + b","
+        yield json.dumps(GOOD).encode() + b"]}"
+
+    r = small_client.post("/v1/score", content=chunks(), headers=key)
+    assert r.status_code == 413
+    assert small_client.post("/v1/score", json={"records": [GOOD]}, headers=key).status_code == 200
+
+
+# -- fuzzing the OpenAPI spec ----------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_openapi_fuzz_finds_no_5xx(client: TestClient, mode: str) -> None:
+    """Schemathesis generates requests from the OpenAPI spec (valid ones, then invalid ones) for
+    every operation; none may get a 5xx. Bounded: 25 seeded examples per operation and mode."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+
+    # The module's client keeps the lifespan entered, so the models stay loaded while
+    # schemathesis calls the app through its own in-process transport.
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    generation = schemathesis.GenerationMode(mode)
+    seen = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy(generation))
+        @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def check(case: Any) -> None:
+            response = case.call()
+            assert response.status_code < 500, (case.as_curl_command(), response.text)
+
+        try:
+            check()
+        except Unsatisfiable:  # negative mode: an operation with no inputs to break
+            assert mode == "negative"
+            continue
+        seen += 1
+    assert seen >= (8 if mode == "positive" else 4)
+
+
+_finite = {"allow_nan": False, "allow_infinity": False}
+
+
+def _values() -> Any:
+    from hypothesis import strategies as st
+
+    return st.one_of(st.floats(-1e6, 1e6, **_finite), st.integers(-10**6, 10**6),
+                     st.floats(), st.none(), st.booleans(), st.text(max_size=3),
+                     st.integers(), st.floats(-1e308, 1e308, **_finite))
+
+
+def test_random_records_are_scored_or_refused_never_5xx(client: TestClient) -> None:
+    """Property: records of any JSON scalars get 200 (all finite numbers) or a 422 that names a
+    record, never a 5xx; finite values of a sane size are always scored."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @given(st.lists(st.fixed_dictionaries({c: _values() for c in COLS}), min_size=1, max_size=4))
+    def check(recs: list[dict[str, Any]]) -> None:
+        r = client.post("/v1/score", content=json.dumps({"records": recs}),
+                        headers={"Content-Type": "application/json"})
+        sane = all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1e6
+                   for rec in recs for v in rec.values())
+        if sane:
+            assert r.status_code == 200, r.text
+        else:
+            assert r.status_code in (200, 422), r.text
+            if r.status_code == 422:
+                assert "record" in r.json()["detail"]
+
+    check()
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+def test_cli_serve_hands_the_config_to_uvicorn(tmp_path: Path, fitted_vae_frame: VAEDetector,
+                                               fitted_ae: AEDetector, data: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from anovae.cli import app
+    from anovae.service import API_KEY_ENV, CONFIG_ENV, app_from_env
+
+    a = fitted_vae_frame.save(tmp_path / "a.safetensors")
+    b = fitted_ae.save(tmp_path / "b.safetensors")
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append({"target": target,
+                                                                           **kw}))
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    monkeypatch.setenv(CONFIG_ENV, "")  # restored after the test
+    runner = CliRunner()
+    res = runner.invoke(app, ["serve", str(a), f"other={b}", "--workers", "2", "--max-records",
+                              "7"])
+    assert res.exit_code == 0, res.output
+    (call,) = calls
+    assert call["target"] == "anovae.service:app_from_env" and call["factory"] is True
+    assert call["host"] == "127.0.0.1" and call["port"] == 8000 and call["workers"] == 2
+    assert "warning" not in res.output
+    with TestClient(app_from_env()) as c:
+        assert [m["name"] for m in c.get("/v1/models").json()] == ["a", "other"]
+        assert c.get("/v1/model").json()["max_records"] == 7
+        r = c.post("/v1/models/other/score", json={"instances": data.X_test[:2].tolist()})
+        assert r.status_code == 200
+
+    res = runner.invoke(app, ["serve", str(a), "--host", "0.0.0.0"])
+    assert res.exit_code == 0 and "without an API key" in res.output
+    res = runner.invoke(app, ["serve", str(tmp_path / "missing.safetensors")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    res = runner.invoke(app, ["serve", str(a), f"a={b}"])
+    assert res.exit_code == 2 and "two models are named 'a'" in res.output
+
+
+@pytest.mark.slow
+def test_a_real_server_on_loopback(tmp_path: Path, fitted_vae_frame: VAEDetector,
+                                   data: Any) -> None:
+    """``anovae serve`` in a subprocess: uvicorn, the factory and the lifespan, over TCP."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ANOVAE_API_KEY": "k"}
+    proc = subprocess.Popen([sys.executable, "-m", "anovae", "serve", str(model), "--port",
+                             str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        body = {"records": records(data.X_test[:3])}
+        assert httpx.post(f"{url}/v1/score", json=body).status_code == 401
+        r = httpx.post(f"{url}/v1/score", json=body, headers={"X-API-Key": "k"})
+        assert r.status_code == 200 and r.json()["n_records"] == 3
+        r = httpx.post(f"{url}/v1/score", content=b"{", headers={"X-API-Key": "k",
+                                                                 "Content-Type":
+                                                                     "application/json"})
+        assert r.status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

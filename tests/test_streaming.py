@@ -1,0 +1,168 @@
+"""Streaming mode: JSON lines in, one scored JSON line out per line, errors in-line; library
+(:func:`anovae.streaming.score_stream`) and CLI (``anovae score MODEL - --stream``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from anovae import VAEDetector
+from anovae.cli import app
+from anovae.streaming import RecordScorer, score_stream
+
+COLS = [f"f{i}" for i in range(5)]
+
+
+def lines_for(X: np.ndarray) -> list[str]:
+    return [json.dumps(dict(zip(COLS, map(float, row), strict=True))) for row in X]
+
+
+def test_each_line_scored_like_the_detector(fitted_vae_frame: VAEDetector, data: Any) -> None:
+    X = data.X_test[:15]
+    out = io.StringIO()
+    summary = score_stream(fitted_vae_frame, io.StringIO("\n".join(lines_for(X)) + "\n"), out)
+    got = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [g["line"] for g in got] == list(range(1, 16))
+    # one row per forward pass here, the whole batch there: equal up to BLAS blocking
+    np.testing.assert_allclose([g["anomaly_score"] for g in got],
+                               fitted_vae_frame.decision_function(data.frame(X)), rtol=1e-6)
+    assert [g["is_anomaly"] for g in got] == fitted_vae_frame.predict(
+        data.frame(X)).astype(bool).tolist()
+    assert all(len(g["top_features"]) == 3 for g in got)
+    assert (summary.scored, summary.errors) == (15, 0)
+    assert summary.anomalies == sum(g["is_anomaly"] for g in got)
+
+
+def test_bad_lines_get_an_error_and_the_stream_goes_on(fitted_vae_frame: VAEDetector,
+                                                       data: Any) -> None:
+    good = lines_for(data.X_test[:2])
+    bad = ['{"f0": 1', '{"f0": 1.0}', '{"f0": NaN, "f1": 0, "f2": 0, "f3": 0, "f4": 0}',
+           "42", '"text"', "[1, 2]", '{"f0": null, "f1": 0, "f2": 0, "f3": 0, "f4": 0}',
+           '{"f0": "x", "f1": 0, "f2": 0, "f3": 0, "f4": 0}', "[" * 50_000]
+    text = "\n".join([good[0], *bad, "", "   ", good[1]]) + "\n"
+    out = io.StringIO()
+    summary = score_stream(fitted_vae_frame, io.StringIO(text), out)
+    got = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(got) == 2 + len(bad)  # blank lines are skipped
+    assert "anomaly_score" in got[0] and "anomaly_score" in got[-1]
+    assert got[-1]["line"] == len(bad) + 4
+    errors = got[1:-1]
+    assert all(set(e) == {"line", "error"} for e in errors)
+    messages = [e["error"] for e in errors]
+    assert "malformed JSON" in messages[0]
+    assert "lacks columns" in messages[1] and "'f1'" in messages[1]
+    assert "NaN" in messages[2]
+    assert "JSON object" in messages[3] and "JSON object" in messages[4]
+    assert "shape" in messages[5]
+    assert "null" in messages[6] and "not a number" in messages[7]
+    assert (summary.scored, summary.errors) == (2, len(bad))
+
+
+def test_ids_explain_and_arrays(fitted_vae_frame: VAEDetector, data: Any) -> None:
+    rec = dict(zip(COLS, data.X_test[0].tolist(), strict=True))
+    lines = [json.dumps({**rec, "id": "a-1"}), json.dumps(data.X_test[0].tolist())]
+    out = io.StringIO()
+    score_stream(fitted_vae_frame, lines, out, top_k=2, explain=True, id_field="id")
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["id"] == "a-1" and "id" not in second
+    assert first["anomaly_score"] == second["anomaly_score"]
+    assert set(first["top_features"][0]) == {"feature", "contribution", "value", "expected"}
+    assert len(first["top_features"]) == 2
+
+
+class _Pipe(io.StringIO):
+    """An output stream that records the input position at each flush."""
+
+    def __init__(self, source: io.StringIO) -> None:
+        super().__init__()
+        self.source = source
+        self.flushed_at: list[int] = []
+
+    def flush(self) -> None:
+        self.flushed_at.append(self.source.tell())
+
+
+def test_each_line_is_flushed_before_the_next_is_read(fitted_vae_frame: VAEDetector,
+                                                      data: Any) -> None:
+    src = io.StringIO("\n".join(lines_for(data.X_test[:3])) + "\n")
+    out = _Pipe(src)
+    score_stream(fitted_vae_frame, src, out)
+    ends = [i for i, ch in enumerate(src.getvalue()) if ch == "\n"]
+    assert out.flushed_at == [e + 1 for e in ends]
+
+
+def test_record_scorer_forms_agree(fitted_vae_frame: VAEDetector, data: Any) -> None:
+    scorer = RecordScorer(fitted_vae_frame)
+    X = data.X_test[:4]
+    recs = [json.loads(line) for line in lines_for(X)]
+    a = scorer.rows_from_records(recs)
+    b = scorer.rows_from_columns({c: X[:, j].tolist() for j, c in enumerate(COLS)})
+    c = scorer.rows_from_instances(X.tolist())
+    np.testing.assert_array_equal(a, X)
+    np.testing.assert_array_equal(b, X)
+    np.testing.assert_array_equal(c, X)
+
+
+def test_cli_stream_from_stdin(tmp_path: Path, fitted_vae_frame: VAEDetector, data: Any) -> None:
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    text = "\n".join([*lines_for(data.X_test[:3]), "not json"]) + "\n"
+    res = CliRunner().invoke(app, ["score", str(model), "-", "--stream", "--top-features", "1"],
+                             input=text)
+    assert res.exit_code == 0, res.output
+    got = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(got) == 4 and "error" in got[3]
+    assert all(len(g["top_features"]) == 1 for g in got[:3])
+    assert "3 scored" in res.stderr
+
+
+def test_cli_stream_file_to_file(tmp_path: Path, fitted_vae_frame: VAEDetector,
+                                 data: Any) -> None:
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines_for(data.X_test[:3])) + "\n")
+    res = CliRunner().invoke(app, ["score", str(model), str(src), "--stream", "-o",
+                                   str(tmp_path / "out.jsonl"), "--explain", "2"])
+    assert res.exit_code == 0, res.output
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(got) == 3 and "expected" in got[0]["top_features"][0]
+
+
+def test_cli_score_still_needs_an_output_without_stream(tmp_path: Path,
+                                                        fitted_vae_frame: VAEDetector) -> None:
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    res = CliRunner().invoke(app, ["score", str(model), str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "--output" in res.output
+
+
+@pytest.mark.slow
+def test_stream_answers_each_line_before_stdin_closes(tmp_path: Path,
+                                                      fitted_vae_frame: VAEDetector,
+                                                      data: Any) -> None:
+    """A real pipe: the answer to line 1 arrives while stdin is still open."""
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "anovae", "score", str(model), "-",
+                             "--stream"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(lines_for(data.X_test[:1])[0] + "\n")
+        proc.stdin.flush()
+        first = json.loads(proc.stdout.readline())  # blocks until that line is answered
+        assert first["line"] == 1 and "anomaly_score" in first
+        proc.stdin.write("oops\n")
+        proc.stdin.flush()
+        assert "error" in json.loads(proc.stdout.readline())
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
