@@ -1,5 +1,6 @@
 """ONNX export: onnxruntime's scores equal anovae's (relative 1e-5) for every score type, on
-random rows and on real ones (scikit-learn's breast-cancer table), plus the CLI command."""
+random rows and on real ones (scikit-learn's breast-cancer table; ADBench tables when
+../shared/data is there), plus the CLI command."""
 
 from __future__ import annotations
 
@@ -62,6 +63,53 @@ def test_real_rows(cancer: np.ndarray, params: dict[str, Any], tmp_path: Path) -
                       random_state=0, **params).fit(cancer[:400])
     path = export_onnx(det, tmp_path / "m.onnx")
     check_equal(det, path, cancer[400:])
+
+
+ADBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "adbench"
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", ["6_cardio", "4_breastw"])
+def test_real_rows_adbench(name: str, tmp_path: Path) -> None:
+    """ADBench tables from ../shared/data (float64 and uint8 columns), skipped when absent."""
+    path = ADBENCH / f"{name}.npz"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (shared data)")
+    with np.load(path, allow_pickle=False) as d:
+        X, y = d["X"].astype(np.float64), d["y"]
+    det = VAEDetector(epochs=3, n_samples=4, device="cpu", random_state=0).fit(X[y == 0][:600])
+    onnx_path = export_onnx(det, tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    check_equal(det, onnx_path, X[rng.permutation(len(X))[:500]])
+
+
+def test_image_models(tmp_path: Path) -> None:
+    """The image detector's graph: (N, C, H, W) floats in [0, 1] (skipped where absent)."""
+    import anovae
+
+    if not hasattr(anovae, "ImageVAEDetector"):
+        pytest.skip("no image detector in this build")
+    images = (np.random.default_rng(0).random((64, 8, 8)) * 255).astype(np.uint8)
+    det = anovae.ImageVAEDetector(epochs=1, random_state=0, device="cpu").fit(images)
+    path = export_onnx(det, tmp_path / "m.onnx")
+    check_equal(det, path, images[:, None] / 255.0)
+
+
+def test_mixed_table_models_are_refused(make_detector: Any, tmp_path: Path) -> None:
+    pytest.importorskip("anovae.mixed")
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=200), "c": rng.choice(["x", "y"], 200)})
+    det = make_detector(VAEDetector).fit(frame)
+    if not hasattr(det.schema_, "kinds"):
+        pytest.skip("this build fits mixed tables on the numeric path")
+    with pytest.raises(ValueError, match="mixed-table models"):
+        export_onnx(det, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    model = det.save(tmp_path / "m.safetensors")
+    res = CliRunner().invoke(app, ["export", str(model), "-o", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 2 and "mixed-table models" in res.output
 
 
 def test_metadata(fitted_vae_frame: VAEDetector, tmp_path: Path) -> None:

@@ -148,6 +148,21 @@ def test_not_ready_without_the_lifespan(fitted_vae_frame: VAEDetector) -> None:
     c = TestClient(create_app(fitted_vae_frame))  # not entered: nothing loaded
     assert c.get("/healthz").status_code == 200
     assert c.get("/readyz").status_code == 503
+    r = c.post("/v1/score", json={"instances": [[0.0] * 5]})
+    assert r.status_code == 503 and "not loaded" in r.json()["detail"]
+
+
+def test_a_second_lifespan_does_not_unload_the_first(fitted_vae_frame: VAEDetector,
+                                                     data: Any) -> None:
+    """Two servers (lifespans) of one app, e.g. a fuzzer's transport beside a TestClient: when
+    one shuts down, the other still serves its models."""
+    app = create_app(fitted_vae_frame)
+    body = {"records": records(data.X_test[:2])}
+    with TestClient(app) as first:
+        with TestClient(app) as second:
+            assert second.post("/v1/score", json=body).status_code == 200
+        assert first.get("/readyz").status_code == 200
+        assert first.post("/v1/score", json=body).status_code == 200
 
 
 def test_health_metrics_and_docs(client: TestClient, data: Any) -> None:
@@ -192,6 +207,129 @@ def test_bad_model_names_are_refused(fitted_ae: AEDetector) -> None:
         create_app({"a/b": fitted_ae})
 
 
+# -- image models ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def image_client() -> Iterator[tuple[TestClient, Any, np.ndarray]]:
+    """A tiny image VAE on 8x8 grey images (skipped where the image detector is absent)."""
+    import anovae
+
+    if not hasattr(anovae, "ImageVAEDetector"):
+        pytest.skip("no image detector in this build")
+    images = (np.random.default_rng(0).random((64, 8, 8)) * 255).astype(np.uint8)
+    det = anovae.ImageVAEDetector(epochs=1, random_state=0, device="cpu").fit(images)
+    with TestClient(create_app({"img": det})) as c:
+        yield c, det, images
+
+
+def _png(image: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_image_models_take_arrays_and_pngs(image_client: Any) -> None:
+    c, det, images = image_client
+    want = det.decision_function(images[:3]).tolist()
+    assert c.get("/v1/model").json()["input_shape"] == [1, 8, 8]
+    forms = [{"instances": images[:3].tolist()},  # (H, W) integer pixels
+             {"instances": images[:3, None].tolist()},  # (C, H, W)
+             {"instances": (images[:3] / 255.0).tolist()},  # floats in [0, 1]
+             {"images": [_png(im) for im in images[:3]]},
+             {"images": ["data:image/png;base64," + _png(im) for im in images[:3]]}]
+    for form in forms:
+        r = c.post("/v1/score", json={**form, "top_k": 2})
+        assert r.status_code == 200, r.text
+        got = [res["anomaly_score"] for res in r.json()["results"]]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert r.json()["results"][0]["top_features"][0]["feature"].startswith("x[0,")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"images": ["not base64!"]}, "not valid base64"),
+    ({"images": ["aGVsbG8="]}, "not a readable PNG or JPEG"),
+    ({"images": [_png(np.zeros((9, 8), dtype=np.uint8))]}, "8x9 pixels"),
+    ({"instances": [[[0] * 8] * 7]}, "7x8"),
+    ({"instances": [[[-1] * 8] * 8]}, "negative"),
+    ({"instances": [[[1.5] * 8] * 8]}, "[0, 1]"),
+    ({"instances": [[[0.5] * 8] * 7 + [[0.5] * 7 + [None]]]}, "instance 0, column 'value 63'"),
+    ({"records": [{"x0": 1.0}]}, "nested arrays"),
+])
+def test_bad_images_are_422(image_client: Any, body: dict[str, Any], message: str) -> None:
+    c, _, _ = image_client
+    r = c.post("/v1/score", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+
+
+def test_images_on_a_table_model_are_422(client: TestClient) -> None:
+    r = client.post("/v1/score", json={"images": [_png(np.zeros((8, 8), dtype=np.uint8))]})
+    assert r.status_code == 422 and "image models" in r.json()["detail"]
+
+
+# -- mixed tables ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mixed_client(make_detector: Callable[..., Any]) -> Iterator[tuple[TestClient, Any, Any]]:
+    """A tiny VAE on a table with a category, a boolean and gaps (skipped where the mixed-table
+    support is absent)."""
+    pytest.importorskip("anovae.mixed")
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 240
+    frame = pd.DataFrame({"amount": rng.normal(50, 10, n), "country": rng.choice(["FR", "DE"], n),
+                          "weekend": rng.random(n) < 0.3})
+    frame.loc[::17, "amount"] = np.nan
+    det = make_detector(VAEDetector).fit(frame)
+    if not hasattr(det.schema_, "kinds"):
+        pytest.skip("this build fits mixed tables on the numeric path")
+    with TestClient(create_app({"mixed": det})) as c:
+        yield c, det, frame
+
+
+def test_mixed_tables_take_text_booleans_and_nulls(mixed_client: Any) -> None:
+    import pandas as pd
+
+    c, det, frame = mixed_client
+    info = c.get("/v1/model").json()
+    assert [(col["name"], col["type"]) for col in info["columns"]] == [
+        ("amount", "numeric"), ("country", "categorical"), ("weekend", "boolean")]
+    assert sorted(info["columns"][1]["categories"]) == ["DE", "FR"]
+    recs = [{"amount": 52.0, "country": "FR", "weekend": False},
+            {"amount": None, "country": "DE", "weekend": True},  # a gap
+            {"amount": 49.0, "country": "XX", "weekend": False}]  # an unseen category
+    r = c.post("/v1/score", json={"records": recs, "top_k": 1, "explain": True})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    want = det.decision_function(pd.DataFrame(recs))
+    np.testing.assert_allclose([x["anomaly_score"] for x in res], want, rtol=1e-6)
+    top = res[2]["top_features"][0]
+    assert top["feature"] == "country" and top["value"] == "XX"
+    assert isinstance(top["expected"], str)  # the most likely category
+    cols = {k: [rec[k] for rec in recs] for k in recs[0]}
+    r2 = c.post("/v1/score", json={"columns": cols, "top_k": 1, "explain": True})
+    assert r2.json()["results"] == res
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ({"amount": "lots", "country": "FR", "weekend": False}, "'amount'"),
+    ({"amount": 1.0, "country": "FR", "weekend": "maybe"}, "'weekend'"),
+    ({"amount": 1.0, "country": ["FR"], "weekend": False}, "record 0, column 'country'"),
+    ({"amount": 1.0, "country": "FR"}, "lacks columns"),
+    ({"amount": 10**400, "country": "FR", "weekend": False}, "out of the range"),
+])
+def test_mixed_tables_bad_records_are_422(mixed_client: Any, record: dict[str, Any],
+                                          message: str) -> None:
+    c, _, _ = mixed_client
+    r = c.post("/v1/score", json={"records": [record]})
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+
+
 # -- the bad-request matrix ------------------------------------------------------------------
 GOOD = {"f0": 0.1, "f1": 0.2, "f2": 0.3, "f3": 0.4, "f4": 0.5}
 
@@ -204,6 +342,9 @@ def _rec(**changes: Any) -> str:
 BAD = [
     # (raw body, status, a piece of the message)
     ('{"records": [', 400, "malformed JSON"),
+    ('{"records": [', 400, "line 1 column 13"),  # where the syntax error is
+    ('{"records": [], "x\\ud800": 1}', 400, "malformed JSON"),  # a lone surrogate
+    ("\x00\xff garbage", 400, "malformed JSON"),
     ("{'records': []}", 400, "malformed JSON"),
     ("[1, 2]", 422, ""),
     ('"text"', 422, ""),
@@ -219,6 +360,7 @@ BAD = [
     (_rec(f2={"a": 1}), 422, "not a number"),
     (_rec(f2=10**400), 422, "out of the range"),
     (_rec(f2=1e300), 422, "too large"),
+    (_rec(f2=2**70, f3=0.5), 422, "too large"),  # beyond int64, within a float's range
     ('{"records": [{"f0": NaN, "f1": 0, "f2": 0, "f3": 0, "f4": 0}]}', 422, "NaN"),
     ('{"records": [{"f0": Infinity, "f1": 0, "f2": 0, "f3": 0, "f4": 0}]}', 422, "inf"),
     ('{"records": [{"f0": 1e999, "f1": 0, "f2": 0, "f3": 0, "f4": 0}]}', 422, "inf"),
@@ -283,13 +425,27 @@ def test_limits(small_client: TestClient) -> None:
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_openapi_fuzz_finds_no_5xx(client: TestClient, mode: str) -> None:
     """Schemathesis generates requests from the OpenAPI spec (valid ones, then invalid ones) for
-    every operation; none may get a 5xx. Bounded: 25 seeded examples per operation and mode."""
+    every operation; none may get a 5xx, every status code, content type and body must be the
+    documented ones, and schema-invalid requests must be refused. Bounded: 25 seeded examples
+    per operation and mode.
+
+    (Schema-valid requests may still get a 422: the spec cannot say which columns a model
+    needs, so schemathesis's "positive data accepted" check is not run.)"""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
+    from schemathesis.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
-    # The module's client keeps the lifespan entered, so the models stay loaded while
-    # schemathesis calls the app through its own in-process transport.
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance, negative_data_rejection]
+    # Schemathesis runs the app's lifespan itself (a second one beside the module's client's,
+    # which keeps serving when schemathesis shuts its own down at teardown).
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
     generation = schemathesis.GenerationMode(mode)
     seen = 0
@@ -300,8 +456,7 @@ def test_openapi_fuzz_finds_no_5xx(client: TestClient, mode: str) -> None:
         @settings(max_examples=25, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case: Any) -> None:
-            response = case.call()
-            assert response.status_code < 500, (case.as_curl_command(), response.text)
+            case.call_and_validate(checks=checks)
 
         try:
             check()
@@ -349,6 +504,9 @@ def test_random_records_are_scored_or_refused_never_5xx(client: TestClient) -> N
 def test_cli_serve_hands_the_config_to_uvicorn(tmp_path: Path, fitted_vae_frame: VAEDetector,
                                                fitted_ae: AEDetector, data: Any,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+    import os
+
     import uvicorn
     from typer.testing import CliRunner
 
@@ -370,7 +528,11 @@ def test_cli_serve_hands_the_config_to_uvicorn(tmp_path: Path, fitted_vae_frame:
     assert call["target"] == "anovae.service:app_from_env" and call["factory"] is True
     assert call["host"] == "127.0.0.1" and call["port"] == 8000 and call["workers"] == 2
     assert "warning" not in res.output
+    assert json.loads(os.environ[CONFIG_ENV])["freeze_gc"] is True
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))  # not in the test process
     with TestClient(app_from_env()) as c:
+        assert frozen == [True]  # anovae serve freezes the garbage collector after loading
         assert [m["name"] for m in c.get("/v1/models").json()] == ["a", "other"]
         assert c.get("/v1/model").json()["max_records"] == 7
         r = c.post("/v1/models/other/score", json={"instances": data.X_test[:2].tolist()})

@@ -59,12 +59,29 @@ def test_bad_lines_get_an_error_and_the_stream_goes_on(fitted_vae_frame: VAEDete
     assert all(set(e) == {"line", "error"} for e in errors)
     messages = [e["error"] for e in errors]
     assert "malformed JSON" in messages[0]
-    assert "lacks columns" in messages[1] and "'f1'" in messages[1]
+    assert messages[1].startswith("this line lacks columns") and "'f1'" in messages[1]
     assert "NaN" in messages[2]
     assert "JSON object" in messages[3] and "JSON object" in messages[4]
     assert "shape" in messages[5]
-    assert "null" in messages[6] and "not a number" in messages[7]
+    assert messages[6] == "this line, column 'f0': null (missing values are not allowed)"
+    assert "not a number" in messages[7]
     assert (summary.scored, summary.errors) == (2, len(bad))
+
+
+@pytest.mark.parametrize("as_file", [True, False])
+def test_overlong_lines_get_an_error_and_are_skipped(fitted_vae_frame: VAEDetector, data: Any,
+                                                     as_file: bool) -> None:
+    good = lines_for(data.X_test[:2])
+    long_line = json.dumps({"pad": "x" * 500})
+    text = "\n".join([good[0], long_line, good[1]]) + "\n"
+    out = io.StringIO()
+    src = io.StringIO(text) if as_file else text.splitlines(keepends=True)
+    summary = score_stream(fitted_vae_frame, src, out, max_line_chars=200)
+    got = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [g["line"] for g in got] == [1, 2, 3]
+    assert got[1] == {"line": 2, "error": "the line is longer than 200 characters"}
+    assert "anomaly_score" in got[0] and "anomaly_score" in got[2]
+    assert (summary.scored, summary.errors) == (2, 1)
 
 
 def test_ids_explain_and_arrays(fitted_vae_frame: VAEDetector, data: Any) -> None:
@@ -128,12 +145,16 @@ def test_cli_stream_file_to_file(tmp_path: Path, fitted_vae_frame: VAEDetector,
                                  data: Any) -> None:
     model = fitted_vae_frame.save(tmp_path / "m.safetensors")
     src = tmp_path / "in.jsonl"
-    src.write_text("\n".join(lines_for(data.X_test[:3])) + "\n")
+    lines = [json.dumps({"tx": f"t{i}", **json.loads(line)})
+             for i, line in enumerate(lines_for(data.X_test[:3]))]
+    src.write_text("\n".join(lines) + "\n")
     res = CliRunner().invoke(app, ["score", str(model), str(src), "--stream", "-o",
-                                   str(tmp_path / "out.jsonl"), "--explain", "2"])
+                                   str(tmp_path / "out.jsonl"), "--explain", "2",
+                                   "--id-column", "tx"])
     assert res.exit_code == 0, res.output
     got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(got) == 3 and "expected" in got[0]["top_features"][0]
+    assert [g["id"] for g in got] == ["t0", "t1", "t2"]
 
 
 def test_cli_score_still_needs_an_output_without_stream(tmp_path: Path,

@@ -2,11 +2,11 @@
 
 >>> import anovae
 >>> sorted(n for n in anovae.__all__ if n.endswith("Detector"))
-['AEDetector', 'VAEDetector']
+['AEDetector', 'ImageAEDetector', 'ImageVAEDetector', 'VAEDetector']
 """
 
 from anovae._version import __version__
-from anovae.detectors import AEDetector, VAEDetector
+from anovae.detectors import AEDetector, ImageAEDetector, ImageVAEDetector, VAEDetector
 from anovae.exceptions import AnovaeError, DataError, ModelFileError, NotFittedError, TrainingError
 from anovae.persistence import load
 
@@ -14,6 +14,8 @@ __all__ = [
     "AEDetector",
     "AnovaeError",
     "DataError",
+    "ImageAEDetector",
+    "ImageVAEDetector",
     "ModelFileError",
     "NotFittedError",
     "TrainingError",

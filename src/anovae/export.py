@@ -9,6 +9,8 @@ anomalous) and ``is_anomaly`` (``anomaly_score > threshold``); the model's thres
 and column names are in the ONNX file's metadata.
 
 Input validation (missing columns, NaN) is not in the graph: check rows before feeding them.
+Image models export too (input ``(batch, C, H, W)`` float32 in [0, 1]); mixed-table models
+(categories, missing cells) do not: their encoding runs before the network.
 
 Example:
     >>> import numpy as np, onnxruntime, tempfile, os
@@ -61,10 +63,15 @@ class ScoringModule(nn.Module):
     def __init__(self, detector: Any) -> None:
         super().__init__()
         detector._check_fitted()
+        if getattr(detector.schema_, "kinds", None) is not None:
+            raise ValueError("ONNX export of mixed-table models (categories, booleans, missing "
+                             "cells) is not supported: their category encoding and missing-cell "
+                             "masks run before the network. Export a model fitted on numeric "
+                             "columns.")
         scaler = detector.scaler_
         if not isinstance(scaler, Scaler):
-            raise NotImplementedError(f"export needs a Scaler-scaled model; "
-                                      f"{type(detector).__name__} uses {type(scaler).__name__}")
+            raise ValueError(f"ONNX export needs a Scaler-scaled model; "
+                             f"{type(detector).__name__} uses {type(scaler).__name__}")
         self.net = detector.net_
         self.score_name = detector.score_name
         device = next(self.net.parameters()).device

@@ -75,25 +75,26 @@ def _array_frame(arr: np.ndarray, path: Path, y: np.ndarray | None = None) -> pd
     return df
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _load_npz(path: Path) -> pd.DataFrame:
+    """An ``.npz`` as a table: the array ``X`` (plus a ``y`` column when a matching 1-D ``y`` is
+    there: ADBench's layout), the file's only array, or equal-length 1-D arrays as columns (what
+    :class:`TableWriter` writes)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            if "X" in keys:
-                key = "X"
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise DataError(f"{str(path)!r} holds arrays {keys}; name the table 'X'")
-            X = z[key]
-            y = z["y"] if "y" in keys and key != "y" else None
-    except DataError:
-        raise
+            arrays = {k: z[k] for k in z.keys()}
     except Exception as exc:
         raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
-    if y is not None and (y.ndim != 1 or y.shape[0] != X.shape[0]):
-        y = None
-    return X, y
+    if "X" in arrays or len(arrays) == 1:
+        X = arrays["X"] if "X" in arrays else next(iter(arrays.values()))
+        y = arrays.get("y") if "X" in arrays else None
+        if y is not None and (y.ndim != 1 or y.shape[0] != X.shape[0]):
+            y = None
+        return _array_frame(X, path, y)
+    lengths = {a.shape[0] if a.ndim == 1 else -1 for a in arrays.values()}
+    if len(lengths) == 1 and -1 not in lengths:
+        return pd.DataFrame(arrays)
+    raise DataError(f"{str(path)!r} holds arrays {list(arrays)}; name the table 'X' (or store "
+                    "one 1-D array per column, all of the same length)")
 
 
 def _select(df: pd.DataFrame, columns: Sequence[str] | None, path: Path) -> pd.DataFrame:
@@ -123,8 +124,7 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None
         elif kind == "npy":
             df = _array_frame(np.load(path, allow_pickle=False), path)
         else:
-            X, y = _load_npz(path)
-            df = _array_frame(X, path, y)
+            df = _load_npz(path)
     except DataError:
         raise
     except pd.errors.EmptyDataError as exc:
@@ -180,11 +180,10 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
             for i in range(0, arr.shape[0], chunk_rows):
                 yield indexed(_select(_array_frame(np.asarray(arr[i:i + chunk_rows]), path),
                                       columns, path))
-        else:
-            X, y = _load_npz(path)
-            for i in range(0, X.shape[0], chunk_rows):
-                yy = None if y is None else y[i:i + chunk_rows]
-                yield indexed(_select(_array_frame(X[i:i + chunk_rows], path, yy), columns, path))
+        else:  # compressed archives have no random access: read once, then slice
+            df = _select(_load_npz(path), columns, path)
+            for i in range(0, len(df), chunk_rows):
+                yield indexed(df.iloc[i:i + chunk_rows].copy())
     except DataError:
         raise
     except pd.errors.EmptyDataError as exc:

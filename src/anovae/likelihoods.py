@@ -17,6 +17,7 @@ import torch.nn.functional as F
 __all__ = [
     "LIKELIHOODS",
     "bernoulli_nll",
+    "categorical_nll",
     "gaussian_nll",
     "kl_standard_normal",
     "log_normal",
@@ -56,6 +57,24 @@ def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         ``(..., D)`` non-negative per-feature negative log-likelihoods.
     """
     return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+
+
+def categorical_nll(codes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Categorical (softmax) negative log-likelihood of integer category codes.
+
+    ``-log softmax(logits)[code]``, computed with ``log_softmax`` (stable). Logits of ``-inf``
+    mark impossible categories (padding when columns of different cardinalities share a tensor).
+
+    Args:
+        codes: ``(..., C)`` integer codes in ``[0, K)``.
+        logits: ``(..., C, K)`` decoder logits (broadcastable to ``codes`` on the leading axes).
+
+    Returns:
+        ``(..., C)`` non-negative negative log-likelihoods.
+    """
+    logp = torch.log_softmax(logits, dim=-1)  # (..., C, K)
+    idx = codes.long().unsqueeze(-1).expand(*logp.shape[:-1], 1)  # (..., C, 1)
+    return -logp.gather(-1, idx).squeeze(-1)
 
 
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

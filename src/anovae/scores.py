@@ -74,9 +74,11 @@ def feature_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
     s_, b_ = eps.shape[0], x.shape[0]
     z = mu.unsqueeze(0) + torch.exp(0.5 * logvar).unsqueeze(0) * eps[:, None, :]  # (S, B, L)
     loc, dec_logvar = net.decode(z.reshape(s_ * b_, -1))  # (S*B, *F)
-    loc = loc.reshape(s_, *x.shape)  # (S, B, *F)
+    # (S, B, *P): the decoder's parameters need not have x's shape (mixed tables pack every
+    # column's parameters), nll maps them back to (S, B, *F)
+    loc = loc.reshape(s_, b_, *loc.shape[1:])
     if dec_logvar is not None:
-        dec_logvar = dec_logvar.reshape(s_, *x.shape)
+        dec_logvar = dec_logvar.reshape(s_, b_, *dec_logvar.shape[1:])
     nll = net.nll(x, loc, dec_logvar)  # (S, B, *F)
     d = x[0].numel()
     expand = (slice(None),) + (None,) * len(feat_dims)  # (B,) -> (B, 1, ...)

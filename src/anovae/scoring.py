@@ -58,14 +58,20 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     out = pd.DataFrame({"anomaly_score": scores,
                         "is_anomaly": (scores > detector.threshold_).astype(np.int8)},
                        index=features.index)
+    mixed = getattr(detector, "_mixed", None)
+    if mixed is not None and mixed() is not None:
+        # mixed tables: the columns holding a category never seen in training, comma-separated
+        unseen = detector.unseen_categories(features)
+        cols = np.asarray(unseen.columns, dtype=object)
+        out["unseen_category"] = [",".join(cols[r]) for r in unseen.to_numpy()]
+    if explain:
+        rows = detector._checked(features)
+        values, expected, _ = detector._explain_columns(features, rows)  # (n, D) each
     k = int(min(max(top_k, 0), contributions.shape[1]))
     if k:
         flat = contributions.reshape(len(contributions), -1)
         names = np.asarray([str(c) for c in features.columns], dtype=object)
         top = np.argsort(-flat, axis=1, kind="stable")[:, :k]
-        if explain:
-            values = features.to_numpy(dtype=np.float64).reshape(len(flat), -1)
-            expected = detector.reconstruct(features).reshape(len(flat), -1)
         for i in range(k):
             col = top[:, i:i + 1]
             out[f"top_feature_{i + 1}"] = names[top[:, i]]

@@ -11,7 +11,9 @@ A record is one of:
 - a JSON object keyed by column name (``{"f0": 1.2, "f1": -0.3}``); keys the model does not
   know are ignored, missing ones are an error;
 - a JSON array of the values in the model's column order (``[1.2, -0.3]``), nested for
-  image-shaped inputs (``(C, H, W)`` or whatever shape the model was fitted on).
+  image models (``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``).
+
+For a mixed-table model, values may be text (categories), true/false and null (a missing cell).
 
 Example:
     >>> import io, json
@@ -32,8 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -42,9 +45,11 @@ import numpy as np
 from anovae.exceptions import DataError
 from anovae.thresholds import conformal_pvalues
 
-__all__ = ["RecordScorer", "StreamSummary", "feature_names", "score_stream"]
+__all__ = ["MAX_LINE_CHARS", "RecordScorer", "StreamSummary", "feature_names", "score_stream"]
 
 logger = logging.getLogger(__name__)
+
+_ONLY_RECORD = re.compile(r"^(record|instance) 0\b")
 
 
 def feature_names(detector: Any) -> list[str]:
@@ -80,6 +85,16 @@ def _describe(value: Any) -> str:
     return f"{json.dumps(value)[:40]} (not a number)"
 
 
+def _plain(value: Any) -> Any:
+    """A cell of a mixed table as a JSON value: numpy scalars to Python ones, missing (None,
+    NaN, pandas.NA) to None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, (str, bool, int, float)) else None
+
+
 def _bad_value(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -105,6 +120,10 @@ class RecordScorer:
     with the largest contributions (the :meth:`feature_scores` entries; over all features a
     row's contributions sum to its score), with the observed ``value`` and the model's
     ``expected`` value when ``explain`` is asked for.
+
+    Numeric tables are checked here (finite numbers only, the first bad value named) and scored
+    as float64 arrays. Image models and mixed-table models (text categories, booleans, null for
+    a missing cell) hand their rows to the detector's own validation, which names what is wrong.
     """
 
     def __init__(self, detector: Any, top_k: int = 3) -> None:
@@ -116,6 +135,8 @@ class RecordScorer:
         cal = getattr(detector, "calibration_scores_", None)
         self.calibration = None if cal is None else np.sort(np.asarray(cal, dtype=np.float64))
         self._names_arr = np.asarray(self.names, dtype=object)
+        #: Column kinds of a mixed-table model (numeric, boolean, categorical), else None.
+        self.kinds: tuple[str, ...] | None = getattr(detector.schema_, "kinds", None)
 
     # -- records -> rows ---------------------------------------------------------------------
     def rows_from_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -140,6 +161,8 @@ class RecordScorer:
                     raise DataError(f"record {i} lacks columns the model was fitted on: "
                                     f"{shown}{more}") from None
             raise
+        if self.kinds is not None:
+            return self._mixed_frame(values, lambda i, j: (f"record {i}", names[j]))
         return self._finite(values, lambda i, j: (f"record {i}", names[j]))
 
     def rows_from_columns(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
@@ -158,10 +181,18 @@ class RecordScorer:
             raise DataError(f"the columns have different lengths: {sorted(lengths)}")
         if lengths == {0}:
             raise DataError("no records to score")
+        if self.kinds is not None:
+            return self._mixed_frame([list(r) for r in zip(*cols, strict=True)],
+                                     lambda i, j: (f"record {i}", self.names[j]))
         return self._finite(cols, lambda j, i: (f"record {i}", self.names[j])).T.copy()
 
     def rows_from_instances(self, instances: Sequence[Any]) -> np.ndarray:
-        """``(n, *shape)`` float64 rows from arrays of values in the model's feature order."""
+        """``(n, *shape)`` rows from arrays of values in the model's feature order.
+
+        Tables: float64 rows of the model's width. Image models: nested arrays in any layout
+        the detector's own validation takes (``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``; integer
+        pixels 0-255, or floats in [0, 1]), validated and normalised by it.
+        """
         if not len(instances):
             raise DataError("no records to score")
         try:
@@ -169,12 +200,79 @@ class RecordScorer:
         except ValueError as exc:  # ragged nesting
             raise DataError(f"the instances are not arrays of one shape {list(self.shape)}: "
                             f"{exc}") from None
+        if len(self.shape) > 1 and arr.ndim > 1:
+            return self._images(arr)
+        if self.kinds is not None and arr.ndim == 2 and arr.shape[1] == self.shape[0]:
+            return self._mixed_frame([list(r) for r in instances],
+                                     lambda i, j: (f"instance {i}", self.names[j]))
         if arr.ndim >= 1 and tuple(arr.shape[1:]) != self.shape:
             raise DataError(f"each instance must have shape {list(self.shape)} (the model's "
                             f"input), got {list(arr.shape[1:])}")
         flat = arr.reshape(arr.shape[0], -1)
         return self._finite(flat.tolist() if arr.dtype.kind not in "iufb" else flat,
                             lambda i, j: (f"instance {i}", self.names[j])).reshape(arr.shape)
+
+    def rows_from_images(self, images: Sequence[Any]) -> np.ndarray:
+        """``(n, C, H, W)`` rows from base64-encoded PNG or JPEG images (``data:`` URLs too),
+        converted to the model's channel count and validated by the detector."""
+        if len(self.shape) != 3:
+            raise DataError("'images' are for image models; this model takes records of "
+                            f"{len(self.names)} values")
+        if not len(images):
+            raise DataError("no images to score")
+        import base64
+        import binascii
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        channels, height, width = self.shape
+        arrays = []
+        for i, text in enumerate(images):
+            if not isinstance(text, str):
+                raise DataError(f"image {i} is not a string of base64-encoded PNG or JPEG")
+            if text.startswith("data:"):
+                text = text.partition(",")[2]
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise DataError(f"image {i} is not valid base64: {exc}") from None
+            try:
+                with Image.open(io.BytesIO(raw), formats=["PNG", "JPEG"]) as im:
+                    if im.size != (width, height):  # before decoding: no decompression bombs
+                        raise DataError(f"image {i} is {im.size[0]}x{im.size[1]} pixels (width x "
+                                        f"height); the model takes {width}x{height}")
+                    arrays.append(np.asarray(im.convert("L" if channels == 1 else "RGB")))
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                if isinstance(exc, DataError):
+                    raise
+                raise DataError(f"image {i} is not a readable PNG or JPEG image ({exc})"
+                                ) from None
+        return self._images(np.stack(arrays))  # (n, H, W) uint8 or (n, H, W, 3)
+
+    def _mixed_frame(self, values: list[list[Any]], where: Any) -> Any:
+        """A mixed-table model's rows: a DataFrame of numbers, text, booleans and nulls (missing
+        cells), which the detector's own validation reads column by column (text in a numeric
+        column, a non-boolean in a boolean one... raise DataError naming the column)."""
+        import pandas as pd
+
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                if not (v is None or isinstance(v, (str, bool, int, float))):
+                    rec, col = where(i, j)
+                    raise DataError(f"{rec}, column {col!r}: {json.dumps(v)[:40]} (a number, "
+                                    "text, true/false or null is expected)")
+                if isinstance(v, int) and not isinstance(v, bool) and _bad_value(v):
+                    rec, col = where(i, j)
+                    raise DataError(f"{rec}, column {col!r}: {_describe(v)}")
+        return pd.DataFrame(values, columns=list(self.names), dtype=object)
+
+    def _images(self, arr: np.ndarray) -> np.ndarray:
+        """Image rows through the detector's own validation (layouts, pixel range, size)."""
+        if arr.dtype.kind not in "iufb":  # a null or a string somewhere: name the first one
+            flat = arr.reshape(arr.shape[0], -1)
+            self._finite(flat.tolist(), lambda i, j: (f"instance {i}", f"value {j}"))
+        return self.detector._validate(arr, self.detector.schema_)[0]
 
     def _finite(self, values: Any, where: Any) -> np.ndarray:
         """``values`` (nested lists, 2-D) as a finite float64 array, else a DataError naming the
@@ -199,12 +297,15 @@ class RecordScorer:
                 if _bad_value(v):
                     rec, col = where(i, j)
                     raise DataError(f"{rec}, column {col!r}: {_describe(v)}")
-        raise DataError("the values are not a table of numbers")  # pragma: no cover
+        # Every value is a finite number, but numpy made an object array of them: integers
+        # beyond int64 (still within a float's range) do that.
+        return np.array(values, dtype=np.float64)
 
     # -- rows -> results ---------------------------------------------------------------------
-    def score(self, rows: np.ndarray, *, explain: bool = False, top_k: int | None = None
+    def score(self, rows: Any, *, explain: bool = False, top_k: int | None = None
               ) -> list[dict[str, Any]]:
-        """Score ``(n, *shape)`` rows; one JSON-ready dict per row (see the class docstring).
+        """Score ``(n, *shape)`` rows (a DataFrame for a mixed-table model), as the
+        ``rows_from_*`` methods give them; one JSON-ready dict per row (see the class docstring).
 
         ``top_k`` overrides the scorer's number of top features for this call. Rows whose score
         is not finite (values so large that the network overflows) raise :class:`DataError`.
@@ -220,24 +321,31 @@ class RecordScorer:
         flags = (scores > self.threshold).tolist()
         pvals = None if self.calibration is None else conformal_pvalues(self.calibration, scores)
         k = min(max(self.top_k if top_k is None else int(top_k), 0), len(self.names))
-        top_lists: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        if k:
+        top_lists: list[list[dict[str, Any]]]
+        if not k:
+            top_lists = [[] for _ in range(n)]
+        else:
             flat = feats.reshape(n, -1)  # (n, D)
             top = np.argsort(-flat, axis=1, kind="stable")[:, :k]  # (n, k)
-            names = self._names_arr[top].tolist()
-            contrib = np.take_along_axis(flat, top, 1).tolist()
-            if explain:
-                values = np.take_along_axis(rows.reshape(n, -1), top, 1).tolist()
+            # one flat pass over the (n * k) entries, then cut per row (fewer Python frames)
+            names = self._names_arr[top].ravel().tolist()
+            contrib = np.take_along_axis(flat, top, 1).ravel().tolist()
+            if explain and self.kinds is not None:  # a mixed table: values of any kind
+                values = [_plain(v) for v in np.take_along_axis(
+                    rows.to_numpy(dtype=object), top, 1).ravel()]
+                expected = [_plain(v) for v in np.take_along_axis(
+                    det.reconstruct(rows).to_numpy(dtype=object), top, 1).ravel()]
+            elif explain:
+                values = np.take_along_axis(rows.reshape(n, -1), top, 1).ravel().tolist()
                 expected = np.take_along_axis(det.reconstruct(rows).reshape(n, -1), top,
-                                              1).tolist()
-                top_lists = [[{"feature": f, "contribution": c, "value": v, "expected": e}
-                              for f, c, v, e in zip(fr, cr, vr, er, strict=True)]
-                             for fr, cr, vr, er in zip(names, contrib, values, expected,
-                                                       strict=True)]
+                                              1).ravel().tolist()
+            if explain:
+                entries = [{"feature": f, "contribution": c, "value": v, "expected": e}
+                           for f, c, v, e in zip(names, contrib, values, expected, strict=True)]
             else:
-                top_lists = [[{"feature": f, "contribution": c} for f, c in zip(fr, cr,
-                                                                                 strict=True)]
-                             for fr, cr in zip(names, contrib, strict=True)]
+                entries = [{"feature": f, "contribution": c}
+                           for f, c in zip(names, contrib, strict=True)]
+            top_lists = [entries[i:i + k] for i in range(0, n * k, k)]
         out = [{"anomaly_score": s, "is_anomaly": a, "top_features": t}
                for s, a, t in zip(scores.tolist(), flags, top_lists, strict=True)]
         if pvals is not None:
@@ -264,9 +372,33 @@ class StreamSummary:
     seconds: float
 
 
+#: Characters per input line of :func:`score_stream`, at most (a longer line gets an error line
+#: and is skipped in pieces, so memory stays bounded whatever comes down the pipe).
+MAX_LINE_CHARS = 16 * 2**20
+
+
+def _read_lines(in_stream: TextIO | Iterable[str], max_chars: int) -> Iterator[str | None]:
+    """The lines of ``in_stream`` one at a time (nothing read ahead of the line being scored);
+    ``None`` for a line longer than ``max_chars``, which is read and dropped in pieces."""
+    if not hasattr(in_stream, "readline"):
+        for line in in_stream:
+            yield None if len(line.rstrip("\n")) > max_chars else line
+        return
+    while True:
+        line = in_stream.readline(max_chars + 1)
+        if not line:
+            return
+        if len(line) > max_chars and not line.endswith("\n"):
+            while line and not line.endswith("\n"):  # the rest of the long line
+                line = in_stream.readline(max_chars + 1)
+            yield None
+        else:
+            yield line
+
+
 def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: TextIO, *,
-                 top_k: int = 3, explain: bool = False, id_field: str | None = None
-                 ) -> StreamSummary:
+                 top_k: int = 3, explain: bool = False, id_field: str | None = None,
+                 max_line_chars: int = MAX_LINE_CHARS) -> StreamSummary:
     """Score JSON lines from ``in_stream``; write one JSON line per input line to ``out_stream``.
 
     Each output line is written and flushed as soon as its input line is scored, so the stream
@@ -282,6 +414,7 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
         top_k: top contributing features per line.
         explain: add the observed and expected (reconstructed) value of each top feature.
         id_field: a key of the input objects to copy to the output as ``"id"``.
+        max_line_chars: longer lines get an error line (and are not kept in memory).
 
     Returns:
         A :class:`StreamSummary`. Output lines hold ``line`` (1-based input line number),
@@ -291,12 +424,13 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
     scorer = RecordScorer(detector, top_k=top_k)
     t0 = time.perf_counter()
     scored = anomalies = errors = 0
-    lines = iter(in_stream.readline, "") if hasattr(in_stream, "readline") else iter(in_stream)
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, line in enumerate(_read_lines(in_stream, max_line_chars), start=1):
+        if line is not None and not line.strip():
             continue
         result: dict[str, Any] = {"line": number}
         try:
+            if line is None:
+                raise DataError(f"the line is longer than {max_line_chars} characters")
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as exc:
@@ -311,7 +445,8 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
             anomalies += bool(result["is_anomaly"])
         except (ValueError, TypeError, OverflowError) as exc:  # DataError too
             result = {k: v for k, v in result.items() if k in ("line", "id")}
-            result["error"] = str(exc)
+            # the scorer names "record 0" (of a batch of one): here it is this line
+            result["error"] = _ONLY_RECORD.sub("this line", str(exc), count=1)
             errors += 1
         out_stream.write(json.dumps(result) + "\n")
         out_stream.flush()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,8 @@ from scipy.sparse import issparse
 
 from anovae.exceptions import DataError
 
-__all__ = ["SCALERS", "ColumnSchema", "Scaler", "check_tabular"]
+__all__ = ["SCALERS", "ColumnSchema", "Scaler", "ScalerStats", "check_tabular",
+           "match_columns"]
 
 SCALERS = ("robust", "standard", "minmax", "none")
 
@@ -110,10 +111,30 @@ def _array(X: Any, what: str) -> np.ndarray:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise DataError(
-                f"{what} holds non-numeric values (dtype {arr.dtype}); anovae takes numeric "
-                "features for now (categorical support is planned)"
+                f"{what} holds non-numeric values (dtype {arr.dtype}); arrays must be numeric: "
+                "pass a pandas DataFrame to model text or categorical columns (VAEDetector)"
             ) from exc
     return np.asarray(arr, dtype=np.float64)
+
+
+def match_columns(X: pd.DataFrame, expected: list[str], what: str = "X") -> pd.DataFrame:
+    """``X`` with its columns in the order of ``expected`` (the fitted names); missing or
+    unexpected columns raise :class:`DataError` naming them."""
+    names = [str(c) for c in X.columns]
+    missing = [n for n in expected if n not in names]
+    extra = [n for n in names if n not in set(expected)]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {_list(missing)}")
+        if extra:
+            parts.append(f"unexpected columns {_list(extra)}")
+        raise DataError(
+            f"{what} does not match the columns the model was fitted on: " + "; ".join(parts)
+        )
+    if names != expected:
+        X = X.set_axis(names, axis=1)[expected]
+    return X
 
 
 def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
@@ -123,28 +144,15 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DataError(f"{what} has duplicate column names: {_list(dup)}")
     if schema is not None and schema.names is not None:
-        missing = [n for n in schema.names if n not in names]
-        extra = [n for n in names if n not in set(schema.names)]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing columns {_list(missing)}")
-            if extra:
-                parts.append(f"unexpected columns {_list(extra)}")
-            raise DataError(
-                f"{what} does not match the columns the model was fitted on: "
-                + "; ".join(parts)
-            )
-        if names != list(schema.names):
-            X = X.set_axis(names, axis=1)[list(schema.names)]
-            names = list(schema.names)
+        X = match_columns(X, list(schema.names), what)
+        names = list(schema.names)
     non_numeric = [n for n, dt in zip(names, X.dtypes, strict=False)
                    if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))]
     if non_numeric:
         raise DataError(
-            f"{what} has non-numeric columns {_list(non_numeric)}; anovae takes numeric and "
-            "boolean columns for now (categorical support is planned): encode or exclude them "
-            "(CLI: --exclude COLUMN)"
+            f"{what} has non-numeric columns {_list(non_numeric)}; this model takes numeric "
+            "and boolean columns only (a VAEDetector fitted on a table with text or categorical "
+            "columns models them): encode or exclude them (CLI: --exclude COLUMN)"
         )
     try:
         arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -172,11 +180,11 @@ class Scaler:
         if self.method not in SCALERS:
             raise ValueError(f"unknown scaler {self.method!r}; choose one of {list(SCALERS)}")
         d = X.shape[1]
+        std = None
         if self.method == "robust":
             q25, q50, q75 = np.percentile(X, [25, 50, 75], axis=0)
             center, scale = q50, (q75 - q25) / 1.349
             std = X.std(axis=0)
-            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(center)), scale, std)
         elif self.method == "standard":
             center, scale = X.mean(axis=0), X.std(axis=0)
         elif self.method == "minmax":
@@ -184,6 +192,38 @@ class Scaler:
             center, scale = lo, hi - lo
         else:
             center, scale = np.zeros(d), np.ones(d)
+        return self._set(center, scale, std)
+
+    def fit_stats(self, stats: ScalerStats) -> Scaler:
+        """Fit from statistics gathered in one streaming pass (:class:`ScalerStats`).
+
+        ``standard`` and ``minmax`` are exact (up to floating-point summation order); ``robust``
+        takes its quartiles from the stats' uniform row sample (exact when every row was kept).
+        """
+        if self.method not in SCALERS:
+            raise ValueError(f"unknown scaler {self.method!r}; choose one of {list(SCALERS)}")
+        if stats.n == 0 or stats.mean is None:
+            raise DataError("no rows were seen: cannot fit the scaler")
+        std = np.sqrt(stats.m2 / stats.n)
+        if self.method == "robust":
+            sample = stats.sample_rows()
+            if sample.shape[0] == 0:
+                raise DataError("the row sample for the robust scaler is empty")
+            q25, q50, q75 = np.percentile(sample, [25, 50, 75], axis=0)
+            return self._set(q50, (q75 - q25) / 1.349, std)
+        if self.method == "standard":
+            return self._set(stats.mean, std)
+        if self.method == "minmax":
+            return self._set(stats.lo, stats.hi - stats.lo)
+        d = stats.mean.shape[0]
+        return self._set(np.zeros(d), np.ones(d))
+
+    def _set(self, center: np.ndarray, scale: np.ndarray, std: np.ndarray | None = None
+             ) -> Scaler:
+        """Store ``center`` and ``scale``; with ``std`` (robust) an IQR of about zero falls back
+        to the standard deviation; a scale still zero or not finite becomes 1."""
+        if std is not None:
+            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(center)), scale, std)
         scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
         self.center = np.ascontiguousarray(center, dtype=np.float64)
         self.scale = np.ascontiguousarray(scale, dtype=np.float64)
@@ -205,3 +245,70 @@ class Scaler:
         """Scaled ``(n, d)`` -> original units, float64."""
         assert self.center is not None and self.scale is not None, "Scaler is not fitted"
         return np.asarray(Xt, dtype=np.float64) * self.scale + self.center
+
+
+@dataclass
+class ScalerStats:
+    """Per-feature statistics of rows seen chunk by chunk, to fit a :class:`Scaler` in one
+    streaming pass; mergeable across chunks and processes.
+
+    Count, mean and sum of squared deviations are merged with Chan et al.'s parallel update
+    (exact up to rounding), min and max exactly. Quartiles cannot be merged exactly in bounded
+    memory: the robust scaler takes them from a uniform sample of rows, which the caller
+    selects with the ``keep`` mask (e.g. each row independently with probability ``S / N``, as
+    :mod:`anovae.outofcore` does with a seeded hash of the row number, so the sample does not
+    depend on chunking or on the number of processes). With ``S`` sampled rows a quartile's
+    standard error is ``sqrt(p (1 - p) / S) / f(q_p)``: about 0.004 standard deviations of a
+    Gaussian feature for ``S = 100000``.
+
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(1000, 3))
+    >>> stats = ScalerStats().update(X[:400]).merge(ScalerStats().update(X[400:]))
+    >>> bool(np.allclose(Scaler("standard").fit_stats(stats).scale, X.std(axis=0)))
+    True
+    """
+
+    n: int = 0
+    mean: np.ndarray | None = None  # (d,)
+    m2: np.ndarray | None = None  # (d,) sum of squared deviations from the mean
+    lo: np.ndarray | None = None  # (d,)
+    hi: np.ndarray | None = None  # (d,)
+    sample: list[np.ndarray] = field(default_factory=list)  # row blocks (k_i, d)
+
+    def update(self, X: np.ndarray, keep: np.ndarray | None = None) -> ScalerStats:
+        """Add the rows of ``X`` ``(n, d)``; rows where ``keep`` ``(n,)`` is True (all when
+        None) join the sample."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[0] == 0:
+            return self
+        part = ScalerStats(X.shape[0], X.mean(axis=0), None, X.min(axis=0), X.max(axis=0),
+                           [X if keep is None else X[keep]])
+        part.m2 = ((X - part.mean) ** 2).sum(axis=0)
+        return self.merge(part)
+
+    def merge(self, other: ScalerStats) -> ScalerStats:
+        """Fold ``other`` into these statistics (in place); returns self."""
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            self.n, self.mean, self.m2 = other.n, other.mean, other.m2
+            self.lo, self.hi, self.sample = other.lo, other.hi, list(other.sample)
+            return self
+        assert self.mean is not None and other.mean is not None
+        if other.mean.shape != self.mean.shape:
+            raise DataError(f"chunks with {self.mean.shape[0]} and {other.mean.shape[0]} "
+                            "columns cannot be merged")
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.n / n)
+        self.m2 = self.m2 + other.m2 + delta**2 * (self.n * other.n / n)
+        self.lo, self.hi = np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi)
+        self.n = n
+        self.sample.extend(other.sample)
+        return self
+
+    def sample_rows(self) -> np.ndarray:
+        """The sampled rows ``(S, d)``."""
+        d = 0 if self.mean is None else self.mean.shape[0]
+        blocks = [b for b in self.sample if b.shape[0]]
+        return np.concatenate(blocks) if blocks else np.empty((0, d))

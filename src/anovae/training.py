@@ -2,16 +2,21 @@
 
 Used by every detector. The data live in memory as one tensor and batches are slices of a
 permutation drawn from a local generator, which is much faster than a ``DataLoader`` for tables.
+Data larger than memory come as a :class:`BatchSource` instead (:mod:`anovae.outofcore`). Inside
+a torch.distributed process group (torchrun) the loop trains data-parallel with DDP; the hooks
+live in :mod:`anovae.distributed`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -20,11 +25,24 @@ from tqdm.auto import tqdm
 from anovae.exceptions import TrainingError
 from anovae.losses import LossTerms
 
-__all__ = ["TrainConfig", "TrainResult", "cpu_threads", "small_net_threads", "train"]
+__all__ = ["BatchSource", "TrainConfig", "TrainResult", "cpu_threads", "small_net_threads",
+           "train"]
 
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, torch.Tensor, float, torch.Generator], LossTerms]
+
+
+class BatchSource(Protocol):
+    """Training rows that are not one in-memory tensor (e.g. streamed from Parquet files).
+
+    In a process group each rank has its own source (its shard of the data), and every rank's
+    ``batches`` must yield the same number of batches of the same size in an epoch.
+    """
+
+    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """One epoch of ``(B, *F)`` batches on the training device, in a random order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -89,21 +107,52 @@ def _beta_at(epoch: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def _evaluate(net: nn.Module, x: torch.Tensor, loss_fn: LossFn, beta: float, seed: int,
-              batch_size: int) -> float:
-    """Mean loss over ``x`` with a fixed noise seed, so epochs are comparable."""
+              batch_size: int, dist: Any = None) -> float:
+    """Mean loss over ``x`` with a fixed noise seed, so epochs are comparable.
+
+    In a process group (``dist``) ``x`` is this rank's share and the mean is all-reduced.
+    """
     net.eval()
     g = torch.Generator(device=x.device).manual_seed(seed)
-    total = 0.0
+    total, count = 0.0, x.shape[0]
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
         total += float(loss_fn(net, xb, beta, g).loss) * xb.shape[0]
-    return total / x.shape[0]
+    if dist is not None:
+        from anovae.distributed import all_reduce_sum
+
+        both = torch.tensor([total, float(count)], dtype=torch.float64, device=x.device)
+        total, count = all_reduce_sum(both, "all-reducing the validation loss").tolist()
+    return total / count
+
+
+def _tensor_batches(x: torch.Tensor, batch_size: int, generator: torch.Generator, dist: Any
+                    ) -> Iterator[tuple[torch.Tensor, float]]:
+    """One epoch of ``(batch, loss weight)`` from an in-memory ``(N, *F)`` tensor.
+
+    In a process group every rank holds the same ``x`` and draws the same permutation; each
+    global batch is split into one contiguous shard per rank, weighted by its share of the batch
+    times the number of ranks, so DDP's gradient average is the global batch's mean gradient.
+    """
+    n = x.shape[0]
+    world = 1 if dist is None else dist.world_size
+    perm = torch.randperm(n, generator=generator, device=x.device)
+    for i in range(math.ceil(n / batch_size)):
+        idx = perm[i * batch_size:(i + 1) * batch_size]
+        if idx.numel() < max(2, world) and n >= 2 and i > 0:
+            continue  # a tiny trailing batch adds noise and nothing else (and some ranks none)
+        if dist is None:
+            yield x[idx], 1.0
+        else:
+            k = idx.numel()
+            idx = idx.tensor_split(world)[dist.rank]
+            yield x[idx], idx.numel() * world / k
 
 
 def train(
     net: nn.Module,
     loss_fn: LossFn,
-    x_train: torch.Tensor,
+    x_train: torch.Tensor | BatchSource,
     x_val: torch.Tensor | None,
     cfg: TrainConfig,
     generator: torch.Generator,
@@ -112,28 +161,46 @@ def train(
 
     Early stopping watches the validation loss at the full ``beta`` (epochs during warm-up do not
     count, since their loss is not comparable), or the training loss when there is no validation
-    split. Every rank of a distributed run would take the same decision from the same loss.
+    split. Every rank of a distributed run takes the same decision from the same all-reduced
+    loss (see :mod:`anovae.distributed`).
 
     Args:
         net: the network (trained in place).
         loss_fn: ``(net, batch, beta, generator) -> LossTerms``.
-        x_train: ``(N, D)`` training rows on the training device.
-        x_val: ``(M, D)`` validation rows or ``None``.
+        x_train: ``(N, D)`` training rows on the training device (the same on every rank of a
+            process group), or a :class:`BatchSource` (in a process group: this rank's).
+        x_val: ``(M, D)`` validation rows or ``None`` (with a tensor ``x_train`` the same on
+            every rank; with a :class:`BatchSource` this rank's own).
         cfg: optimisation settings.
         generator: local random generator (shuffling and reparameterisation noise).
 
     Raises:
-        TrainingError: when the loss becomes NaN or infinite.
+        TrainingError: when the loss becomes NaN or infinite, or another rank of a process
+            group fails.
     """
-    with cpu_threads(cfg.num_threads):
-        return _train(net, loss_fn, x_train, x_val, cfg, generator)
+    from anovae.distributed import collective_errors, current
+
+    dist = current()
+    with cpu_threads(cfg.num_threads), (collective_errors("training") if dist is not None
+                                        else contextlib.nullcontext()):
+        return _train(net, loss_fn, x_train, x_val, cfg, generator, dist)
 
 
-def _train(net: nn.Module, loss_fn: LossFn, x_train: torch.Tensor, x_val: torch.Tensor | None,
-           cfg: TrainConfig, generator: torch.Generator) -> TrainResult:
-    n = x_train.shape[0]
-    batch_size = max(1, min(cfg.batch_size, n))
-    steps = math.ceil(n / batch_size)
+def _train(net: nn.Module, loss_fn: LossFn, x_train: torch.Tensor | BatchSource,
+           x_val: torch.Tensor | None, cfg: TrainConfig, generator: torch.Generator,
+           dist: Any) -> TrainResult:
+    in_memory = isinstance(x_train, torch.Tensor)
+    batch_size = max(1, min(cfg.batch_size, x_train.shape[0])) if in_memory else cfg.batch_size
+    device = next(net.parameters()).device
+    step_loss: Callable[..., LossTerms] = functools.partial(loss_fn, net)
+    noise = generator
+    if dist is not None:
+        from anovae.distributed import all_reduce_sum, ddp_loss, rank_generator, shard_rows
+
+        step_loss = ddp_loss(net, loss_fn)  # the backward pass all-reduces the gradients
+        noise = rank_generator(generator, dist)  # `generator` keeps the batch order in step
+        if in_memory and x_val is not None:
+            x_val = shard_rows(x_val, dist)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     result = TrainResult(history={"loss": [], "reconstruction": [], "kl": [], "beta": [],
                                   "val_loss": []})
@@ -144,24 +211,27 @@ def _train(net: nn.Module, loss_fn: LossFn, x_train: torch.Tensor, x_val: torch.
     for epoch in bar:
         beta = _beta_at(epoch, cfg)
         net.train()
-        perm = torch.randperm(n, generator=generator, device=x_train.device)
-        sums = torch.zeros(3, dtype=torch.float64, device=x_train.device)
-        seen = 0  # rows actually trained on (a skipped one-row batch is not counted)
-        for i in range(steps):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            if idx.numel() < 2 and n >= 2 and i > 0:
-                continue  # a trailing batch of one row adds noise and nothing else
-            terms = loss_fn(net, x_train[idx], beta, generator)
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # 3 loss sums, rows seen
+        batches = (_tensor_batches(x_train, batch_size, generator, dist) if in_memory
+                   else ((xb, 1.0) for xb in x_train.batches(batch_size, generator)))
+        for xb, weight in batches:
+            terms = step_loss(xb, beta, noise)
             opt.zero_grad(set_to_none=True)
-            terms.loss.backward()
+            (terms.loss if weight == 1.0 else terms.loss * weight).backward()
             if cfg.clip_grad_norm and cfg.clip_grad_norm > 0:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad_norm)
             opt.step()
-            k = idx.numel()
-            seen += k
-            sums += torch.stack([terms.loss.detach(), terms.reconstruction.detach(),
-                                 terms.kl.detach()]).double() * k
-        mean = (sums / seen).tolist()  # one host sync per epoch
+            k = xb.shape[0]  # rows actually trained on (a skipped tiny batch is not counted)
+            sums[:3] += torch.stack([terms.loss.detach(), terms.reconstruction.detach(),
+                                     terms.kl.detach()]).double() * k
+            sums[3] += k
+        if dist is not None:
+            sums = all_reduce_sum(sums, "all-reducing the epoch loss")
+        *loss_sums, seen = sums.tolist()  # one host sync per epoch
+        if seen == 0:
+            raise TrainingError(f"epoch {epoch + 1} had no training batch: the data source "
+                                "yielded no rows")
+        mean = [v / seen for v in loss_sums]
         if not all(math.isfinite(v) for v in mean):
             raise TrainingError(
                 f"the training loss became {mean[0]} at epoch {epoch + 1}; lower "
@@ -173,7 +243,8 @@ def _train(net: nn.Module, loss_fn: LossFn, x_train: torch.Tensor, x_val: torch.
         h["kl"].append(mean[2])
         h["beta"].append(beta)
         if x_val is not None:
-            monitored = _evaluate(net, x_val, loss_fn, beta, val_seed, max(batch_size, 4096))
+            monitored = _evaluate(net, x_val, loss_fn, beta, val_seed, max(batch_size, 4096),
+                                  dist)
         else:
             monitored = mean[0]
         h["val_loss"].append(monitored)

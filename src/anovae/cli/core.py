@@ -16,11 +16,13 @@ from anovae.exceptions import DataError
 _DETECTORS = ("vae", "ae")
 
 
-def _detector_class(name: str) -> type:
-    from anovae.detectors import AEDetector, VAEDetector
+def _detector_class(name: str, images: bool = False) -> type:
+    from anovae.detectors import AEDetector, ImageAEDetector, ImageVAEDetector, VAEDetector
 
     if name not in _DETECTORS:
         raise typer.BadParameter(f"choose one of {list(_DETECTORS)}", param_hint="--detector")
+    if images:  # a folder of PNG/JPEG, an IDX file, or a .npy/.npz of (N, H, W[, C]) images
+        return ImageVAEDetector if name == "vae" else ImageAEDetector
     return VAEDetector if name == "vae" else AEDetector
 
 
@@ -62,6 +64,11 @@ def fit(
                    "labelled 0 train the model."),
     id_column: str | None = typer.Option(None, help="Row-id column, excluded from features."),
     exclude: list[str] | None = typer.Option(None, help="Column to leave out (repeatable)."),
+    categorical: list[str] | None = typer.Option(
+        None, help="Column to model as categorical, e.g. integer codes (repeatable; default: "
+                   "text and category columns)."),
+    numeric: list[str] | None = typer.Option(
+        None, help="Column to model as numeric even if it holds only 0/1 (repeatable)."),
     score: str | None = typer.Option(None, help="elbo, reconstruction_probability, iwae or "
                                                 "reconstruction (VAE only)."),
     likelihood: str | None = typer.Option(None, help="gaussian or bernoulli (VAE only)."),
@@ -81,11 +88,29 @@ def fit(
     set_: list[str] | None = typer.Option(None, "--set", help="Any other estimator parameter "
                                                               "as KEY=VALUE (repeatable)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress bar and logs."),
+    distributed: bool | None = typer.Option(
+        None, "--distributed/--no-distributed",
+        help="Train data-parallel (DDP) with the processes torchrun started (default: on when "
+             "run by torchrun). Rank 0 writes the model."),
+    out_of_core: bool = typer.Option(
+        False, "--out-of-core", help="Stream DATA (Parquet file or folder) in shuffled chunks "
+                                     "instead of loading it: for data larger than memory."),
+    chunk_rows: int = typer.Option(200_000, help="Rows per chunk with --out-of-core."),
 ) -> None:
     """Fit a detector on DATA and save it to OUTPUT (safetensors + JSON, no pickle)."""
+    import contextlib
+
+    from anovae.distributed import (
+        is_main_process,
+        launched_by_torchrun,
+        process_group,
+        save_on_main,
+    )
+    from anovae.images import is_image_source, read_images
     from anovae.io import read_table
 
-    cls = _detector_class(detector)
+    images = is_image_source(data)
+    cls = _detector_class(detector, images)
     params: dict[str, Any] = {
         "score": score, "likelihood": likelihood, "latent_dim": latent_dim, "epochs": epochs,
         "batch_size": batch_size, "learning_rate": learning_rate, "beta": beta,
@@ -93,6 +118,8 @@ def fit(
         "random_state": random_state,
         "hidden_dims": None if hidden_dims is None else tuple(
             int(h) for h in hidden_dims.replace(" ", "").split(",") if h),
+        "categorical": tuple(categorical) if categorical else None,
+        "numeric": tuple(numeric) if numeric else None,
     }
     params = {k: v for k, v in params.items() if v is not None}
     params.update(parse_set_options(set_))
@@ -102,14 +129,31 @@ def fit(
     if unknown:
         raise DataError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(known)}")
     est = cls.from_preset(preset, **params) if preset else cls(**params)
-    df = read_table(data)
-    X, y = _split_columns(df, label_column, exclude, id_column, str(data))
-    t0 = time.perf_counter()
-    est.fit(X, y)
-    seconds = time.perf_counter() - t0
-    est.save(output)
+    if distributed is None:
+        distributed = launched_by_torchrun()
+    with process_group() if distributed else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        if out_of_core:
+            from anovae.outofcore import fit_table
+
+            fit_table(est, data, label_column=label_column, exclude=exclude,
+                      id_column=id_column, chunk_rows=chunk_rows)
+            shape = (est.n_train_rows_, est.n_features_in_)
+        elif images:
+            est.fit(read_images(data).images)
+            shape = (est.decision_scores_.shape[0], est.n_features_in_)
+        else:
+            df = read_table(data)
+            X, y = _split_columns(df, label_column, exclude, id_column, str(data))
+            est.fit(X, y)
+            shape = X.shape
+        seconds = time.perf_counter() - t0
+        save_on_main(est, output)  # rank 0 writes; the other ranks wait for it
+        main = is_main_process()
+    if not main:
+        return
     typer.echo(
-        f"fitted {type(est).__name__} on {X.shape[0]} rows x {X.shape[1]} columns in "
+        f"fitted {type(est).__name__} on {shape[0]} rows x {shape[1]} columns in "
         f"{seconds:.1f}s ({est.n_epochs_} epochs, best {est.best_epoch_}); "
         f"threshold {est.threshold_:.6g}; model written to {output}"
     )
@@ -135,8 +179,20 @@ def score(
     stream: bool = typer.Option(False, "--stream", help="Read JSON lines (one record each) and "
                                                         "write one scored JSON line per input "
                                                         "line as soon as it is scored."),
+    maps: Path | None = typer.Option(None, "--maps", help="Image models: write one anomaly-map "
+                                                          "PNG per image into this folder."),
+    engine: str = typer.Option("local", help="local (stream in this process) or dask (DATA: "
+                                             "Parquet files or a glob such as 'data/*.parquet'; "
+                                             "OUTPUT: a folder of Parquet parts)."),
+    scheduler: str | None = typer.Option(None, help="With --engine dask: the scheduler address "
+                                                    "(tcp://host:8786); default: a LocalCluster."),
+    workers: int | None = typer.Option(None, help="With --engine dask and no --scheduler: "
+                                                  "LocalCluster worker processes."),
 ) -> None:
-    """Score DATA with MODEL; write row ids, anomaly_score, is_anomaly and top features."""
+    """Score DATA with MODEL; write row ids, anomaly_score, is_anomaly and top features.
+
+    For an image model DATA is a folder of PNG/JPEG files (sub-folders = classes), an IDX file
+    or a .npy/.npz array; the output holds image, label (if any), anomaly_score, is_anomaly."""
     from anovae.persistence import load
     from anovae.scoring import score_file
 
@@ -144,12 +200,34 @@ def score(
         from anovae.cli.serve_export import score_stream_cli
 
         k = explain if explain is not None else top_features
-        score_stream_cli(model, data, output, k, explain is not None)
+        score_stream_cli(model, data, output, k, explain is not None, id_column)
         return
     if output is None:
         raise typer.BadParameter("an output table is required (or use --stream)",
                                  param_hint="--output")
+    if engine not in ("local", "dask"):
+        raise typer.BadParameter(f"choose local or dask, got {engine!r}", param_hint="--engine")
+    if engine == "dask":
+        from anovae.dask import score_files
+
+        summary = score_files(model, str(data), output, scheduler=scheduler, n_workers=workers,
+                              id_column=id_column,
+                              top_k=explain if explain is not None else top_features,
+                              partition_rows=chunk_rows)
+        typer.echo(f"scored {summary.rows} rows ({summary.anomalies} flagged as anomalies) in "
+                   f"{summary.seconds:.2f}s with Dask; written to {summary.output}/")
+        return
     det = load(model)
+    if hasattr(det, "anomaly_maps"):
+        from anovae.images import score_images
+
+        done = score_images(det, data, output, maps_dir=maps)
+        typer.echo(f"scored {done['rows']} images ({done['anomalies']} flagged as anomalies) in "
+                   f"{done['seconds']:.2f}s; written to {output}"
+                   + (f"; {done['maps']} anomaly maps in {maps}" if maps else ""))
+        return
+    if maps is not None:
+        raise DataError("--maps needs an image model (fitted on images)")
     summary = score_file(det, data, output, id_column=id_column,
                          top_k=explain if explain is not None else top_features,
                          explain=explain is not None, chunk_rows=chunk_rows, progress=verbose)

@@ -79,7 +79,7 @@ def serve(
                    f"port can score (set {API_KEY_ENV} or --api-key)", err=True)
     os.environ[CONFIG_ENV] = json.dumps({"models": specs, "max_records": max_records,
                                          "max_body_bytes": max_body_bytes, "top_k": top_k,
-                                         "torch_threads": threads})
+                                         "torch_threads": threads, "freeze_gc": True})
     if api_key:
         os.environ[API_KEY_ENV] = api_key
     typer.echo(f"serving {', '.join(specs)} on http://{host}:{port} (docs: /docs)", err=True)
@@ -114,9 +114,10 @@ def export(
 
 
 def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
-                     explain: bool) -> None:
+                     explain: bool, id_column: str | None = None) -> None:
     """``anovae score MODEL DATA --stream``: JSON lines from DATA (``-``: standard input) to
-    OUTPUT (default or ``-``: standard output); the summary goes to standard error."""
+    OUTPUT (default or ``-``: standard output); the summary goes to standard error. With
+    ``id_column``, that key of each input object is copied to its output line as ``id``."""
     from anovae.persistence import load
     from anovae.streaming import score_stream
 
@@ -125,7 +126,8 @@ def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
     to_stdout = output is None or str(output) == "-"
     dst = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")  # noqa: SIM115
     try:
-        summary = score_stream(det, src, dst, top_k=top_k, explain=explain)
+        summary = score_stream(det, src, dst, top_k=top_k, explain=explain,
+                               id_field=id_column)
     finally:
         if src is not sys.stdin:
             src.close()

@@ -24,6 +24,8 @@ import torch
 from scipy.special import erf
 from sklearn.base import BaseEstimator, OutlierMixin
 
+from anovae.accel import to_device
+from anovae.distributed import shared_seed
 from anovae.exceptions import DataError, NotFittedError
 from anovae.losses import LossTerms
 from anovae.nets import build_net
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Rows per forward pass when scoring (divided by the number of Monte-Carlo samples).
 SCORE_BATCH_ROWS = 65536
+#: Scoring batches are this many times larger on a GPU.
+GPU_BATCH_FACTOR = 4
 #: Target number of optimiser updates when ``epochs=None`` (see :func:`auto_epochs`).
 #: 700 (was 3000): fit time grows with the updates; on the ADBench dev sets 700 updates cost
 #: 0.5 AUROC point against 1000 on both halves, 500 cost 1-2 (docs/benchmarks.md, issue 3).
@@ -103,6 +107,9 @@ def _check_param(name: str, value: Any, kind: type | tuple[type, ...], low: floa
 class BaseDetector(OutlierMixin, BaseEstimator):
     """Shared fit / score / threshold logic. Not used directly: see VAEDetector, AEDetector."""
 
+    #: Rows per forward pass when scoring (images use fewer: their activations are larger).
+    _score_batch_rows: int = SCORE_BATCH_ROWS
+
     # Parameters every subclass has (declared in each subclass's __init__).
     contamination: float
     epochs: int | None
@@ -160,14 +167,17 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                              f"got {hidden_dims!r}")
 
     def _train_config(self, n_train: int) -> TrainConfig:
-        epochs = self.epochs if self.epochs is not None else auto_epochs(n_train,
-                                                                         self.batch_size)
+        epochs = self.epochs if self.epochs is not None else self._auto_epochs(n_train)
         patience = (self.patience if self.patience is not None
                     else max(10, math.ceil(0.1 * epochs)))
         return TrainConfig(epochs=epochs, batch_size=self.batch_size,
                            learning_rate=self.learning_rate, weight_decay=self.weight_decay,
                            beta=1.0, warmup_epochs=0, patience=patience,
                            clip_grad_norm=self.clip_grad_norm, verbose=self.verbose)
+
+    def _auto_epochs(self, n_train: int) -> int:
+        """Epochs when ``epochs=None`` (image detectors use a fixed update budget instead)."""
+        return auto_epochs(n_train, self.batch_size)
 
     def _n_noise_samples(self) -> int:
         return 1
@@ -227,6 +237,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             del self.feature_names_in_  # a refit on an array: the old names no longer apply
         seed = (int(self.random_state) if self.random_state is not None
                 else int(np.random.default_rng().integers(0, 2**31 - 1)))
+        seed = shared_seed(seed)  # under torchrun: rank 0's seed, so the ranks agree
         rng = np.random.default_rng(seed)
         spec = self._threshold_spec()
         y_fit = None if y is None else y_arr.astype(int)
@@ -241,8 +252,34 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         xt = self.scaler_.transform(train_rows)
         x_train, x_val = self._split(xt, rng)
         self.net_config_ = self._net_config(self.n_features_in_)
+        net = self.net_ = self._train_net(x_train, x_val, x_train.shape[0], rng)
+        device = next(net.parameters()).device
+        if not self.net_config_.variational:
+            step = self._score_batch_rows
+            with torch.inference_mode():
+                codes = torch.cat([net.encode(torch.from_numpy(x_train[i:i + step]).to(device))[0]
+                                   for i in range(0, x_train.shape[0], step)]).cpu().numpy()
+            self.code_mean_ = codes.mean(0).astype(np.float32)
+            self.code_std_ = codes.std(0).astype(np.float32)
+        self.decision_scores_ = self._score_rows(X_arr)[0]
+        if cal_rows.size:
+            self.calibration_scores_ = self.decision_scores_[cal_rows]
+        elif hasattr(self, "calibration_scores_"):
+            del self.calibration_scores_  # a refit without calibration: the old ones are stale
+        self._fit_threshold(spec, self.decision_scores_, y_fit)
+        return self
+
+    def _train_net(self, x_train: Any, x_val: np.ndarray | None, n_train: int,
+                   rng: np.random.Generator) -> torch.nn.Module:
+        """Build the network of ``net_config_`` and train it; returns it in eval mode.
+
+        ``x_train``: the scaled ``(n_train, *F)`` training rows, or a
+        :class:`anovae.training.BatchSource` of ``n_train`` rows (:mod:`anovae.outofcore`);
+        ``x_val``: scaled validation rows or None. Sets ``noise_seed_``, ``history_``,
+        ``n_epochs_`` and ``best_epoch_``.
+        """
         device = resolve_device(self.device)
-        tcfg = self._train_config(x_train.shape[0])
+        tcfg = self._train_config(n_train)
         torch_seed = int(rng.integers(0, 2**31 - 1))
         self.noise_seed_ = int(rng.integers(0, 2**31 - 1))
         # Weight initialisation (on the CPU) and dropout draw from torch's global generators:
@@ -258,25 +295,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             net = build_net(self.net_config_).to(device)
             gen = torch.Generator(device=device).manual_seed(torch_seed)
             tcfg = dataclasses.replace(tcfg, num_threads=small_net_threads(net, device))
+            rows = (torch.from_numpy(x_train).to(device) if isinstance(x_train, np.ndarray)
+                    else x_train)
             result: TrainResult = train(
-                net, self._loss, torch.from_numpy(x_train).to(device),
+                net, self._loss, rows,
                 None if x_val is None else torch.from_numpy(x_val).to(device), tcfg, gen)
-        self.net_ = net.eval()
         self.history_ = result.history
         self.n_epochs_ = result.epochs_run
         self.best_epoch_ = result.best_epoch
-        if not self.net_config_.variational:
-            with torch.inference_mode():
-                codes = net.encode(torch.from_numpy(x_train).to(device))[0].cpu().numpy()
-            self.code_mean_ = codes.mean(0).astype(np.float32)
-            self.code_std_ = codes.std(0).astype(np.float32)
-        self.decision_scores_ = self._score_rows(X_arr)[0]
-        if cal_rows.size:
-            self.calibration_scores_ = self.decision_scores_[cal_rows]
-        elif hasattr(self, "calibration_scores_"):
-            del self.calibration_scores_  # a refit without calibration: the old ones are stale
-        self._fit_threshold(spec, self.decision_scores_, y_fit)
-        return self
+        return net.eval()
 
     def fit_predict(self, X: Any, y: Any | None = None) -> np.ndarray:
         """Fit on ``X`` (with ``y`` as in :meth:`fit`) and return the training labels ``labels_``
@@ -440,12 +467,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         net = self.net_
         device = next(net.parameters()).device
         eps = self._noise(device)
-        chunk = max(1, SCORE_BATCH_ROWS // (1 if eps is None else eps.shape[0]))
+        # a GPU wants larger batches (its work per row is tiny); copies go through pinned memory
+        batch_rows = self._score_batch_rows * (GPU_BATCH_FACTOR if device.type == "cuda" else 1)
+        chunk = max(1, batch_rows // (1 if eps is None else eps.shape[0]))
         n = rows.shape[0]
         scores = np.empty((n,), dtype=np.float64)
         feats = np.empty((n, *rows.shape[1:]), dtype=np.float64) if per_feature else None
         for start in range(0, n, chunk):
-            xb = torch.from_numpy(self.scaler_.transform(rows[start:start + chunk])).to(device)
+            xb = to_device(self.scaler_.transform(rows[start:start + chunk]), device)
             fs = feature_scores(net, xb, self.score_name, eps)  # (B, *F)
             scores[start:start + chunk] = fs.flatten(1).sum(-1).double().cpu().numpy()
             if feats is not None:
@@ -535,8 +564,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         rows = self._checked(X)  # (n, *F)
         n = rows.shape[0]
         contrib = self._score_rows(rows, per_feature=True)[1].reshape(n, -1)  # (n, D)
-        values = rows.reshape(n, -1)  # (n, D)
-        expected = self.reconstruct(rows).reshape(n, -1)  # (n, D)
+        values, expected, flags = self._explain_columns(X, rows)  # (n, D), (n, D), {name: (n, D)}
         names = getattr(self, "feature_names_in_", None)
         if names is None:
             shape = rows.shape[1:]
@@ -553,24 +581,37 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             "value": np.take_along_axis(values, top, 1).ravel(),
             "expected": np.take_along_axis(expected, top, 1).ravel(),
             "contribution": np.take_along_axis(contrib, top, 1).ravel(),
+            **{name: np.take_along_axis(flag, top, 1).ravel() for name, flag in flags.items()},
         })
+
+    def _explain_columns(self, X: Any, rows: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """For :meth:`explain`: the observed and expected values ``(n, D)`` of validated rows,
+        and extra per-cell columns ``{name: (n, D)}`` (none here)."""
+        n = rows.shape[0]
+        return rows.reshape(n, -1), self._reconstruct_rows(rows).reshape(n, -1), {}
 
     @torch.inference_mode()
     def transform(self, X: Any) -> np.ndarray:
         """Latent means ``(n, latent_dim)`` (the code ``z`` for a plain autoencoder)."""
         xt = self._prepare(X)
         device = next(self.net_.parameters()).device
-        parts = [self.net_.encode(torch.from_numpy(xt[i:i + SCORE_BATCH_ROWS]).to(device))[0]
-                 for i in range(0, xt.shape[0], SCORE_BATCH_ROWS)]
+        step = self._score_batch_rows
+        parts = [self.net_.encode(torch.from_numpy(xt[i:i + step]).to(device))[0]
+                 for i in range(0, xt.shape[0], step)]
         return torch.cat(parts).double().cpu().numpy()
 
-    @torch.inference_mode()
     def reconstruct(self, X: Any) -> np.ndarray:
         """Decoder mean at ``z = mu``, in the units of ``X``: ``(n, d)``."""
-        xt = self._prepare(X)
+        return self._reconstruct_rows(self._checked(X))
+
+    @torch.inference_mode()
+    def _reconstruct_rows(self, rows: np.ndarray) -> np.ndarray:
+        """:meth:`reconstruct` of validated, unscaled rows."""
+        xt = self.scaler_.transform(rows)
         device = next(self.net_.parameters()).device
-        parts = [self.net_(torch.from_numpy(xt[i:i + SCORE_BATCH_ROWS]).to(device))
-                 for i in range(0, xt.shape[0], SCORE_BATCH_ROWS)]
+        parts = [self.net_(torch.from_numpy(xt[i:i + self._score_batch_rows]).to(device))
+                 for i in range(0, xt.shape[0], self._score_batch_rows)]
         return self.scaler_.inverse_transform(torch.cat(parts).cpu().numpy())
 
     @torch.inference_mode()

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
+import pandas as pd
 import torch
 
 from anovae.detectors.base import BaseDetector, _check_param
 from anovae.likelihoods import LIKELIHOODS
 from anovae.losses import LossTerms, elbo_loss
+from anovae.mixed import MixedSchema, check_mixed, fit_mixed_scaler, needs_mixed
+from anovae.nets.mixed import MixedConfig
 from anovae.nets.mlp import VARIANCES, MLPConfig
 from anovae.scores import SCORES
+from anovae.tabular import Scaler
 from anovae.training import TrainConfig
 
 __all__ = ["PRESETS", "VAEDetector"]
@@ -35,6 +40,15 @@ class VAEDetector(BaseDetector):
 
     Train on normal (or mostly normal) rows; rows the model cannot explain get high scores.
     ``decision_function`` is higher for more anomalous rows and is deterministic.
+
+    Mixed tables: a DataFrame with text, categorical or boolean columns, or with missing values,
+    is modelled column by column (:mod:`anovae.mixed`, :mod:`anovae.nets.mixed`): a Gaussian per
+    numeric column, a Bernoulli per boolean (or 0/1) column, a categorical (softmax) per
+    categorical column; missing cells are masked out of the likelihood; categories never seen in
+    training score as maximally surprising (see :meth:`unseen_categories`). Scores,
+    ``feature_scores`` and :meth:`explain` stay per original column, and :meth:`reconstruct` and
+    :meth:`sample` return DataFrames. ``likelihood``, ``variance`` and ``score="reconstruction"``
+    apply to numeric tables only.
 
     Args:
         hidden_dims: encoder widths (the decoder mirrors them); ``None`` scales them with the
@@ -76,6 +90,12 @@ class VAEDetector(BaseDetector):
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         random_state: seed for initialisation, shuffling, noise and the validation split.
         verbose: show a progress bar and log training.
+        categorical: columns to model as categorical (e.g. integer codes); giving it (even
+            ``[]``) selects the mixed-table path. ``None``: inferred.
+        numeric: columns to model as numeric (Gaussian) even when they hold only 0 and 1; giving
+            it selects the mixed-table path. ``None``: inferred.
+        max_categories: a categorical column with more categories keeps the
+            ``max_categories - 1`` most frequent ones plus ``"<other>"`` for the rest.
 
     Example:
         >>> import numpy as np
@@ -87,6 +107,9 @@ class VAEDetector(BaseDetector):
         >>> det.predict(np.array([[8.0, -8.0, 8.0, -8.0]]))
         array([1])
     """
+
+    #: Named configurations :meth:`from_preset` knows (image detectors have their own).
+    presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     def __init__(
         self,
@@ -117,6 +140,9 @@ class VAEDetector(BaseDetector):
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
+        categorical: tuple[str, ...] | None = None,
+        numeric: tuple[str, ...] | None = None,
+        max_categories: int = 100,
     ) -> None:
         self.hidden_dims = hidden_dims
         self.latent_dim = latent_dim
@@ -144,6 +170,9 @@ class VAEDetector(BaseDetector):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.categorical = categorical
+        self.numeric = numeric
+        self.max_categories = max_categories
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> VAEDetector:
@@ -153,9 +182,10 @@ class VAEDetector(BaseDetector):
         'bernoulli'
         """
         try:
-            params = dict(PRESETS[name])
+            params = dict(cls.presets[name])
         except KeyError:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(cls.presets)}"
+                             ) from None
         params.update(overrides)
         return cls(**params)
 
@@ -163,8 +193,8 @@ class VAEDetector(BaseDetector):
     def score_name(self) -> str:
         return self.score
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    def _check_vae_params(self) -> None:
+        """Validate the parameters of the objective and the score (shared with image VAEs)."""
         _check_param("likelihood", self.likelihood, str, choices=LIKELIHOODS)
         _check_param("variance", self.variance, str, choices=VARIANCES)
         _check_param("score", self.score, str, choices=SCORES)
@@ -172,11 +202,114 @@ class VAEDetector(BaseDetector):
         _check_param("beta", self.beta, Real, 0.0)
         _check_param("warmup_epochs", self.warmup_epochs, Integral, 0, none_ok=True)
         _check_param("free_bits", self.free_bits, Real, 0.0)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        self._check_vae_params()
+        _check_param("max_categories", self.max_categories, Integral, 2)
+        for name in ("categorical", "numeric"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, (str, bytes))
+                                      or not all(isinstance(c, str) for c in value)):
+                raise ValueError(f"{name} must be a list of column names, got {value!r}")
         self._check_mlp_params()
 
-    def _net_config(self, n_features: int) -> MLPConfig:
+    def _net_config(self, n_features: int) -> MLPConfig | MixedConfig:
+        schema = self.schema_
+        if isinstance(schema, MixedSchema):
+            # sized like the same table one-hot encoded, so both paths get the same network
+            mlp = self._mlp_config(schema.encoded_width)
+            return MixedConfig(kinds=schema.kinds, cardinalities=schema.cardinalities,
+                               n_observed=schema.n_observed, hidden_dims=mlp.hidden_dims,
+                               latent_dim=mlp.latent_dim, activation=mlp.activation,
+                               dropout=mlp.dropout)
         return self._mlp_config(n_features, likelihood=self.likelihood, variance=self.variance,
                                 variational=True)
+
+    # -- mixed tables (anovae.mixed) ----------------------------------------------------------
+    def _validate(self, X: Any, schema: Any, min_rows: int = 1) -> tuple[np.ndarray, Any]:
+        if isinstance(schema, MixedSchema):
+            return check_mixed(X, schema, min_rows=min_rows)
+        if schema is None and needs_mixed(X, self.categorical, self.numeric):
+            if self.score == "reconstruction":
+                raise ValueError("score='reconstruction' (squared error) has no meaning for "
+                                 "categorical or missing cells; use 'elbo' on mixed tables")
+            return check_mixed(X, None, min_rows=min_rows, categorical=self.categorical,
+                               numeric=self.numeric, max_categories=int(self.max_categories))
+        return super()._validate(X, schema, min_rows)
+
+    def _fit_scaler(self, rows: np.ndarray) -> Scaler:
+        if isinstance(getattr(self, "schema_", None), MixedSchema):
+            return fit_mixed_scaler(self.scaler, rows, self.schema_)
+        return super()._fit_scaler(rows)
+
+    @classmethod
+    def _schema_from_dict(cls, d: dict[str, Any]) -> Any:
+        if d.get("kind") == "mixed":
+            return MixedSchema.from_dict(d)
+        return super()._schema_from_dict(d)
+
+    def _mixed(self) -> MixedSchema | None:
+        schema = getattr(self, "schema_", None)
+        return schema if isinstance(schema, MixedSchema) else None
+
+    def unseen_categories(self, X: Any) -> pd.DataFrame:
+        """``(n, C)`` booleans: the cells of ``X`` holding a category the model never saw in
+        training (the column's ``unseen_category`` flag). All False for numeric tables.
+
+        >>> import pandas as pd
+        >>> from anovae import VAEDetector
+        >>> X = pd.DataFrame({"a": [0.1, 0.5, 0.3, 0.9] * 25, "c": ["x", "y"] * 50})
+        >>> det = VAEDetector(epochs=1, random_state=0).fit(X)
+        >>> det.unseen_categories(pd.DataFrame({"a": [0.2], "c": ["z"]}))["c"].tolist()
+        [True]
+        """
+        rows = self._checked(X)
+        schema = self._mixed()
+        if schema is not None:
+            names, flags = list(schema.columns), schema.unseen(rows)
+        else:
+            names = [str(c) for c in getattr(self, "feature_names_in_",
+                                             [f"x{j}" for j in range(rows.shape[1])])]
+            flags = np.zeros(rows.shape, dtype=bool)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(flags, columns=names, index=index)
+
+    def _explain_columns(self, X: Any, rows: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        schema = self._mixed()
+        if schema is None:
+            return super()._explain_columns(X, rows)
+        if isinstance(X, pd.DataFrame) and schema.names is not None:
+            values = X[list(schema.names)].to_numpy(dtype=object)
+        else:
+            values = np.asarray(X, dtype=object).reshape(rows.shape)
+        expected = schema.decode(self._reconstruct_rows(rows)).to_numpy(dtype=object)
+        return values, expected, {"unseen_category": schema.unseen(rows)}
+
+    def reconstruct(self, X: Any) -> Any:
+        """Decoder mean at ``z = mu`` in the units of ``X``: ``(n, d)`` array; for a mixed
+        table a DataFrame (the most likely category, the probability of True)."""
+        rows = self._checked(X)
+        schema = self._mixed()
+        if schema is None:
+            return self._reconstruct_rows(rows)
+        codes = self._reconstruct_rows(rows)
+        out = schema.decode(codes, index=X.index if isinstance(X, pd.DataFrame) else None)
+        for j, kind in enumerate(schema.kinds):  # a probability rather than a rounded boolean
+            if kind == "boolean":
+                out[schema.columns[j]] = codes[:, j]
+        return out
+
+    def sample(self, n: int, *, random_state: int | None = None) -> Any:
+        """Draw ``n`` rows from the model (see the base class); a DataFrame for a mixed table."""
+        codes = super().sample(n, random_state=random_state)
+        schema = self._mixed()
+        if schema is None:
+            return codes
+        probs = codes[:, [k == "boolean" for k in schema.kinds]]
+        codes[:, [k == "boolean" for k in schema.kinds]] = probs >= 0.5
+        return schema.decode(codes)
 
     def _train_config(self, n_train: int) -> TrainConfig:
         base = super()._train_config(n_train)

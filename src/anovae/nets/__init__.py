@@ -10,10 +10,14 @@ from typing import Any
 
 from torch import nn
 
+from anovae.nets.conv import ConvAutoencoder, ConvConfig
+from anovae.nets.mixed import MixedAutoencoder, MixedConfig
 from anovae.nets.mlp import MLPAutoencoder, MLPConfig
 
 #: kind -> (config class, module class). Other families register themselves here.
-NETS: dict[str, tuple[type, type[nn.Module]]] = {"mlp": (MLPConfig, MLPAutoencoder)}
+NETS: dict[str, tuple[type, type[nn.Module]]] = {"mlp": (MLPConfig, MLPAutoencoder),
+                                                 "mixed": (MixedConfig, MixedAutoencoder),
+                                                 "conv": (ConvConfig, ConvAutoencoder)}
 
 
 def config_from_dict(d: dict[str, Any]) -> Any:

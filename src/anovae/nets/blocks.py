@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "activation", "mlp"]
+__all__ = ["ACTIVATIONS", "POSTERIOR_LOGVAR_MAX", "activation", "mlp", "posterior_logvar"]
+
+#: Soft ceiling of the encoder's log-variance: a standard deviation of e^5 (about 150) in latent
+#: space is far wider than the N(0, I) prior, so this never binds on sane inputs, but it stops
+#: ``exp(logvar)`` overflowing to inf (then NaN) when an input feature is thousands of scaled
+#: units away from the training median (a near-constant column under robust scaling).
+POSTERIOR_LOGVAR_MAX = 10.0
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -50,3 +58,9 @@ def mlp(dims: Sequence[int], act: str = "relu", dropout: float = 0.0) -> nn.Sequ
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def posterior_logvar(raw: torch.Tensor) -> torch.Tensor:
+    """Raw encoder output ``(..., L)`` -> log-variance softly bounded above by
+    :data:`POSTERIOR_LOGVAR_MAX` (identity to within 5e-4 below 2; smooth, so gradients flow)."""
+    return POSTERIOR_LOGVAR_MAX - F.softplus(POSTERIOR_LOGVAR_MAX - raw)

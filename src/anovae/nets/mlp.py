@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anovae.likelihoods import bernoulli_nll, gaussian_nll
-from anovae.nets.blocks import mlp
+from anovae.nets.blocks import mlp, posterior_logvar
 
 __all__ = ["LOGVAR_MIN", "MLPAutoencoder", "MLPConfig", "VARIANCES"]
 
@@ -85,8 +85,8 @@ class MLPAutoencoder(nn.Module):
         h = self.encoder(x)
         if not self.config.variational:
             return h, None
-        mu, logvar = h.chunk(2, dim=-1)
-        return mu, logvar
+        mu, raw_logvar = h.chunk(2, dim=-1)
+        return mu, posterior_logvar(raw_logvar)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``z`` (..., L) -> ``loc`` (..., D) and ``logvar`` (..., D) or ``None``.

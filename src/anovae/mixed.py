@@ -1,0 +1,365 @@
+"""Mixed-type tables: column kinds, category vocabularies, missing values and unseen categories.
+
+A mixed table (numeric, boolean and categorical columns, with gaps allowed anywhere) is turned
+into one float64 array of *codes* ``(n, C)``, one column per original column, so that every
+score, ``feature_scores`` entry and explanation stays per original column:
+
+- numeric columns: the value itself (scaled later by the detector's
+  :class:`~anovae.tabular.Scaler`);
+- boolean columns: 0.0 or 1.0;
+- categorical columns: the index of the category in the column's vocabulary, or
+  :data:`UNSEEN` (-1) for a category the model never saw;
+- a missing cell, in any column: NaN.
+
+The network (:mod:`anovae.nets.mixed`) reads the codes, gives each column its own likelihood and
+masks the missing cells. :class:`MixedSchema` records the kinds and vocabularies and is saved
+with the model.
+
+Column kinds are inferred (:func:`infer_schema`): bool columns and numeric columns holding only
+0 and 1 are boolean; other numeric columns are numeric; strings, pandas categories and other
+objects are categorical. ``categorical=[...]`` / ``numeric=[...]`` override the inference.
+Columns with more than ``max_categories`` categories keep the most frequent ones plus
+:data:`OTHER`, which collects the rest (at fit and at scoring).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from anovae.exceptions import DataError
+from anovae.tabular import Scaler, _list, match_columns
+
+__all__ = [
+    "KINDS",
+    "OTHER",
+    "UNSEEN",
+    "MixedSchema",
+    "check_mixed",
+    "fit_mixed_scaler",
+    "infer_schema",
+    "needs_mixed",
+]
+
+KINDS = ("numeric", "boolean", "categorical")
+#: The bucket of the rarer categories of a column with more than ``max_categories`` categories.
+OTHER = "<other>"
+#: Code of a category never seen in training (categorical columns without an :data:`OTHER`
+#: bucket); the network scores it as maximally surprising for its column.
+UNSEEN = -1.0
+
+_TRUE = {"true", "1", "1.0", "yes", "t", "y"}
+_FALSE = {"false", "0", "0.0", "no", "f", "n"}
+
+
+@dataclass(frozen=True)
+class MixedSchema:
+    """Columns, kinds and category vocabularies of a model fitted on a mixed table.
+
+    ``names`` is None when the model was fitted on an array (columns then go by position and are
+    called ``x0, x1, ...``). ``vocabularies[j]`` lists column ``j``'s categories (its code is the
+    position; :data:`OTHER` last when the column was capped), ``None`` for other kinds.
+    ``n_observed[j]`` counts the training cells of column ``j`` that were not missing.
+    """
+
+    columns: tuple[str, ...]
+    kinds: tuple[str, ...]
+    vocabularies: tuple[tuple[str, ...] | None, ...]
+    n_observed: tuple[int, ...]
+    from_frame: bool = True
+
+    @property
+    def n_features(self) -> int:
+        return len(self.columns)
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        return self.columns if self.from_frame else None
+
+    @property
+    def cardinalities(self) -> tuple[int, ...]:
+        """Categories per column (0 for numeric and boolean columns)."""
+        return tuple(len(v) if v is not None else 0 for v in self.vocabularies)
+
+    @property
+    def encoded_width(self) -> int:
+        """Width of the same table one-hot encoded (one slot per numeric/boolean column)."""
+        return sum(max(1, k) for k in self.cardinalities)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "mixed", "n_features": self.n_features, "columns": list(self.columns),
+                "names": None if self.names is None else list(self.names),
+                "kinds": list(self.kinds), "n_observed": list(self.n_observed),
+                "vocabularies": [None if v is None else list(v) for v in self.vocabularies],
+                "from_frame": self.from_frame}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MixedSchema:
+        return cls(tuple(d["columns"]), tuple(d["kinds"]),
+                   tuple(None if v is None else tuple(str(c) for c in v)
+                         for v in d["vocabularies"]),
+                   tuple(int(n) for n in d["n_observed"]), bool(d["from_frame"]))
+
+    # -- codes <-> values --------------------------------------------------------------------
+    def encode(self, df: pd.DataFrame, what: str = "X") -> np.ndarray:
+        """``df`` (columns in schema order) -> float64 codes ``(n, C)`` (see the module doc)."""
+        out = np.empty((len(df), self.n_features), dtype=np.float64)
+        for j, (name, kind, vocab) in enumerate(zip(self.columns, self.kinds, self.vocabularies,
+                                                    strict=True)):
+            s = df.iloc[:, j]
+            if kind == "numeric":
+                out[:, j] = _numeric(s, name, what)
+            elif kind == "boolean":
+                out[:, j] = _boolean(s, name, what)
+            else:
+                assert vocab is not None
+                labels, missing = _labels(s)
+                codes = pd.Index(vocab).get_indexer(labels).astype(np.float64)
+                if vocab and vocab[-1] == OTHER:
+                    codes[codes < 0] = len(vocab) - 1
+                codes[missing] = np.nan
+                out[:, j] = codes
+        return out
+
+    def decode(self, codes: np.ndarray, index: Any = None) -> pd.DataFrame:
+        """Codes ``(n, C)`` (e.g. a reconstruction) -> a DataFrame of values: numbers, booleans
+        and category labels (None where missing; ``"<unseen>"`` for unseen categories)."""
+        cols: dict[str, Any] = {}
+        for j, (name, kind, vocab) in enumerate(zip(self.columns, self.kinds, self.vocabularies,
+                                                    strict=True)):
+            c = codes[:, j]
+            if kind == "numeric":
+                cols[name] = c.astype(np.float64)
+            elif kind == "boolean":
+                cols[name] = pd.array(np.where(np.isnan(c), None, c >= 0.5), dtype="boolean")
+            else:
+                assert vocab is not None
+                lab = np.asarray(list(vocab) + ["<unseen>", None], dtype=object)
+                idx = np.where(np.isnan(c), len(vocab) + 1,
+                               np.where(c < 0, len(vocab), np.nan_to_num(c))).astype(np.intp)
+                cols[name] = lab[np.clip(idx, 0, len(vocab) + 1)]
+        return pd.DataFrame(cols, index=index)
+
+    def unseen(self, codes: np.ndarray) -> np.ndarray:
+        """``(n, C)`` bool: the cells holding a category the model never saw."""
+        cat = np.asarray([k == "categorical" for k in self.kinds])
+        return (codes == UNSEEN) & cat[None, :]
+
+
+# -- per-kind conversion -----------------------------------------------------------------------
+def _numeric(s: pd.Series, name: str, what: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        try:
+            v = pd.to_numeric(s, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            bad = s[pd.to_numeric(s, errors="coerce").isna() & s.notna()]
+            raise DataError(
+                f"column {name!r} of {what} holds text (e.g. {str(bad.iloc[0])!r}) but the model "
+                "was fitted with it as a numeric column; fix the data, or refit with "
+                f"categorical=[{name!r}]") from None
+    inf = np.isinf(v)
+    if inf.any():
+        raise DataError(f"{what} contains infinite values in {name!r} ({int(inf.sum())} rows); "
+                        "replace them (NaN marks a missing value)")
+    return v
+
+
+def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        low = s.map(lambda x: x if x is None or (isinstance(x, float) and math.isnan(x))
+                    else str(x).strip().lower())
+        v = np.where(low.isin(_TRUE), 1.0, np.where(low.isin(_FALSE), 0.0, np.nan))
+        bad = s.notna().to_numpy() & np.isnan(v)
+        if bad.any():
+            raise DataError(f"column {name!r} of {what} is boolean in the model but holds "
+                            f"{str(s[bad].iloc[0])!r}")
+        return v
+    ok = np.isnan(v) | (v == 0.0) | (v == 1.0)
+    if not ok.all():
+        raise DataError(f"column {name!r} of {what} is boolean in the model (0/1) but holds "
+                        f"{v[~ok][0]!r}")
+    return v
+
+
+def _label(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _labels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Category labels as strings ``(n,)`` object, and the missing mask ``(n,)``.
+
+    Numbers are written without a spurious ``.0`` (``1.0`` and ``1`` are the same category), so
+    a column read as integers in one file and as floats or text in another still matches.
+    """
+    missing = s.isna().to_numpy()
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = np.asarray([_label(c) for c in s.cat.categories] + [""], dtype=object)
+        return cats[s.cat.codes.to_numpy()], missing
+    if pd.api.types.is_integer_dtype(s.dtype) and not missing.any():
+        return s.to_numpy().astype(str).astype(object), missing
+    vals = s.to_numpy(dtype=object)
+    out = np.empty(len(vals), dtype=object)
+    out[:] = [_label(v) for v in vals]
+    out[missing] = ""
+    return out, missing
+
+
+# -- inference ---------------------------------------------------------------------------------
+def needs_mixed(X: Any, categorical: Sequence[str] | None = None,
+                numeric: Sequence[str] | None = None) -> bool:
+    """Whether ``X`` takes the mixed-type path: column kinds given explicitly, or a DataFrame
+    with non-numeric columns or missing values. (Arrays and complete numeric frames keep the
+    plain numeric path; an array with NaN is an error there.)"""
+    if categorical is not None or numeric is not None:
+        return True
+    if isinstance(X, pd.Series):
+        X = X.to_frame()
+    if not isinstance(X, pd.DataFrame):
+        return False
+    if any(not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))
+           for dt in X.dtypes):
+        return True
+    return bool(X.isna().to_numpy().any())
+
+
+def _frame(X: Any, what: str) -> tuple[pd.DataFrame, bool]:
+    if isinstance(X, pd.Series):
+        X = X.to_frame()
+    if isinstance(X, pd.DataFrame):
+        return X, True
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise DataError(f"{what} must be 2-D (rows, features), got shape {arr.shape}")
+    return pd.DataFrame(arr, columns=[f"x{j}" for j in range(arr.shape[1])]), False
+
+
+def _infer_kind(s: pd.Series, name: str) -> str:
+    dt = s.dtype
+    if pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt):
+        raise DataError(f"column {name!r} holds dates or times, which anovae does not model; "
+                        "derive numeric features from it or exclude it (CLI: --exclude)")
+    if pd.api.types.is_bool_dtype(dt):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(dt):
+        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        obs = v[~np.isnan(v)]
+        if obs.size and np.isin(obs, (0.0, 1.0)).all() and np.unique(obs).size == 2:
+            return "boolean"
+        return "numeric"
+    obs = s.dropna()
+    if obs.size and obs.map(lambda x: isinstance(x, (bool, np.bool_))).all():
+        return "boolean"
+    return "categorical"
+
+
+def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
+                 numeric: Sequence[str] | None = None, max_categories: int = 100,
+                 from_frame: bool = True) -> MixedSchema:
+    """The kinds and vocabularies of ``X``'s columns (see the module docstring).
+
+    Warns (``UserWarning``) about columns that look like row ids (every value distinct) and
+    columns with no observed value.
+    """
+    names = [str(c) for c in X.columns]
+    cat, num = [str(c) for c in categorical or ()], [str(c) for c in numeric or ()]
+    unknown = [c for c in cat + num if c not in names]
+    if unknown:
+        raise DataError(f"categorical=/numeric= name columns that are not in the data: "
+                        f"{_list(unknown)}")
+    both = sorted(set(cat) & set(num))
+    if both:
+        raise DataError(f"columns {_list(both)} are listed as both categorical and numeric")
+    kinds, vocabs, n_obs = [], [], []
+    n = len(X)
+    for j, name in enumerate(names):
+        s = X.iloc[:, j]
+        kind = ("categorical" if name in cat else "numeric" if name in num
+                else _infer_kind(s, name))
+        vocab: tuple[str, ...] | None = None
+        if kind == "numeric":
+            _numeric(s, name, "X")  # text in a column forced numeric: a clear error now
+        if kind == "categorical":
+            labels, missing = _labels(s)
+            counts = pd.Series(labels[~missing]).value_counts(sort=False)
+            # most frequent first, ties by label: the vocabulary does not depend on row order
+            order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            if len(order) > max_categories:
+                vocab = tuple(str(k) for k, _ in order[:max_categories - 1]) + (OTHER,)
+            else:
+                vocab = tuple(str(k) for k, _ in order)
+            if n >= 20 and len(order) == n:
+                warnings.warn(f"column {name!r} has a distinct value in every row: it looks like "
+                              "an id and carries no pattern; exclude it (CLI: --exclude "
+                              f"{name})", UserWarning, stacklevel=3)
+        elif (kind == "numeric" and pd.api.types.is_integer_dtype(s.dtype) and n >= 20
+              and s.nunique() == n and (s.diff().dropna() == 1).all()):
+            warnings.warn(f"column {name!r} counts up by one row by row: it looks like an id; "
+                          f"exclude it (CLI: --exclude {name})", UserWarning, stacklevel=3)
+        observed = int(s.notna().sum())
+        if observed == 0:
+            warnings.warn(f"column {name!r} has no observed value: it carries no information",
+                          UserWarning, stacklevel=3)
+        kinds.append(kind)
+        vocabs.append(vocab)
+        n_obs.append(observed)
+    return MixedSchema(tuple(names), tuple(kinds), tuple(vocabs), tuple(n_obs), from_frame)
+
+
+def check_mixed(X: Any, schema: MixedSchema | None = None, *, min_rows: int = 1,
+                categorical: Sequence[str] | None = None, numeric: Sequence[str] | None = None,
+                max_categories: int = 100, what: str = "X") -> tuple[np.ndarray, MixedSchema]:
+    """Validate a mixed table and return its codes ``(n, C)`` float64 and its schema.
+
+    Without ``schema`` the schema is inferred (:func:`infer_schema`); with it, DataFrame columns
+    are matched by name (reordered if needed) and arrays by width, and each column is read as
+    the kind it had in training: text in a numeric column raises :class:`DataError`.
+    """
+    df, from_frame = _frame(X, what)
+    if len(df) == 0:
+        raise DataError(f"{what} has no rows")
+    if len(df) < min_rows:
+        raise DataError(f"{what} has {len(df)} row(s); at least {min_rows} are needed to fit")
+    if df.shape[1] == 0:
+        raise DataError(f"{what} has no columns")
+    names = [str(c) for c in df.columns]
+    if len(set(names)) != len(names):
+        dup = sorted({c for c in names if names.count(c) > 1})
+        raise DataError(f"{what} has duplicate column names: {_list(dup)}")
+    if schema is None:
+        schema = infer_schema(df, categorical=categorical, numeric=numeric,
+                              max_categories=max_categories, from_frame=from_frame)
+    elif from_frame and schema.names is not None:
+        df = match_columns(df, list(schema.names), what)
+    elif df.shape[1] != schema.n_features:
+        raise DataError(f"{what} has {df.shape[1]} columns but the model was fitted on "
+                        f"{schema.n_features}")
+    return schema.encode(df, what), schema
+
+
+def fit_mixed_scaler(method: str, codes: np.ndarray, schema: MixedSchema) -> Scaler:
+    """A :class:`Scaler` for codes ``(n, C)``: fitted on the observed values of each numeric
+    column; the identity (center 0, scale 1) for boolean and categorical codes."""
+    center = np.zeros(schema.n_features)
+    scale = np.ones(schema.n_features)
+    for j, kind in enumerate(schema.kinds):
+        if kind != "numeric":
+            continue
+        col = codes[:, j]
+        obs = col[~np.isnan(col)]
+        if obs.size:
+            one = Scaler(method).fit(obs[:, None])
+            assert one.center is not None and one.scale is not None
+            center[j], scale[j] = one.center[0], one.scale[0]
+    return Scaler(method, np.ascontiguousarray(center), np.ascontiguousarray(scale))

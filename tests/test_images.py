@@ -1,0 +1,345 @@
+"""Image detectors, image input, image files, the CLI on images and `anovae bench images`.
+
+Small and offline: scikit-learn's bundled 8x8 digits upsampled to 28x28, and generated images.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from anovae import DataError, ImageAEDetector, ImageVAEDetector, load
+from anovae.bench.images import make_figure, run_image_benchmark, write_idx
+from anovae.cli import app
+from anovae.images import (
+    ImageSchema,
+    check_images,
+    is_image_source,
+    read_idx,
+    read_images,
+    save_grid,
+)
+from anovae.nets.conv import ConvAutoencoder, ConvConfig, stage_sizes
+
+TINY = {"channels": (4, 8), "latent_dim": 4, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as uint8 (N, 28, 28): each 8x8 pixel becomes 3x3, padded by 2."""
+    d = load_digits()
+    img = np.kron(d.images, np.ones((3, 3)))  # (N, 24, 24) in 0..16
+    img = np.pad(img, ((0, 0), (2, 2), (2, 2)))
+    return np.round(img * (255 / 16)).astype(np.uint8), d.target
+
+
+@pytest.fixture(scope="module")
+def fitted(digits: tuple[np.ndarray, np.ndarray]) -> ImageVAEDetector:
+    X, y = digits
+    return ImageVAEDetector(epochs=2, **TINY).fit(X[y == 0][:80])
+
+
+# -- input validation -------------------------------------------------------------------------
+def test_layouts_agree_and_uint8_is_scaled() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(3, 30, 32, 3), dtype=np.uint8)  # (N, H, W, C)
+    a, schema = check_images(rgb)
+    b, _ = check_images(rgb.transpose(0, 3, 1, 2))  # (N, C, H, W)
+    assert a.shape == (3, 3, 30, 32) and a.dtype == np.float32
+    assert schema == ImageSchema(3, 30, 32)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a[0, 1, 2, 5], rgb[0, 2, 5, 1] / 255, rtol=1e-6)
+    grey, s = check_images(rgb[..., 0])  # (N, H, W)
+    assert grey.shape == (3, 1, 30, 32) and s.channels == 1
+    np.testing.assert_array_equal(grey[:, 0], a[:, 0])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 28, 28, 2)), "channel"),
+    (np.zeros((2, 6, 6)), "smallest side"),
+    (np.full((2, 28, 28), 2.0), r"\[0, 1\]"),
+    (np.full((2, 28, 28), np.nan), "NaN"),
+    (np.zeros((5, 10)), r"\(N, H, W\)"),
+    (np.zeros((0, 28, 28)), "no images"),
+    (np.array(["a", "b"]), "numeric"),
+])
+def test_bad_images_are_named(bad: np.ndarray, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        check_images(bad)
+
+
+def test_wrong_size_for_fitted_model(fitted: ImageVAEDetector) -> None:
+    with pytest.raises(DataError, match=r"32x32 pixels.*fitted on 28x28"):
+        fitted.decision_function(np.zeros((2, 32, 32), np.uint8))
+    with pytest.raises(DataError, match="3 channels"):
+        fitted.decision_function(np.zeros((2, 28, 28, 3), np.uint8))
+
+
+# -- the network ------------------------------------------------------------------------------
+@pytest.mark.parametrize("c, h, w", [(1, 28, 28), (3, 32, 32), (1, 45, 60), (3, 64, 64)])
+def test_conv_net_any_size(c: int, h: int, w: int) -> None:
+    cfg = ConvConfig(c, h, w, channels=(4, 8, 8)[:len(stage_sizes(h, w, 3)) - 1], latent_dim=3)
+    net = ConvAutoencoder(cfg)
+    x = torch.rand(2, c, h, w)
+    mu, logvar = net.encode(x)
+    loc, _ = net.decode(mu)
+    assert mu.shape == logvar.shape == (2, 3)
+    assert loc.shape == (2, c, h, w)
+    assert net.nll(x, loc, None).shape == (2, c, h, w)
+    assert ConvConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_tutorial_conv_preset_is_the_tutorial_network() -> None:
+    det = ImageVAEDetector.from_preset("tutorial-conv")
+    cfg = ConvConfig(1, 28, 28, channels=det.channels, latent_dim=det.latent_dim,
+                     decoder_channels=det.decoder_channels, seed_channels=det.seed_channels,
+                     likelihood=det.likelihood)
+    net = ConvAutoencoder(cfg)
+    convs = [m for m in net.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.out_channels, m.stride) for m in convs] == [(32, (2, 2)), (64, (2, 2))]
+    assert net.to_latent.in_features == 7 * 7 * 64  # flattened before the dense layer
+    assert net.to_latent.out_features == 2 * 2  # 2 x latent (latent 2)
+    assert net.from_latent[0].out_features == 7 * 7 * 32
+    tconvs = [m.out_channels for m in net.decoder if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert tconvs + [net.head.out_channels] == [64, 32, 1]
+    assert det.likelihood == "bernoulli"
+    out = net.decode(torch.zeros(1, 2))[0]
+    assert out.shape == (1, 1, 28, 28)
+
+
+# -- the detectors ----------------------------------------------------------------------------
+def test_scores_deterministic_and_maps_sum_to_scores(fitted: ImageVAEDetector,
+                                                     digits: tuple[np.ndarray, np.ndarray]
+                                                     ) -> None:
+    X, _ = digits
+    s1 = fitted.decision_function(X[:20])
+    s2 = fitted.decision_function(X[:20])
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(fitted.decision_function(X[5:6]), s1[5:6])  # batch-invariant
+    maps = fitted.anomaly_maps(X[:20])
+    assert maps.shape == (20, 28, 28)
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), s1, rtol=1e-5)
+    assert fitted.feature_scores(X[:3]).shape == (3, 1, 28, 28)
+    refit = ImageVAEDetector(epochs=2, **TINY).fit(X[digits[1] == 0][:80])
+    np.testing.assert_array_equal(refit.decision_function(X[:20]), s1)
+
+
+def test_reconstruct_sample_transform_shapes(fitted: ImageVAEDetector,
+                                             digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = digits
+    rec = fitted.reconstruct(X[:4])
+    assert rec.shape == (4, 1, 28, 28) and np.isfinite(rec).all()
+    smp = fitted.sample(5, random_state=0)
+    assert smp.shape == (5, 1, 28, 28)
+    np.testing.assert_array_equal(smp, fitted.sample(5, random_state=0))
+    assert fitted.transform(X[:4]).shape == (4, 4)
+    assert fitted.n_features_in_ == 784 and fitted.predict(X[:4]).shape == (4,)
+
+
+def test_rgb_32_and_large_nonsquare_images() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
+    det = ImageVAEDetector(epochs=1, likelihood="gaussian", **TINY).fit(rgb)
+    assert det.anomaly_maps(rgb[:2]).shape == (2, 32, 32)
+    assert det.reconstruct(rgb[:2]).shape == (2, 3, 32, 32)
+    big = rng.random((6, 1, 72, 90)).astype(np.float32)
+    det = ImageAEDetector(epochs=1, random_state=0).fit(big)  # auto: 4 stages to <= 8x8
+    assert len(det.net_config_.channels) == 4
+    assert det.reconstruct(big[:2]).shape == (2, 1, 72, 90)
+
+
+def test_one_class_quality_floor(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """Trained on zeros only, both detectors rank the other digits as more anomalous."""
+    X, y = digits
+    test = np.r_[np.flatnonzero(y == 0)[100:], np.flatnonzero(y != 0)[:300]]
+    for det in (ImageVAEDetector(epochs=20, channels=(8, 16), latent_dim=8, random_state=0),
+                ImageAEDetector(epochs=20, channels=(8, 16), latent_dim=8, random_state=0)):
+        det.fit(X[y == 0][:100])
+        auc = roc_auc_score(y[test] != 0, det.decision_function(X[test]))
+        assert auc > 0.8, (type(det).__name__, auc)
+
+
+def test_save_load_round_trip(tmp_path: Path, fitted: ImageVAEDetector,
+                              digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = digits
+    path = fitted.save(tmp_path / "img.safetensors")
+    again = load(path)
+    assert isinstance(again, ImageVAEDetector) and again.schema_ == fitted.schema_
+    np.testing.assert_array_equal(again.decision_function(X[:30]),
+                                  fitted.decision_function(X[:30]))
+    np.testing.assert_array_equal(again.anomaly_maps(X[:3]), fitted.anomaly_maps(X[:3]))
+    with pytest.raises(DataError, match="fitted on 28x28"):
+        again.decision_function(np.zeros((1, 30, 30), np.uint8))
+    ae = ImageAEDetector(epochs=1, **TINY).fit(X[:50])
+    ae2 = load(ae.save(tmp_path / "ae.safetensors"))
+    np.testing.assert_array_equal(ae2.decision_function(X[:9]), ae.decision_function(X[:9]))
+    np.testing.assert_array_equal(ae2.sample(2, random_state=1), ae.sample(2, random_state=1))
+
+
+def test_estimator_contract() -> None:
+    det = ImageVAEDetector(channels=(8, 16), latent_dim=3)
+    assert clone(det).get_params() == det.get_params()
+    with pytest.raises(ValueError, match="channels"):
+        ImageVAEDetector(channels=(8, 0)).fit(np.zeros((4, 28, 28)))
+    with pytest.raises(ValueError, match="one width per encoder stage"):
+        ImageVAEDetector(channels=(8, 16), decoder_channels=(8,)).fit(np.zeros((4, 28, 28)))
+
+
+# -- files ------------------------------------------------------------------------------------
+def _png_folder(root: Path, X: np.ndarray, y: np.ndarray, classes: bool = True) -> Path:
+    for i, (img, label) in enumerate(zip(X, y, strict=True)):
+        folder = root / f"class_{label}" if classes else root
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"img{i:03d}.png")
+    return root
+
+
+def test_idx_and_numpy_and_png_readers(tmp_path: Path,
+                                       digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    raw = write_idx(tmp_path / "imgs-idx3-ubyte", X[:10])
+    gz = write_idx(tmp_path / "imgs-idx3-ubyte.gz", X[:10])
+    with gzip.open(gz, "rb") as fh:
+        assert fh.read(4) == b"\x00\x00\x08\x03"
+    np.testing.assert_array_equal(read_idx(raw), X[:10])
+    np.testing.assert_array_equal(read_idx(gz), X[:10])
+    np.testing.assert_array_equal(read_images(raw).images, X[:10])
+    np.savez(tmp_path / "d.npz", X=X[:10], y=y[:10])
+    got = read_images(tmp_path / "d.npz")
+    np.testing.assert_array_equal(got.images, X[:10])
+    np.testing.assert_array_equal(got.labels, y[:10])
+    folder = _png_folder(tmp_path / "png", X[:6], y[:6])
+    assert is_image_source(folder) and is_image_source(raw) and is_image_source(tmp_path / "d.npz")
+    data = read_images(folder)
+    assert data.images.shape == (6, 28, 28)
+    assert sorted(set(data.labels)) == sorted({f"class_{c}" for c in y[:6]})
+    order = [int(Path(n).stem[3:]) for n in data.names]
+    np.testing.assert_array_equal(data.images, X[:6][order])
+    (tmp_path / "t.npy").write_bytes(b"")
+    np.save(tmp_path / "table.npy", np.zeros((5, 3)))
+    assert not is_image_source(tmp_path / "table.npy")
+
+
+def test_bad_image_files(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a" / "ok.png")
+    (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match="broken.png"):
+        read_images(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "b" / "grey.png")
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(tmp_path / "b" / "rgb.png")
+    with pytest.raises(DataError, match="mixed channel counts"):
+        read_images(tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "c" / "small.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "c" / "big.png")
+    with pytest.raises(DataError, match="mixed sizes"):
+        read_images(tmp_path / "c")
+    (tmp_path / "short-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (9).to_bytes(4, "big")
+                                                 + (28).to_bytes(4, "big") * 2 + b"\x00" * 50)
+    with pytest.raises(DataError, match="cut short"):
+        read_idx(tmp_path / "short-idx3-ubyte")
+
+
+def test_save_grid(tmp_path: Path, fitted: ImageVAEDetector,
+                   digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = digits
+    p = save_grid(fitted.sample(6, random_state=0), tmp_path / "s.png", ncol=3, padding=2)
+    with Image.open(p) as im:
+        assert im.size == (3 * 30 + 2, 2 * 30 + 2) and im.mode == "L"
+    p = save_grid(fitted.anomaly_maps(X[:4]), tmp_path / "m.png", normalize=True,
+                  cmap="inferno", scale=2)
+    with Image.open(p) as im:
+        assert im.mode == "RGB" and im.size == (2 * (2 * 30 + 2),) * 2
+    p = make_figure(fitted, X[:5], tmp_path / "fig.png", n=5)
+    with Image.open(p) as im:
+        assert im.size == (2 * (5 * 30 + 2), 2 * (3 * 30 + 2))
+
+
+# -- CLI --------------------------------------------------------------------------------------
+def test_cli_fit_score_png_folder_with_maps(tmp_path: Path,
+                                            digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    runner = CliRunner()
+    train = _png_folder(tmp_path / "train", X[y == 0][:40], y[y == 0][:40], classes=False)
+    model = tmp_path / "m.safetensors"
+    res = runner.invoke(app, ["fit", str(train), "-o", str(model), "--epochs", "2", "--seed",
+                              "0", "--set", "channels=[4,8]", "--latent-dim", "4"])
+    assert res.exit_code == 0, res.output
+    assert "ImageVAEDetector" in res.output
+    test = _png_folder(tmp_path / "test", X[:8], y[:8])
+    res = runner.invoke(app, ["score", str(model), str(test), "-o", str(tmp_path / "s.csv"),
+                              "--maps", str(tmp_path / "maps")])
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(tmp_path / "s.csv")
+    assert list(out.columns) == ["image", "label", "anomaly_score", "is_anomaly"]
+    det = load(model)
+    data = read_images(test)
+    np.testing.assert_allclose(out["anomaly_score"], det.decision_function(data.images),
+                               rtol=1e-6)
+    maps = sorted((tmp_path / "maps").glob("*_map.png"))
+    assert len(maps) == 8
+    with Image.open(maps[0]) as im:
+        assert im.size == (28, 28) and im.mode == "RGB"
+
+
+def test_cli_idx_and_bad_images(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = digits
+    runner = CliRunner()
+    idx = write_idx(tmp_path / "train-images-idx3-ubyte.gz", X[:60])
+    model = tmp_path / "ae.safetensors"
+    res = runner.invoke(app, ["fit", str(idx), "-o", str(model), "--detector", "ae",
+                              "--epochs", "1", "--set", "channels=[4,8]"])
+    assert res.exit_code == 0, res.output
+    assert "ImageAEDetector" in res.output
+    res = runner.invoke(app, ["score", str(model), str(idx), "-o", str(tmp_path / "s.parquet")])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) == 60
+    np.save(tmp_path / "big.npy", np.zeros((3, 32, 32), np.uint8))
+    res = runner.invoke(app, ["score", str(model), str(tmp_path / "big.npy"), "-o",
+                              str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "fitted on 28x28" in res.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"garbage")
+    res = runner.invoke(app, ["score", str(model), str(bad), "-o", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "x.png" in res.output
+    assert not (tmp_path / "x.csv").exists()
+
+
+# -- the benchmark harness --------------------------------------------------------------------
+def test_bench_images_tiny(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = digits
+    keep = y < 3
+    for split in ("train", "t10k"):
+        write_idx(tmp_path / "toy" / f"{split}-images-idx3-ubyte.gz", X[keep])
+        write_idx(tmp_path / "toy" / f"{split}-labels-idx1-ubyte.gz", y[keep].astype(np.uint8))
+    res = run_image_benchmark(tmp_path, datasets=["toy"], protocols=("one-class", "multi-class"),
+                              detectors=("vae", "ae"), classes=[1], max_train=80, max_test=120,
+                              params={"epochs": 2, "channels": (4, 8)}, out_dir=tmp_path / "o",
+                              progress=False)
+    r = res.results
+    assert len(r) == 4 and set(r["detector"]) == {"vae", "ae"}
+    assert r["auroc"].between(0, 1).all() and (r["n_train"] == 80).all()
+    assert (r["n_test"] == 120).all()
+    assert (tmp_path / "o" / "results.csv").is_file()
+    assert "toy, one-class" in res.to_markdown()
+    cli = CliRunner().invoke(app, ["bench", "images", "--data-dir", str(tmp_path),
+                                   "--datasets", "toy", "--detectors", "ae", "--classes", "0",
+                                   "--set", "epochs=1", "--set", "channels=[4,8]",
+                                   "--max-train", "50", "--max-test", "60",
+                                   "--out", str(tmp_path / "cli"), "--no-progress"])
+    assert cli.exit_code == 0, cli.output
+    assert "mean / total" in cli.output
+    assert len(pd.read_csv(tmp_path / "cli" / "results.csv")) == 1

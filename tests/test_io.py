@@ -1,0 +1,175 @@
+"""Table IO: every format round-trips, chunks stream with global row numbers, writes are atomic,
+and every user mistake is a DataError naming the file."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anovae.exceptions import DataError
+from anovae.io import (
+    TableWriter,
+    atomic_output,
+    count_rows,
+    iter_table_chunks,
+    read_table,
+    write_table,
+)
+
+FORMATS = [".csv", ".csv.gz", ".tsv", ".parquet", ".npz"]
+
+
+def _frame(n: int = 23) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"a": rng.normal(size=n), "b": rng.integers(0, 9, n).astype(float),
+                         "c": np.linspace(-1, 1, n)})
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_write_read_round_trip(tmp_path: Path, ext: str) -> None:
+    df = _frame()
+    path = tmp_path / f"t{ext}"
+    write_table(df, path)
+    back = read_table(path)
+    assert list(back.columns) == ["a", "b", "c"]
+    np.testing.assert_allclose(back.to_numpy(dtype=float), df.to_numpy(), rtol=1e-12)
+    if ext == ".csv.gz":
+        with gzip.open(path, "rt") as f:  # really compressed, not a plain file named .gz
+            assert f.readline().strip() == "a,b,c"
+
+
+def test_npy_round_trip_names_columns(tmp_path: Path) -> None:
+    df = _frame()
+    write_table(df, tmp_path / "t.npy")
+    back = read_table(tmp_path / "t.npy")
+    assert list(back.columns) == ["x0", "x1", "x2"]
+    np.testing.assert_array_equal(back.to_numpy(), df.to_numpy())
+
+
+def test_npz_with_labels_adds_a_y_column(tmp_path: Path) -> None:
+    X = np.arange(12.0).reshape(6, 2)
+    y = np.array([0, 0, 1, 0, 1, 0])
+    np.savez(tmp_path / "adb.npz", X=X, y=y)
+    df = read_table(tmp_path / "adb.npz")
+    assert list(df.columns) == ["x0", "x1", "y"]
+    np.testing.assert_array_equal(df["y"], y)
+    assert list(read_table(tmp_path / "adb.npz", columns=["x1"]).columns) == ["x1"]
+
+
+@pytest.mark.parametrize("ext", [*FORMATS, ".npy"])
+def test_chunks_cover_every_row_once_with_global_row_numbers(tmp_path: Path, ext: str) -> None:
+    df = _frame(23)
+    path = tmp_path / f"t{ext}"
+    write_table(df, path)
+    chunks = list(iter_table_chunks(path, chunk_rows=5))
+    assert [len(c) for c in chunks] == [5, 5, 5, 5, 3]
+    whole = pd.concat(chunks)
+    assert list(whole.index) == list(range(23))
+    np.testing.assert_allclose(whole.to_numpy(dtype=float), df.to_numpy(), rtol=1e-12)
+
+
+def test_parquet_folder_is_read_as_one_table(tmp_path: Path) -> None:
+    df = _frame(30)
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for i in range(3):
+        df.iloc[i * 10:(i + 1) * 10].to_parquet(folder / f"part-{i}.parquet", index=False)
+    assert count_rows(folder) == 30
+    assert len(read_table(folder)) == 30
+    chunks = list(iter_table_chunks(folder, chunk_rows=4, columns=["b"]))
+    assert sum(len(c) for c in chunks) == 30
+    assert all(list(c.columns) == ["b"] for c in chunks)
+    assert pd.concat(chunks).index.is_monotonic_increasing
+
+
+def test_count_rows_is_cheap_or_none(tmp_path: Path) -> None:
+    df = _frame(11)
+    write_table(df, tmp_path / "t.parquet")
+    write_table(df, tmp_path / "t.npy")
+    write_table(df, tmp_path / "t.csv")
+    assert count_rows(tmp_path / "t.parquet") == 11
+    assert count_rows(tmp_path / "t.npy") == 11
+    assert count_rows(tmp_path / "t.csv") is None  # would need a full scan
+    assert count_rows(tmp_path / "missing.parquet") is None
+
+
+def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "model.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_text("half-writ")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.txt"]  # no temporary left behind
+    with atomic_output(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_table_writer_failure_leaves_no_partial_output(tmp_path: Path) -> None:
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ValueError), TableWriter(out) as w:
+        w.write(_frame(5))
+        raise ValueError("scoring failed half-way")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_npy_output_refuses_text_columns(tmp_path: Path) -> None:
+    df = pd.DataFrame({"id": ["a", "b"], "score": [1.0, 2.0]})
+    with pytest.raises(DataError, match=r"\.npy output holds numbers only.*'id'"):
+        write_table(df, tmp_path / "o.npy")
+    assert not (tmp_path / "o.npy").exists()
+    write_table(df, tmp_path / "o.npz")  # .npz keeps text columns as strings
+    with np.load(tmp_path / "o.npz", allow_pickle=False) as z:
+        assert list(z["id"]) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.csv", None, "does not exist"),
+        ("data.xlsx", b"x", "unsupported file type '.xlsx'"),
+        ("empty.csv", b"", "is empty"),
+        ("header_only.csv", b"a,b\n", "has no rows"),
+        ("bad.parquet", b"not a parquet file", "cannot read"),
+        ("bad.npz", b"garbage", "cannot read"),
+    ],
+)
+def test_bad_files_raise_clear_errors(tmp_path: Path, name: str, content: bytes | None,
+                                      message: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as err:
+        read_table(path)
+    assert name in str(err.value)
+
+
+def test_array_files_must_be_numeric_tables(tmp_path: Path) -> None:
+    np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4)))
+    with pytest.raises(DataError, match=r"shape \(2, 3, 4\).*2-D"):
+        read_table(tmp_path / "cube.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="cannot read"):  # never unpickled
+        read_table(tmp_path / "obj.npy")
+    np.savez(tmp_path / "two.npz", a=np.zeros((2, 2)), b=np.zeros((3, 2)))
+    with pytest.raises(DataError, match="name the table 'X'"):
+        read_table(tmp_path / "two.npz")
+
+
+def test_folder_without_parquet_and_missing_columns(tmp_path: Path) -> None:
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(DataError, match="folder without .parquet"):
+        read_table(tmp_path / "empty_dir")
+    write_table(_frame(), tmp_path / "t.csv")
+    with pytest.raises(DataError, match=r"no column\(s\) \['zz'\]"):
+        read_table(tmp_path / "t.csv", columns=["a", "zz"])
+    with pytest.raises(DataError, match="zz"):
+        list(iter_table_chunks(tmp_path / "t.csv", columns=["zz"]))
+    with pytest.raises(ValueError, match="chunk_rows"):
+        iter_table_chunks(tmp_path / "t.csv", chunk_rows=0)

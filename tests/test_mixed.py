@@ -1,0 +1,333 @@
+"""Mixed tables (issue 6): column kinds, per-column likelihoods, missing values, unseen
+categories, per-column explanations, persistence, the CLI and the mixed benchmark."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from anovae import DataError, VAEDetector, load
+from anovae.cli import app
+from anovae.likelihoods import categorical_nll
+from anovae.mixed import OTHER, check_mixed, infer_schema
+
+CITIES = np.array(["north", "south", "east", "west"])
+ZONES = {"north": "cold", "south": "warm", "east": "warm", "west": "cold"}
+VIP = {"north": True, "south": True, "east": False, "west": False}
+SMALL_NET = {"hidden_dims": (32, 16), "latent_dim": 3, "batch_size": 64, "n_samples": 4}
+SMALL = {**SMALL_NET, "epochs": 60, "device": "cpu", "random_state": 0}
+
+
+def make_frame(n: int, seed: int) -> pd.DataFrame:
+    """Each column is predictable from the others: the city sets the amount's mean (0, 5, 10,
+    15), the zone (text) and the vip flag (bool); ``count`` is integer noise."""
+    rng = np.random.default_rng(seed)
+    city_idx = rng.integers(0, 4, n)
+    city = CITIES[city_idx]
+    return pd.DataFrame({
+        "amount": 5.0 * city_idx + rng.normal(size=n),
+        "city": pd.Categorical(city, categories=list(CITIES)),
+        "zone": [ZONES[c] for c in city],
+        "vip": np.array([VIP[c] for c in city]),
+        "count": rng.poisson(3.0, n),
+    })
+
+
+@pytest.fixture(scope="module")
+def train() -> pd.DataFrame:
+    return make_frame(800, 0)
+
+
+@pytest.fixture(scope="module")
+def det(train: pd.DataFrame) -> VAEDetector:
+    return VAEDetector(**SMALL).fit(train)
+
+
+@pytest.fixture(scope="module")
+def test_rows() -> pd.DataFrame:
+    return make_frame(200, 1)
+
+
+def planted(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Copies of the first rows with one column broken each; the broken column's name."""
+    out, which = [], []
+    for i, col in enumerate(["amount", "zone", "vip", "amount", "zone", "vip"]):
+        r = rows.iloc[[i]].copy()
+        if col == "amount":
+            r["amount"] = r["amount"] + 40.0
+        elif col == "zone":
+            r["zone"] = "warm" if r["zone"].iloc[0] == "cold" else "cold"
+        else:
+            r["vip"] = ~r["vip"]
+        out.append(r)
+        which.append(col)
+    return pd.concat(out), which
+
+
+# -- kinds and schema -------------------------------------------------------------------------
+def test_kinds_are_inferred_and_can_be_overridden(train: pd.DataFrame) -> None:
+    df = train.assign(code=np.arange(len(train)) % 3, flag01=(np.arange(len(train)) % 2))
+    schema = infer_schema(df)
+    kinds = dict(zip(schema.columns, schema.kinds, strict=True))
+    assert kinds == {"amount": "numeric", "city": "categorical", "zone": "categorical",
+                     "vip": "boolean", "count": "numeric", "code": "numeric",
+                     "flag01": "boolean"}
+    assert set(schema.vocabularies[2]) == {"cold", "warm"}
+    forced = infer_schema(df, categorical=["code"], numeric=["flag01"])
+    kinds = dict(zip(forced.columns, forced.kinds, strict=True))
+    assert kinds["code"] == "categorical" and kinds["flag01"] == "numeric"
+    assert set(forced.vocabularies[forced.columns.index("code")]) == {"0", "1", "2"}
+    with pytest.raises(DataError, match="'nope'"):
+        infer_schema(df, categorical=["nope"])
+    with pytest.raises(DataError, match="both categorical and numeric"):
+        infer_schema(df, categorical=["code"], numeric=["code"])
+
+
+def test_numeric_tables_keep_the_plain_path(train: pd.DataFrame) -> None:
+    numeric = train[["amount", "count"]]
+    det = VAEDetector(**{**SMALL, "epochs": 2}).fit(numeric)
+    assert det.net_config_.kind == "mlp"
+    assert type(det.schema_).__name__ == "ColumnSchema"
+    with pytest.raises(DataError, match="NaN"):  # arrays with NaN: still an error
+        VAEDetector(**{**SMALL, "epochs": 2}).fit(np.array([[1.0, np.nan], [2.0, 3.0]] * 5))
+
+
+def test_mixed_model_is_per_original_column(det: VAEDetector, test_rows: pd.DataFrame) -> None:
+    assert det.net_config_.kind == "mixed"
+    assert list(det.feature_names_in_) == ["amount", "city", "zone", "vip", "count"]
+    scores, feats = det.score_with_feature_scores(test_rows)
+    assert feats.shape == (len(test_rows), 5)
+    np.testing.assert_allclose(feats.sum(1), scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(det.decision_function(test_rows), scores)  # deterministic
+    shuffled = test_rows[["count", "vip", "zone", "city", "amount"]]  # columns matched by name
+    np.testing.assert_array_equal(det.decision_function(shuffled), scores)
+    drawn = det.sample(50, random_state=0)  # a DataFrame of valid values of each kind
+    assert list(drawn.columns) == list(det.feature_names_in_)
+    assert set(drawn["city"]) <= set(CITIES) and set(drawn["zone"]) <= {"cold", "warm"}
+    assert set(drawn["vip"]) <= {True, False} and np.isfinite(drawn["amount"]).all()
+
+
+def test_id_like_and_empty_columns_warn(train: pd.DataFrame) -> None:
+    df = train.assign(customer=[f"c{i}" for i in range(len(train))])
+    with pytest.warns(UserWarning, match="'customer'.*looks like an id"):
+        infer_schema(df)
+    with pytest.warns(UserWarning, match="'blank' has no observed value"):
+        infer_schema(train.assign(blank=np.nan))
+
+
+def test_high_cardinality_keeps_top_categories_plus_other() -> None:
+    df = pd.DataFrame({"c": list("aaaabbbccd") * 5, "x": np.arange(50.0) % 7})
+    codes, schema = check_mixed(df, max_categories=3)
+    assert schema.vocabularies[0] == ("a", "b", OTHER)
+    new, _ = check_mixed(pd.DataFrame({"c": ["c", "zzz", "a"], "x": [1.0, 2.0, 3.0]}), schema)
+    assert new[:, 0].tolist() == [2.0, 2.0, 0.0]  # rare and new categories go to "other"
+    assert not schema.unseen(new).any()
+
+
+# -- detection and explanations -----------------------------------------------------------
+def test_broken_column_is_top_of_the_explanation(det: VAEDetector,
+                                                 test_rows: pd.DataFrame) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    bad, which = planted(test_rows)
+    normal_scores = det.decision_function(test_rows)
+    bad_scores = det.decision_function(bad)
+    y = np.r_[np.zeros(len(normal_scores)), np.ones(len(bad_scores))]
+    assert roc_auc_score(y, np.r_[normal_scores, bad_scores]) > 0.9
+    assert (bad_scores > np.median(normal_scores)).all(), bad_scores
+    top = det.explain(bad, k=1)
+    assert top["feature"].tolist() == which
+    assert set(top.columns) >= {"value", "expected", "contribution", "unseen_category"}
+    zone_row = top[top["feature"] == "zone"].iloc[0]
+    assert zone_row["value"] != zone_row["expected"]  # the expected zone is the right one
+    assert zone_row["expected"] == ZONES[str(bad.loc[zone_row["row"], "city"])]
+
+
+def test_unseen_category_is_maximally_surprising_and_flagged(det: VAEDetector,
+                                                            test_rows: pd.DataFrame) -> None:
+    rows = test_rows.iloc[:5].copy()
+    rows["zone"] = rows["zone"].astype(object)
+    rows.iloc[2, rows.columns.get_loc("zone")] = "tropical"
+    rows["city"] = rows["city"].astype(object)
+    rows.iloc[4, rows.columns.get_loc("city")] = "atlantis"
+    feats = det.feature_scores(rows)
+    flags = det.unseen_categories(rows)
+    assert flags.to_numpy().sum() == 2 and flags.loc[rows.index[2], "zone"]
+    assert flags.loc[rows.index[4], "city"]
+    # at least log(n_train + 1) and at least any known category's surprise
+    assert feats[2, 2] >= np.log(801) - 1e-4 and feats[4, 1] >= np.log(801) - 1e-4
+    known = det.feature_scores(test_rows)
+    assert feats[2, 2] > known[:, 2].max() and feats[4, 1] > known[:, 1].max()
+    ex = det.explain(rows, k=1)
+    assert ex.loc[ex["row"] == rows.index[2], "unseen_category"].item()
+    assert ex.loc[ex["row"] == rows.index[2], "feature"].item() == "zone"
+
+
+def test_text_in_a_numeric_column_is_a_clear_error(det: VAEDetector,
+                                                   test_rows: pd.DataFrame) -> None:
+    rows = test_rows.iloc[:3].astype({"amount": object})
+    rows.iloc[1, 0] = "lots"
+    with pytest.raises(DataError, match=r"'amount'.*'lots'.*numeric"):
+        det.decision_function(rows)
+    rows = test_rows.iloc[:3].assign(vip=["yes", "maybe", "no"])
+    with pytest.raises(DataError, match="'vip'.*'maybe'"):
+        det.decision_function(rows)
+    with pytest.raises(DataError, match="missing columns 'count'"):
+        det.decision_function(test_rows.drop(columns=["count"]))
+
+
+def test_numbers_read_as_text_still_match(det: VAEDetector, test_rows: pd.DataFrame) -> None:
+    as_text = test_rows.astype({"amount": str, "count": float})
+    np.testing.assert_allclose(det.decision_function(as_text),
+                               det.decision_function(test_rows), rtol=1e-6)
+
+
+# -- missing values ------------------------------------------------------------------------------
+def test_missing_cells_neither_favour_nor_punish(det: VAEDetector,
+                                                 test_rows: pd.DataFrame) -> None:
+    full = det.feature_scores(test_rows)  # (n, C)
+    rng = np.random.default_rng(3)
+    col = rng.integers(0, 5, len(test_rows))
+    gappy = test_rows.astype({"vip": object, "count": float})
+    for i, j in enumerate(col):
+        gappy.iat[i, j] = None
+    with_gaps = det.decision_function(gappy)
+    shift = (with_gaps - full.sum(1)).mean()
+    observed_only = (full.sum(1) - full[np.arange(len(col)), col]).mean() - full.sum(1).mean()
+    # the gap costs on average much less than dropping the cell's term (what a plain mask does)
+    assert abs(shift) < 0.35 * abs(observed_only), (shift, observed_only)
+    bad, _ = planted(test_rows)
+    bad_gappy = bad.astype({"vip": object, "count": float})
+    bad_gappy["count"] = np.nan  # a gap in a column that is not the broken one
+    assert (det.decision_function(bad_gappy) > np.quantile(with_gaps, 0.9)).all()
+
+
+def test_fit_with_missing_values_and_an_all_missing_column(test_rows: pd.DataFrame) -> None:
+    rng = np.random.default_rng(0)
+    train = make_frame(600, 2)
+    train = train.mask(rng.random(train.shape) < 0.1).assign(blank=np.nan)
+    with pytest.warns(UserWarning, match="'blank'"):
+        det = VAEDetector(**SMALL).fit(train)
+    rows = test_rows.assign(blank=np.nan)
+    bad, which = planted(test_rows)
+    s_norm = det.decision_function(rows)
+    s_bad = det.decision_function(bad.assign(blank=1.0))
+    assert np.isfinite(s_norm).all() and np.isfinite(s_bad).all()
+    s_bad = s_bad[[w != "zone" for w in which]]  # broken amounts and flags (clear-cut ones)
+    y = np.r_[np.zeros(len(s_norm)), np.ones(len(s_bad))]
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, np.r_[s_norm, s_bad]) > 0.9
+
+
+# -- persistence, CLI -----------------------------------------------------------------------
+def test_save_load_round_trip(det: VAEDetector, test_rows: pd.DataFrame, tmp_path: Path) -> None:
+    rows = test_rows.astype({"zone": object})
+    rows.iloc[0, rows.columns.get_loc("zone")] = "tropical"
+    path = det.save(tmp_path / "mixed.safetensors")
+    back = load(path)
+    assert back.schema_ == det.schema_ and back.net_config_ == det.net_config_
+    np.testing.assert_array_equal(back.decision_function(rows), det.decision_function(rows))
+    pd.testing.assert_frame_equal(back.explain(rows, k=2), det.explain(rows, k=2))
+    assert back.unseen_categories(rows).to_numpy().sum() == 1
+    pd.testing.assert_frame_equal(back.reconstruct(rows), det.reconstruct(rows))
+
+
+def test_cli_fit_and_score_a_mixed_csv(tmp_path: Path) -> None:
+    train = make_frame(400, 0).assign(code=lambda d: np.arange(len(d)) % 3)
+    train.loc[::7, "amount"] = np.nan
+    train.insert(0, "id", np.arange(len(train)))
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test = make_frame(20, 1).assign(code=1)
+    test.insert(0, "id", np.arange(len(test)))
+    test["zone"] = test["zone"].astype(object)
+    test.loc[3, "zone"] = "tropical"
+    test.loc[5, "city"] = np.nan
+    test.to_csv(tmp_path / "test.csv", index=False)
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", str(tmp_path / "train.csv"), "-o", str(tmp_path / "m"),
+                              "--exclude", "id", "--categorical", "code", "--epochs", "5",
+                              "--hidden-dims", "16,8", "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    assert load(tmp_path / "m").schema_.kinds[-1] == "categorical"
+    res = runner.invoke(app, ["score", str(tmp_path / "m"), str(tmp_path / "test.csv"), "-o",
+                              str(tmp_path / "s.csv"), "--id-column", "id", "--explain", "2"])
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert len(out) == 20 and np.isfinite(out["anomaly_score"].astype(float)).all()
+    assert out["unseen_category"].tolist() == ["zone" if i == 3 else "" for i in range(20)]
+    assert {"top_feature_1", "top_value_1", "top_expected_1"} <= set(out.columns)
+    test.astype({"amount": object}).assign(amount="lots").to_csv(tmp_path / "bad.csv",
+                                                                 index=False)
+    res = runner.invoke(app, ["score", str(tmp_path / "m"), str(tmp_path / "bad.csv"), "-o",
+                              str(tmp_path / "s2.csv"), "--id-column", "id"])
+    assert res.exit_code == 2 and "'amount'" in res.output and "Traceback" not in res.output
+
+
+# -- pure parts ----------------------------------------------------------------------------------
+def test_categorical_nll_is_cross_entropy() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 5, generator=g)  # (B, C, K)
+    codes = torch.randint(0, 5, (4, 3), generator=g)
+    want = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), codes.reshape(-1),
+                                             reduction="none").reshape(4, 3)
+    torch.testing.assert_close(categorical_nll(codes, logits), want)
+    padded = torch.cat([logits, torch.full((4, 3, 2), -torch.inf)], dim=-1)
+    torch.testing.assert_close(categorical_nll(codes, padded), want)  # -inf padding: no mass
+
+
+def test_reconstruction_score_is_refused_on_mixed_tables(train: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="reconstruction"):
+        VAEDetector(**{**SMALL, "epochs": 1}, score="reconstruction").fit(train)
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+def _bench_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train (normal rows) and test (every 5th row broken in one column) frames, 0/1 labels."""
+    def table(n: int, n_bad: int, seed: int) -> pd.DataFrame:
+        df = make_frame(n, seed)
+        df["city"] = df["city"].astype(object)
+        bad = [planted(df.iloc[i:i + 6])[0] for i in range(0, n_bad, 6)]
+        out = pd.concat([df.iloc[n_bad:], *bad], ignore_index=True)
+        return out.assign(label=np.r_[np.zeros(n - n_bad), np.ones(n_bad)].astype(int))
+
+    return table(600, 0, 0), table(150, 30, 1)
+
+
+def test_mixed_benchmark_runs_side_by_side() -> None:
+    from anovae.bench.mixed import run_mixed_benchmark
+
+    train, test = _bench_frames()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = run_mixed_benchmark(train, test, detectors=("anovae-native", "anovae-onehot",
+                                                          "iforest"),
+                                  seeds=1, missing=0.1, params={"epochs": 60, **SMALL_NET})
+    table = res.table()
+    assert set(table["variant"]) == {"complete", "10% cells missing"}
+    assert set(table["detector"]) == {"anovae-native", "anovae-onehot", "iforest"}
+    native = table[(table["detector"] == "anovae-native") & (table["variant"] == "complete")]
+    assert native["auroc"].item() > 0.8
+    assert "| complete | anovae-native |" in res.to_markdown()
+
+
+def test_bench_cli_reads_nslkdd_layout(tmp_path: Path) -> None:
+    from anovae.bench.cli import bench_app
+
+    train, test = _bench_frames()
+    for df, name in [(train, "KDDTrain+.csv.gz"), (test, "KDDTest+.csv.gz")]:
+        df.assign(label=np.where(df["label"] == 1, "attack", "normal"),
+                  difficulty=21).to_csv(tmp_path / name, index=False)
+    res = CliRunner().invoke(bench_app, ["nslkdd", "--data-dir", str(tmp_path), "--detectors",
+                                         "iforest", "--missing", "0", "--out",
+                                         str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "iforest" in res.output and (tmp_path / "out" / "results.csv").exists()
+    got = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert got["auroc"].item() > 0.6 and "| complete | iforest |" in res.output

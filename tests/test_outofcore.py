@@ -1,0 +1,147 @@
+"""Out-of-core training: a Parquet folder larger than the chunk size streams correctly."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from anovae import AEDetector, DataError, VAEDetector, load
+from anovae.outofcore import ParquetBatches, fit_table, parquet_row_groups, row_uniform
+from anovae.tabular import Scaler, ScalerStats
+from conftest import make_data
+
+
+def _write_folder(X: pd.DataFrame, folder: Path, files: int = 3, row_group: int = 50) -> Path:
+    folder.mkdir()
+    for i, idx in enumerate(np.array_split(np.arange(len(X)), files)):
+        X.iloc[idx].to_parquet(folder / f"part-{i}.parquet", row_group_size=row_group)
+    return folder
+
+
+@pytest.mark.parametrize("method", ["standard", "minmax", "robust", "none"])
+def test_streaming_scaler_matches_in_memory(method: str) -> None:
+    X = np.random.default_rng(1).standard_t(3, size=(1000, 4)) * [1, 10, 0.1, 5] + [0, 3, -2, 9]
+    stats = ScalerStats()
+    for chunk in np.array_split(X, 7):  # every row sampled: robust is exact too
+        stats.merge(ScalerStats().update(chunk))
+    a, b = Scaler(method).fit(X), Scaler(method).fit_stats(stats)
+    np.testing.assert_allclose(b.center, a.center, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b.scale, a.scale, rtol=1e-12)
+
+
+def test_robust_quartiles_from_a_uniform_sample_are_close() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(3.0, 2.0, size=(200_000, 2))
+    keep = row_uniform(7, np.arange(len(X))) < 0.1  # a 10% sample, ~20,000 rows
+    stats = ScalerStats()
+    for i in range(0, len(X), 30_000):
+        stats.update(X[i:i + 30_000], keep=keep[i:i + 30_000])
+    assert abs(stats.sample_rows().shape[0] - 20_000) < 600
+    a, b = Scaler("robust").fit(X), Scaler("robust").fit_stats(stats)
+    # standard error of a quartile from 20,000 rows: ~0.011 sd; allow 4 of them
+    np.testing.assert_allclose(b.center, a.center, atol=0.045 * 2.0)
+    np.testing.assert_allclose(b.scale, a.scale, rtol=0.03)
+
+
+def test_row_uniform_is_uniform_and_independent_of_chunking() -> None:
+    rows = np.arange(100_000)
+    u = row_uniform(3, rows)
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005 and abs((u < 0.1).mean() - 0.1) < 0.005
+    np.testing.assert_array_equal(np.concatenate([row_uniform(3, rows[:777]),
+                                                  row_uniform(3, rows[777:])]), u)
+    assert not np.array_equal(row_uniform(4, rows), u)
+
+
+def test_batches_cover_every_training_row_once_with_a_bounded_buffer() -> None:
+    # 9 row groups of 40 rows; a buffer of 100 rows; batches of 16 rows
+    data = [np.arange(g * 40, (g + 1) * 40, dtype=np.float32)[:, None] for g in range(9)]
+    groups = [type("G", (), {"i": g})() for g in range(9)]
+    src = ParquetBatches(groups, [40] * 9, lambda grp: data[grp.i], chunk_rows=100,
+                         device=torch.device("cpu"))
+    seen = torch.cat(list(src.batches(16, torch.Generator().manual_seed(0))))[:, 0].numpy()
+    assert len(seen) == (360 // 16) * 16  # only the last partial batch is dropped
+    assert len(np.unique(seen)) == len(seen)  # no row twice
+    assert src.peak_buffer_rows < 100 + 40  # the buffer plus one row group, at most
+    assert not np.array_equal(seen, np.sort(seen))  # shuffled
+    again = torch.cat(list(src.batches(16, torch.Generator().manual_seed(1))))[:, 0].numpy()
+    assert not np.array_equal(seen, again)  # a new order every epoch
+    # two ranks: disjoint row groups, the same number of batches, half the batch size each
+    ranks = [ParquetBatches(groups, [40] * 9, lambda grp: data[grp.i], 100,
+                            torch.device("cpu"), rank=r, world=2) for r in range(2)]
+    per_rank = [list(s.batches(16, torch.Generator().manual_seed(0))) for s in ranks]
+    assert len(per_rank[0]) == len(per_rank[1]) > 0
+    assert all(b.shape[0] == 8 for batches in per_rank for b in batches)
+    rows = [set(torch.cat(b)[:, 0].tolist()) for b in per_rank]
+    assert not rows[0] & rows[1]
+
+
+def test_fit_table_streams_a_folder_larger_than_the_chunk(tmp_path: Path) -> None:
+    data = make_data(n_train=1200, n_test=200, n_anomalies=20, d=5)
+    train = data.frame(data.X_train)
+    train["id"] = np.arange(len(train))
+    folder = _write_folder(train, tmp_path / "train")
+    groups, _ = parquet_row_groups(folder)
+    assert len(groups) == 3 * 8 and groups[-1].offset + groups[-1].rows == 1200
+    det = VAEDetector(hidden_dims=(16, 8), latent_dim=2, epochs=8, batch_size=64,
+                      device="cpu", random_state=0, n_samples=4)
+    fit_table(det, folder, id_column="id", chunk_rows=150, sample_rows=400)
+    assert det.feature_names_in_.tolist() == list(data.columns)
+    assert 1000 < det.n_train_rows_ < 1200  # ~10% held out for validation
+    assert 300 < det.decision_scores_.shape[0] < 500  # the uniform sample's scores
+    assert len(det.history_["val_loss"]) == det.n_epochs_
+    X_test = data.frame(data.X_test)
+    auc = roc_auc_score(data.y_test, det.decision_function(X_test))
+    assert auc > 0.9
+    # same seed, same data: the same model, whatever the chunk size
+    det2 = fit_table(VAEDetector(**det.get_params()), folder, id_column="id", chunk_rows=150,
+                     sample_rows=400)
+    np.testing.assert_array_equal(det2.decision_function(X_test), det.decision_function(X_test))
+    path = det.save(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(load(path).decision_function(X_test),
+                                  det.decision_function(X_test))
+
+
+def test_fit_table_cli_and_labels(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from anovae.cli import app
+
+    data = make_data(n_train=400, n_test=200, n_anomalies=20, d=4)
+    X = data.frame(np.vstack([data.X_train, data.X_test]))
+    X["y"] = np.r_[np.zeros(400, dtype=int), data.y_test]
+    folder = _write_folder(X, tmp_path / "d", files=2, row_group=64)
+    out = tmp_path / "ae.safetensors"
+    res = CliRunner().invoke(app, ["fit", str(folder), "-o", str(out), "--detector", "ae",
+                                   "--out-of-core", "--chunk-rows", "100", "--label-column", "y",
+                                   "--epochs", "3", "--seed", "0", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "fitted AEDetector on" in res.output
+    det = load(out)
+    assert isinstance(det, AEDetector) and det.feature_names_in_.tolist() == list(data.columns)
+    # the 200 test rows hold 20 anomalies (y = 1): left out of training with ~10% for validation
+    n_train = int(re.search(r"on (\d+) rows", res.output).group(1))
+    assert 480 < n_train < 580 - 20
+    assert roc_auc_score(data.y_test, det.decision_function(data.frame(data.X_test))) > 0.8
+
+
+def test_fit_table_bad_input_is_clear(tmp_path: Path) -> None:
+    det = VAEDetector(epochs=1, device="cpu", random_state=0)
+    csv = tmp_path / "x.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="not Parquet"):
+        fit_table(det, csv)
+    frame = pd.DataFrame({"a": [1.0, np.nan] * 50, "b": np.arange(100.0)})
+    folder = _write_folder(frame, tmp_path / "nan", files=1, row_group=40)
+    with pytest.raises(DataError, match="NaN"):
+        fit_table(det, folder)
+    with pytest.raises(DataError, match="no such column"):
+        fit_table(det, folder, exclude=["zzz"])
+    with pytest.raises(ValueError, match="numeric columns"):
+        fit_table(VAEDetector(categorical=("b",)), folder)
