@@ -6,7 +6,8 @@ score, ``feature_scores`` entry and explanation stays per original column:
 
 - numeric columns: the value itself (scaled later by the detector's
   :class:`~anovae.tabular.Scaler`);
-- boolean columns: 0.0 or 1.0;
+- boolean columns: 0.0 or 1.0, or :data:`UNSEEN` for another number (a column of 0/1 in
+  training holding 2 at scoring);
 - categorical columns: the index of the category in the column's vocabulary, or
   :data:`UNSEEN` (-1) for a category the model never saw;
 - a missing cell, in any column: NaN.
@@ -147,8 +148,9 @@ class MixedSchema:
         return pd.DataFrame(cols, index=index)
 
     def unseen(self, codes: np.ndarray) -> np.ndarray:
-        """``(n, C)`` bool: the cells holding a category the model never saw."""
-        cat = np.asarray([k == "categorical" for k in self.kinds])
+        """``(n, C)`` bool: the cells holding a category (or, in a boolean column, a number
+        other than 0 and 1) the model never saw."""
+        cat = np.asarray([k != "numeric" for k in self.kinds])
         return (codes == UNSEEN) & cat[None, :]
 
 
@@ -184,11 +186,8 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
             raise DataError(f"column {name!r} of {what} is boolean in the model but holds "
                             f"{str(s[bad].iloc[0])!r}")
         return v
-    ok = np.isnan(v) | (v == 0.0) | (v == 1.0)
-    if not ok.all():
-        raise DataError(f"column {name!r} of {what} is boolean in the model (0/1) but holds "
-                        f"{v[~ok][0]!r}")
-    return v
+    # another number: a value never seen in training (scored as maximally surprising)
+    return np.where(np.isnan(v) | (v == 0.0) | (v == 1.0), v, UNSEEN)
 
 
 def _label(v: Any) -> str:

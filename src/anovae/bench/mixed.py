@@ -23,7 +23,7 @@ Example:
     >>> def table(n, attack):
     ...     c = rng.choice(["a", "b"], n)
     ...     x = np.where(c == "a", 0.0, 3.0) + rng.normal(size=n) + 6.0 * attack
-    ...     return pd.DataFrame({"x": x, "c": c, "label": np.where(attack, "bad", "normal")})
+    ...     return pd.DataFrame({"x": x, "c": c, "label": attack.astype(int)})
     >>> train = table(300, np.zeros(300, bool))
     >>> test = table(100, np.arange(100) < 20)
     >>> res = run_mixed_benchmark(train, test, detectors=("iforest",), seeds=1, missing=0.0)

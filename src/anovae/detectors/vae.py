@@ -255,7 +255,8 @@ class VAEDetector(BaseDetector):
 
     def unseen_categories(self, X: Any) -> pd.DataFrame:
         """``(n, C)`` booleans: the cells of ``X`` holding a category the model never saw in
-        training (the column's ``unseen_category`` flag). All False for numeric tables.
+        training, or a number other than 0/1 in a boolean column (the column's
+        ``unseen_category`` flag). All False for numeric tables.
 
         >>> import pandas as pd
         >>> from anovae import VAEDetector

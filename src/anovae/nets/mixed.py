@@ -21,9 +21,9 @@ categories. :meth:`MixedAutoencoder.nll` turns them into the per-column negative
   1e5, would otherwise dominate every score and swamp the other columns), with a learned per-row
   variance (floored as in :mod:`anovae.nets.mlp`);
 - boolean: Bernoulli; categorical: categorical (softmax);
-- unseen category: maximally surprising, ``max(max_k -log p_k, log(n_observed + 1))``: at least
-  the surprise of the least likely known category, and of an event rarer than one in the
-  ``n_observed`` training cells of the column;
+- unseen category (or a number other than 0/1 in a boolean column): maximally surprising,
+  ``max(max_k -log p_k, log(n_observed + 1))``: at least the surprise of the least likely known
+  value, and of an event rarer than one in the ``n_observed`` training cells of the column;
 - missing cell: the model's *expected* negative log-likelihood of the cell given the rest of the
   row (the entropy of the predicted distribution), detached from the gradient. The cell is thus
   masked out of the likelihood that is trained, and a row with gaps is scored as if its missing
@@ -142,6 +142,9 @@ class MixedAutoencoder(nn.Module):
         unseen = [math.log(config.n_observed[j] + 1.0) for j in cat]
         self.register_buffer("unseen_floor", torch.tensor(unseen, dtype=torch.float32),
                              persistent=False)
+        unseen_b = [math.log(config.n_observed[j] + 1.0) for j in boo]
+        self.register_buffer("unseen_floor_b", torch.tensor(unseen_b, dtype=torch.float32),
+                             persistent=False)
         order = num + boo + cat  # column order of the concatenated per-kind terms
         inverse = [0] * len(order)
         for pos, j in enumerate(order):
@@ -183,13 +186,14 @@ class MixedAutoencoder(nn.Module):
                            torch.full_like(codes, self.n_onehot, dtype=torch.long))
         onehot = x.new_zeros(x.shape[0], self.n_onehot + 1)
         onehot.scatter_(1, slot, 1.0)
+        boo = xf[:, self.bool_idx]  # (B, Cb): 0, 1, or -1 for an unseen value
         flags = missing.clone()
         flags[:, self.cat_idx] |= ~known
+        flags[:, self.bool_idx] |= boo < 0
         # asinh: linear near 0, logarithmic in the tails, so a heavy-tailed column (byte counts
         # scaled by a small spread reach 1e5) cannot blow up the encoder (its KL overflows)
-        h = torch.cat([torch.asinh(xf[:, self.num_idx]), xf[:, self.bool_idx],
-                       onehot[:, :self.n_onehot],
-                       flags.to(x.dtype)], dim=1)
+        h = torch.cat([torch.asinh(xf[:, self.num_idx]), boo.clamp_min(0.0),
+                       onehot[:, :self.n_onehot], flags.to(x.dtype)], dim=1)
         mu, logvar = self.encoder(h).chunk(2, dim=-1)
         return mu, logvar
 
@@ -219,9 +223,14 @@ class MixedAutoencoder(nn.Module):
         nll_n = gaussian_nll(torch.asinh(xf[:, self.num_idx]), mean, lv)
         ent_n = (0.5 * (_LOG_2PI + 1.0 + lv)).detach()
         nll_n = torch.where(observed[:, self.num_idx], nll_n, ent_n)
-        # boolean: Bernoulli; entropy = its NLL at x = sigmoid(logit)
-        nll_b = bernoulli_nll(xf[:, self.bool_idx].clamp(0.0, 1.0), logits_b)
+        # boolean: Bernoulli; entropy = its NLL at x = sigmoid(logit); a value other than 0/1
+        # (-1) gets the maximal surprise, as an unseen category
+        boo = xf[:, self.bool_idx]
+        nll_b = bernoulli_nll(boo.clamp(0.0, 1.0), logits_b)
         ent_b = bernoulli_nll(torch.sigmoid(logits_b), logits_b).detach()
+        worst_b = torch.maximum(F.softplus(logits_b), F.softplus(-logits_b))
+        nll_b = torch.where(boo < 0, torch.maximum(worst_b, self.unseen_floor_b.to(loc.dtype)),
+                            nll_b)
         nll_b = torch.where(observed[:, self.bool_idx], nll_b, ent_b)
         # categorical: softmax; unseen codes (< 0) get the maximal surprise
         codes = xf[:, self.cat_idx]  # (B, Cc)
