@@ -134,3 +134,23 @@ def test_report_renders_in_headless_chromium(labelled_report, tmp_path):
     rgb = (pixels[..., :3] * 255).astype(int)
     blue = (abs(rgb[..., 0] - 0x4C) < 40) & (abs(rgb[..., 1] - 0x78) < 40) & (rgb[..., 2] > 140)
     assert blue.sum() > 500
+
+
+def test_report_of_an_image_model_shows_inputs_reconstructions_and_maps(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from anovae.detectors.image import ImageVAEDetector
+
+    digits = load_digits()
+    X = (digits.images * 16).clip(0, 255).astype(np.uint8)  # (N, 8, 8) grey images
+    y = (digits.target != 0).astype(int)
+    det = ImageVAEDetector(epochs=2, random_state=0).fit(X[digits.target == 0])
+    out = build_report(det, X[:200], y[:200], out_path=tmp_path / "img.html")
+    page = out.read_text()
+    _self_contained(page)
+    imgs = _images(page)
+    assert {"Score distribution", "ROC curve", "Most anomalous images"} <= set(imgs)
+    grid = imgs["Most anomalous images"]
+    assert grid.shape[1] > grid.shape[0]  # 8 columns of images, 3 rows
+    assert (tmp_path / "img-images.png").is_file()
+    assert "why (top features)" not in page

@@ -144,6 +144,12 @@ def _images(detector: Any, X: Any, scores: np.ndarray, y: np.ndarray | None) -> 
                               "cluster where the model learned the data; anomalies often sit "
                               "apart.",
                               figure_png(latent_figure(latent, scores, y, t))))
+    if hasattr(detector, "anomaly_maps") and np.ndim(X) >= 3:
+        out.append(_Image("images", "Most anomalous images",
+                          "The highest-scoring images (top row), the model's reconstructions "
+                          "(middle) and where the score comes from (bottom: per-pixel anomaly "
+                          "map, brighter = more anomalous, one colour scale for all).",
+                          figure_png(_image_grid_figure(detector, X, scores))))
     history = getattr(detector, "history_", None) or {}
     fig = loss_figure(history, getattr(detector, "best_epoch_", None))
     if fig is not None:
@@ -153,6 +159,35 @@ def _images(detector: Any, X: Any, scores: np.ndarray, y: np.ndarray | None) -> 
                           "error and KL divergence, with the KL weight beta (right).",
                           figure_png(fig)))
     return out
+
+
+def _image_grid_figure(detector: Any, X: Any, scores: np.ndarray, n: int = 8) -> Any:
+    """Inputs, reconstructions and anomaly maps of the ``n`` highest-scoring images."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from anovae.images import check_images, map_colours
+
+    top = np.argsort(-scores, kind="stable")[:n]
+    Xt = np.asarray(X)[top]
+    inputs, _ = check_images(Xt)  # (n, C, H, W) in [0, 1]
+    recon, _ = check_images(np.clip(np.asarray(detector.reconstruct(Xt), np.float64), 0, 1))
+    maps = map_colours(detector.anomaly_maps(Xt))  # (n, 3, H, W)
+    fig = Figure(figsize=(1.3 * len(top), 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(3, len(top), squeeze=False)
+    for j in range(len(top)):
+        for i, img in enumerate((inputs[j], recon[j], maps[j])):
+            ax = grid[i, j]
+            chw = np.asarray(img)
+            ax.imshow(chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0),
+                      cmap="gray" if chw.shape[0] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        grid[0, j].set_title(f"{scores[top[j]]:.3g}", fontsize=8)
+    for i, name in enumerate(("input", "reconstruction", "anomaly map")):
+        grid[i, 0].set_ylabel(name, fontsize=8)
+    return fig
 
 
 def _summary(detector: Any, scores: np.ndarray, y: np.ndarray | None,
@@ -274,6 +309,8 @@ def _html(title: str, cards: list[tuple[str, str]], method: str, images: list[_I
     body.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in top_header) + "</tr>"
                 + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
                           for r in top_rows) + "</table>")
+    if "images" in by_name:
+        body.append(figure(by_name["images"]))
     for name, heading in (("latent", "Latent space"), ("training", "Training")):
         if name in by_name:
             body += [f"<h2>{heading}</h2>", figure(by_name[name])]
