@@ -22,12 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from anovae.likelihoods import bernoulli_nll, gaussian_nll
-from anovae.nets.blocks import activation, posterior_logvar
-from anovae.nets.mlp import LOGVAR_MIN
+from anovae.nets.blocks import LikelihoodHead, activation, posterior_logvar
 
 __all__ = ["ConvAutoencoder", "ConvConfig", "auto_stages", "stage_sizes", "tutorial_conv_config"]
 
@@ -107,7 +104,7 @@ def tutorial_conv_config(in_channels: int = 1, height: int = 28, width: int = 28
                       decoder_channels=(64, 32), seed_channels=32, likelihood="bernoulli")
 
 
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(LikelihoodHead, nn.Module):
     """Convolutional encoder/decoder with the interface every anovae network shares.
 
     >>> net = ConvAutoencoder(ConvConfig(1, 28, 28, channels=(8, 16), latent_dim=4))
@@ -170,29 +167,4 @@ class ConvAutoencoder(nn.Module):
         ``loc`` is the mean for a Gaussian and the logits for a Bernoulli likelihood.
         """
         h = self.from_latent(z).view(z.shape[0], self._seed, *self._map)  # (B, seed, h, w)
-        out = self.head(self.decoder(h))  # (B, C or 2C, H, W)
-        if self.learned_sample_var:
-            loc, raw = out.chunk(2, dim=1)
-            return loc, LOGVAR_MIN + F.softplus(raw - LOGVAR_MIN)
-        if self.feature_logvar is not None:
-            logvar = LOGVAR_MIN + F.softplus(self.feature_logvar - LOGVAR_MIN)
-            return out, logvar.expand_as(out)
-        return out, None
-
-    def mean(self, loc: torch.Tensor) -> torch.Tensor:
-        """Expected pixel values of ``p(x|z)`` from the decoder's ``loc`` (..., C, H, W)."""
-        return torch.sigmoid(loc) if self.config.likelihood == "bernoulli" else loc
-
-    def nll(self, x: torch.Tensor, loc: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
-        """Per-pixel ``-log p(x|z)``: ``x`` (B, C, H, W) against ``loc`` (..., B, C, H, W)."""
-        if self.config.likelihood == "bernoulli":
-            return bernoulli_nll(x.clamp(0.0, 1.0), loc)
-        if logvar is None:
-            logvar = torch.zeros((), dtype=loc.dtype, device=loc.device)
-        return gaussian_nll(x, loc, logvar)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic reconstruction: decoder mean at ``z = mu``. (B, C, H, W) -> same."""
-        mu, _ = self.encode(x)
-        loc, _ = self.decode(mu)
-        return self.mean(loc)
+        return self._likelihood_params(self.head(self.decoder(h)), dim=1)  # (B, C or 2C, H, W)
