@@ -83,16 +83,24 @@ def decoder_logvar(raw: torch.Tensor) -> torch.Tensor:
 
 
 class LikelihoodHead:
-    """What every decoder of ``p(x|z)`` shares, whatever the network's shape (mixed into the
-    MLP and convolutional autoencoders): splitting the decoder output into ``loc`` and
-    ``logvar``, the distribution's mean, the per-element negative log-likelihood, and the
-    deterministic reconstruction. The host sets ``config.likelihood``, ``learned_sample_var``
-    (the decoder emits a log-variance per element beside ``loc``) and ``feature_logvar`` (a
-    learned log-variance per element of one row, or ``None``)."""
+    """What every autoencoder shares, whatever the network's shape (mixed into the MLP and
+    convolutional ones): reading ``q(z|x)``'s parameters from the encoder output, splitting the
+    decoder output into ``loc`` and ``logvar``, the distribution's mean, the per-element negative
+    log-likelihood, and the deterministic reconstruction. The host sets ``config.likelihood``,
+    ``learned_sample_var`` (the decoder emits a log-variance per element beside ``loc``) and
+    ``feature_logvar`` (a learned log-variance per element of one row, or ``None``)."""
 
     config: Any
     learned_sample_var: bool
     feature_logvar: torch.Tensor | None
+
+    def _posterior_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoder output ``(B, 2L)`` -> ``mu`` and a softly bounded ``logvar`` ``(B, L)``; for a
+        plain autoencoder (``config.variational`` false) ``(B, L)`` -> ``(z, None)``."""
+        if not self.config.variational:
+            return h, None
+        mu, raw_logvar = h.chunk(2, dim=-1)
+        return mu, posterior_logvar(raw_logvar)
 
     def _likelihood_params(self, out: torch.Tensor, dim: int
                            ) -> tuple[torch.Tensor, torch.Tensor | None]:

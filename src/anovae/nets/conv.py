@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from anovae.nets.blocks import LikelihoodHead, activation, posterior_logvar
+from anovae.nets.blocks import LikelihoodHead, activation
 
 __all__ = ["ConvAutoencoder", "ConvConfig", "auto_stages", "stage_sizes", "tutorial_conv_config"]
 
@@ -155,11 +155,7 @@ class ConvAutoencoder(LikelihoodHead, nn.Module):
     # -- the interface every anovae network shares -------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, C, H, W) -> ``mu`` (B, L) and ``logvar`` (B, L), or ``(z, None)``."""
-        h = self.to_latent(self.encoder(x))  # (B, 2L) or (B, L)
-        if not self.config.variational:
-            return h, None
-        mu, raw_logvar = h.chunk(2, dim=-1)
-        return mu, posterior_logvar(raw_logvar)
+        return self._posterior_params(self.to_latent(self.encoder(x)))  # from (B, 2L) or (B, L)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``z`` (B, L) -> ``loc`` (B, C, H, W) and ``logvar`` (B, C, H, W) or ``None``.

@@ -43,8 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anovae.likelihoods import bernoulli_nll, categorical_nll, gaussian_nll
-from anovae.nets.blocks import mlp
-from anovae.nets.mlp import LOGVAR_MIN
+from anovae.nets.blocks import decoder_logvar, mlp, posterior_logvar
 
 __all__ = ["MixedAutoencoder", "MixedConfig"]
 
@@ -165,7 +164,7 @@ class MixedAutoencoder(nn.Module):
         padded categorical log-probabilities (..., Cc, Kmax) (-inf on padding)."""
         n, b = self.n_num, self.n_bool
         mean = loc[..., :n]
-        logvar = LOGVAR_MIN + F.softplus(loc[..., n:2 * n] - LOGVAR_MIN)
+        logvar = decoder_logvar(loc[..., n:2 * n])
         logits_b = loc[..., 2 * n:2 * n + b]
         flat = loc[..., 2 * n + b:]  # (..., sum K)
         flat = torch.cat([flat, torch.full_like(flat[..., :1], -math.inf)], dim=-1)
@@ -194,8 +193,8 @@ class MixedAutoencoder(nn.Module):
         # scaled by a small spread reach 1e5) cannot blow up the encoder (its KL overflows)
         h = torch.cat([torch.asinh(xf[:, self.num_idx]), boo.clamp_min(0.0),
                        onehot[:, :self.n_onehot], flags.to(x.dtype)], dim=1)
-        mu, logvar = self.encoder(h).chunk(2, dim=-1)
-        return mu, logvar
+        mu, raw_logvar = self.encoder(h).chunk(2, dim=-1)
+        return mu, posterior_logvar(raw_logvar)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
         """``z`` (..., L) -> ``loc`` (..., P): every column's parameters, packed."""

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from anovae.nets.blocks import LOGVAR_MIN, LikelihoodHead, mlp, posterior_logvar
+from anovae.nets.blocks import LOGVAR_MIN, LikelihoodHead, mlp
 
 __all__ = ["LOGVAR_MIN", "MLPAutoencoder", "MLPConfig", "VARIANCES"]
 
@@ -74,11 +74,7 @@ class MLPAutoencoder(LikelihoodHead, nn.Module):
     # -- the interface every anovae network shares -------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, D) -> ``mu`` (B, L) and ``logvar`` (B, L), or ``(z, None)`` for a plain AE."""
-        h = self.encoder(x)
-        if not self.config.variational:
-            return h, None
-        mu, raw_logvar = h.chunk(2, dim=-1)
-        return mu, posterior_logvar(raw_logvar)
+        return self._posterior_params(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``z`` (..., L) -> ``loc`` (..., D) and ``logvar`` (..., D) or ``None``.
