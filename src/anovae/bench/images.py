@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from anovae.bench.tabular import data_folder
 from anovae.images import read_idx
 
 __all__ = ["IMAGE_DETECTORS", "IMAGE_PROTOCOLS", "ImageBenchResult", "load_image_dataset",
@@ -69,16 +70,9 @@ _FILES = {("train", "images"): "train-images-idx3-ubyte", ("train", "labels"):
 
 def resolve_image_data_dir(data_dir: str | Path | None = None) -> Path:
     """``data_dir``, else ``$ANOVAE_IMAGE_DATA``, else ``../shared/data`` (must exist)."""
-    if data_dir is None:
-        data_dir = os.environ.get(IMAGE_DATA_DIR_ENV) or DEFAULT_IMAGE_DATA_DIR
-    path = Path(data_dir).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"image data folder {str(path)!r} does not exist (resolved to "
-            f"{str(path.absolute())!r}); pass --data-dir / data_dir=, or set "
-            f"${IMAGE_DATA_DIR_ENV}, to a folder with one sub-folder per data set (mnist/, "
-            "fashion-mnist/) holding the four MNIST-layout IDX files")
-    return path
+    return data_folder(data_dir, IMAGE_DATA_DIR_ENV, DEFAULT_IMAGE_DATA_DIR, "image data folder",
+                       "a folder with one sub-folder per data set (mnist/, fashion-mnist/) "
+                       "holding the four MNIST-layout IDX files")
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> Path:

@@ -86,23 +86,29 @@ class Dataset:
     y: np.ndarray
 
 
+def data_folder(data_dir: str | Path | None, env: str, default: str | Path, what: str,
+                hint: str) -> Path:
+    """``data_dir``, else ``$env``, else ``default``; a clear FileNotFoundError (naming
+    ``what`` and saying ``hint``) when the folder does not exist. Shared by the harnesses."""
+    if data_dir is None:
+        data_dir = os.environ.get(env) or default
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{what} {str(path)!r} does not exist (resolved to {str(path.absolute())!r}); pass "
+            f"--data-dir / data_dir=, or set ${env}, to {hint}")
+    return path
+
+
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     """The data folder: ``data_dir``, else ``$ANOVAE_ADBENCH``, else ``../shared/data/adbench``.
 
     Raises:
         FileNotFoundError: when the folder does not exist (the message says how to set it).
     """
-    if data_dir is None:
-        data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    path = Path(data_dir).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"ADBench data folder {str(path)!r} does not exist (resolved to "
-            f"{str(path.absolute())!r}); pass --data-dir / data_dir=, or set ${DATA_DIR_ENV}, "
-            "to a folder of .npz files holding X and y (1 = anomaly), e.g. ADBench's "
-            "'Classical' folder"
-        )
-    return path
+    return data_folder(data_dir, DATA_DIR_ENV, DEFAULT_DATA_DIR, "ADBench data folder",
+                       "a folder of .npz files holding X and y (1 = anomaly), e.g. ADBench's "
+                       "'Classical' folder")
 
 
 def _matches(stem: str, wanted: set[str]) -> bool:
