@@ -328,9 +328,13 @@ def test_bench_images_tiny(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]
     res = run_image_benchmark(tmp_path, datasets=["toy"], protocols=("one-class", "multi-class"),
                               detectors=("vae", "ae"), classes=[1], max_train=80, max_test=120,
                               params={"epochs": 2, "channels": (4, 8)}, out_dir=tmp_path / "o",
-                              progress=False)
+                              extra_scores=("reconstruction", "elbo"), progress=False)
     r = res.results
-    assert len(r) == 4 and set(r["detector"]) == {"vae", "ae"}
+    # the VAE's own score (elbo) is not repeated; the extra one shares the VAE's fit
+    assert len(r) == 6 and set(r["detector"]) == {"vae", "ae", "vae:reconstruction"}
+    for proto in ("one-class", "multi-class"):
+        part = r[r["protocol"] == proto].set_index("detector")
+        assert part.loc["vae:reconstruction", "fit_s"] == part.loc["vae", "fit_s"]
     assert r["auroc"].between(0, 1).all() and (r["n_train"] == 80).all()
     assert (r["n_test"] == 120).all()
     assert (tmp_path / "o" / "results.csv").is_file()
@@ -343,3 +347,5 @@ def test_bench_images_tiny(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]
     assert cli.exit_code == 0, cli.output
     assert "mean / total" in cli.output
     assert len(pd.read_csv(tmp_path / "cli" / "results.csv")) == 1
+    with pytest.raises(ValueError, match="unknown score 'nope'"):
+        run_image_benchmark(tmp_path, datasets=["toy"], extra_scores=("nope",), progress=False)

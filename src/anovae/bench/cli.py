@@ -88,6 +88,9 @@ def images(
                                          help="Subsample training images (quick runs)."),
     max_test: int | None = typer.Option(None, "--max-test", min=2,
                                         help="Subsample the test set (quick runs)."),
+    extra_scores: str | None = typer.Option(
+        None, "--extra-scores", help="Comma list of more scores to compute from each fitted "
+                                     "VAE (e.g. reconstruction), reported as vae:<score>."),
     out: Path = typer.Option(Path("bench-images"), "--out",
                              help="Output folder: results.csv, summary.csv, results.md."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar."),
@@ -103,7 +106,7 @@ def images(
             detectors=_split_list(detectors) or [], seed=seed,
             classes=None if classes is None else [int(c) for c in _split_list(classes) or []],
             params=parse_set_options(set_), max_train=max_train, max_test=max_test,
-            out_dir=out, progress=progress)
+            extra_scores=_split_list(extra_scores) or (), out_dir=out, progress=progress)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -68,8 +68,12 @@ class VAEDetector(BaseDetector):
         dropout: dropout rate in hidden layers.
         epochs: maximum epochs; ``None`` picks about ``TARGET_UPDATES`` (700) updates (10 to
             400 epochs; see :func:`anovae.detectors.base.auto_epochs`).
-        batch_size: rows per update (capped at the number of training rows).
-        learning_rate, weight_decay: Adam settings.
+        batch_size: rows per update (capped at the number of training rows); ``None``: 256 for
+            small tables, up to 2,048 for large ones (see
+            :func:`anovae.detectors.base.auto_batch_size`).
+        learning_rate: Adam's step size; ``None``: 1e-3 scaled by ``sqrt(batch_size / 256)``
+            (see :func:`anovae.detectors.base.auto_learning_rate`).
+        weight_decay: Adam's weight decay.
         validation_fraction: share of training rows held out for early stopping (0 disables).
         patience: epochs without validation improvement before stopping (0 disables);
             ``None``: 10% of the epochs, at least 10.
@@ -126,8 +130,8 @@ class VAEDetector(BaseDetector):
         activation: str = "relu",
         dropout: float = 0.0,
         epochs: int | None = None,
-        batch_size: int = 256,
-        learning_rate: float = 1e-3,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int | None = None,

@@ -1,0 +1,91 @@
+"""The training defaults that set speed: batch size, step size, CPU threads, the optimiser."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from anovae import AEDetector, ImageVAEDetector, VAEDetector
+from anovae.detectors.base import (
+    TARGET_UPDATES,
+    auto_batch_size,
+    auto_epochs,
+    auto_learning_rate,
+)
+from anovae.nets.conv import ConvAutoencoder, ConvConfig
+from anovae.nets.mlp import MLPAutoencoder, MLPConfig
+from anovae.training import (
+    SMALL_STEP_MACS,
+    TrainConfig,
+    macs_per_row,
+    make_optimizer,
+    small_net_threads,
+)
+
+
+@pytest.mark.parametrize(("n", "batch"), [(2, 256), (300, 256), (8_191, 256), (8_192, 512),
+                                          (16_383, 512), (16_384, 1024), (32_767, 1024),
+                                          (32_768, 2048), (10_000_000, 2048)])
+def test_auto_batch_size_keeps_16_updates_per_epoch(n: int, batch: int) -> None:
+    assert auto_batch_size(n) == batch
+    assert batch == 256 or n / batch >= 16
+
+
+def test_auto_learning_rate_scales_with_the_square_root_of_the_batch() -> None:
+    assert auto_learning_rate(256) == pytest.approx(1e-3)
+    assert auto_learning_rate(1024) == pytest.approx(2e-3)
+    assert auto_learning_rate(64) == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize("cls", [VAEDetector, AEDetector])
+def test_defaults_resolve_batch_rate_and_updates_from_the_rows(cls: type) -> None:
+    det = cls()
+    big = det._train_config(50_000)
+    assert (big.batch_size, big.learning_rate) == (2048, pytest.approx(1e-3 * math.sqrt(8)))
+    assert big.epochs == auto_epochs(50_000, 2048)
+    assert big.epochs * math.ceil(50_000 / 2048) >= TARGET_UPDATES
+    small = det._train_config(1_000)
+    assert (small.batch_size, small.learning_rate) == (256, pytest.approx(1e-3))
+    mine = cls(batch_size=100, learning_rate=0.01)._train_config(50_000)
+    assert (mine.batch_size, mine.learning_rate) == (100, 0.01)  # explicit values win
+
+
+def test_image_detectors_keep_their_explicit_defaults() -> None:
+    cfg = ImageVAEDetector()._train_config(6_000)
+    assert (cfg.batch_size, cfg.learning_rate) == (64, 1e-3)
+
+
+def test_macs_per_row_counts_linear_weights_and_conv_positions() -> None:
+    mlp = MLPAutoencoder(MLPConfig(n_features=10, hidden_dims=(8,), latent_dim=2))
+    assert macs_per_row(mlp) == 10 * 8 + 8 * 4 + 2 * 8 + 8 * 20
+    conv = ConvAutoencoder(ConvConfig(in_channels=1, height=28, width=28, channels=(4, 8),
+                                      latent_dim=4))
+    traced = macs_per_row(conv, torch.zeros(1, 1, 28, 28))
+    assert traced > 10 * macs_per_row(conv)  # each kernel is applied at many positions
+
+
+def test_small_steps_run_on_one_thread_large_ones_keep_torch_s_setting() -> None:
+    cpu = torch.device("cpu")
+    net = MLPAutoencoder(MLPConfig(n_features=29, hidden_dims=(64, 32), latent_dim=4))
+    per_row = macs_per_row(net)
+    small = SMALL_STEP_MACS // per_row // 2
+    assert small_net_threads(net, cpu, small) == 1
+    assert small_net_threads(net, cpu, 4 * SMALL_STEP_MACS // per_row) is None
+
+
+def test_the_optimiser_is_fused_adam_on_the_cpu() -> None:
+    net = MLPAutoencoder(MLPConfig(n_features=5, hidden_dims=(8,), latent_dim=2))
+    opt = make_optimizer(net, TrainConfig(learning_rate=0.01, weight_decay=0.1))
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["fused"]
+    assert opt.defaults["lr"] == 0.01 and opt.defaults["weight_decay"] == 0.1
+
+
+def test_history_records_the_seconds_of_each_epoch() -> None:
+    X = np.random.default_rng(0).normal(size=(200, 4))
+    det = VAEDetector(epochs=3, patience=0, random_state=0).fit(X)
+    seconds = det.history_["seconds"]
+    assert len(seconds) == det.n_epochs_ == 3
+    assert all(s > 0 for s in seconds)
