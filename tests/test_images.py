@@ -316,6 +316,16 @@ def test_cli_idx_and_bad_images(tmp_path: Path, digits: tuple[np.ndarray, np.nda
     res = runner.invoke(app, ["score", str(model), str(bad), "-o", str(tmp_path / "x.csv")])
     assert res.exit_code == 2 and "x.png" in res.output
     assert not (tmp_path / "x.csv").exists()
+    # table-only options are refused by name, not silently ignored
+    res = runner.invoke(app, ["fit", str(idx), "-o", str(tmp_path / "m2.safetensors"),
+                              "--label-column", "y", "--exclude", "a"])
+    assert res.exit_code == 2 and "--label-column, --exclude apply to tables" in res.output
+    assert not (tmp_path / "m2.safetensors").exists()
+    res = runner.invoke(app, ["score", str(model), str(idx), "-o", str(tmp_path / "x.csv"),
+                              "--id-column", "id"])
+    assert res.exit_code == 2 and "--id-column applies to tables" in res.output
+    res = runner.invoke(app, ["evaluate", str(model), str(idx), "--label-column", "y"])
+    assert res.exit_code == 2 and "image model" in res.output
 
 
 # -- the benchmark harness --------------------------------------------------------------------

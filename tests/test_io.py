@@ -4,6 +4,7 @@ and every user mistake is a DataError naming the file."""
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,25 @@ def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> 
     with atomic_output(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new"
+
+
+def test_atomic_output_gives_new_files_the_usual_mode_and_keeps_a_replaced_file_s(
+        tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        with atomic_output(tmp_path / "new.csv") as tmp:
+            tmp.write_text("a")
+        with atomic_output(tmp_path / "model.safetensors") as tmp:  # through save too
+            tmp.write_text("b")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.csv").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    kept = tmp_path / "kept.txt"
+    kept.write_text("x")
+    kept.chmod(0o604)
+    with atomic_output(kept) as tmp:
+        tmp.write_text("y")
+    assert kept.stat().st_mode & 0o777 == 0o604
 
 
 def test_table_writer_failure_leaves_no_partial_output(tmp_path: Path) -> None:

@@ -216,11 +216,26 @@ def count_rows(path: str | os.PathLike) -> int | None:
     return None
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: ``0o666`` less the process umask.
+
+    Read from ``/proc/self/status`` where there is one (``os.umask`` can only be read by setting
+    it, which races with other threads creating files); 0o644 otherwise.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    return 0o644
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); move it onto ``path`` on success.
 
     On an exception the temporary file is removed and an existing ``path`` is left untouched.
+    The result gets the mode of the file it replaces, or a new file's usual mode (the private
+    0600 of the temporary file would hide models and scores from the user's group).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +249,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.is_file():
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            try:
+                mode = path.stat().st_mode & 0o7777
+            except FileNotFoundError:
+                mode = _new_file_mode()
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

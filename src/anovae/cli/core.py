@@ -26,6 +26,17 @@ def _detector_class(name: str, images: bool = False) -> type:
     return VAEDetector if name == "vae" else AEDetector
 
 
+def _refuse_table_options(data: Path, options: dict[str, Any]) -> None:
+    """Table-only options given with image data: a clear error rather than silently ignoring
+    them (an image's label is its sub-folder; images have no columns)."""
+    given = [name for name, value in options.items() if value not in (None, False, [], ())]
+    if given:
+        one = len(given) == 1
+        raise DataError(f"{', '.join(given)} {'applies' if one else 'apply'} to tables, but "
+                        f"{str(data)!r} holds images (their labels come from the sub-folder "
+                        f"names); leave {'it' if one else 'them'} out")
+
+
 def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
                    id_column: str | None, path: str) -> tuple[Any, np.ndarray | None]:
     """Drop the label, id and excluded columns; return (features, labels or None)."""
@@ -110,6 +121,10 @@ def fit(
     from anovae.io import read_table
 
     images = is_image_source(data)
+    if images:
+        _refuse_table_options(data, {"--label-column": label_column, "--id-column": id_column,
+                                     "--exclude": exclude, "--categorical": categorical,
+                                     "--numeric": numeric, "--out-of-core": out_of_core})
     cls = _detector_class(detector, images)
     params: dict[str, Any] = {
         "score": score, "likelihood": likelihood, "latent_dim": latent_dim, "epochs": epochs,
@@ -221,6 +236,8 @@ def score(
     if hasattr(det, "anomaly_maps"):
         from anovae.images import score_images
 
+        _refuse_table_options(data, {"--id-column": id_column, "--explain": explain})
+
         done = score_images(det, data, output, maps_dir=maps)
         typer.echo(f"scored {done['rows']} images ({done['anomalies']} flagged as anomalies) in "
                    f"{done['seconds']:.2f}s; written to {output}"
@@ -251,6 +268,10 @@ def evaluate(
     from anovae.scoring import select_features
 
     det = load(model)
+    if hasattr(det, "anomaly_maps"):
+        raise DataError(f"`anovae evaluate` reads a labelled table; {str(model)!r} is an image "
+                        "model: score the images with `anovae score` and compare the scores "
+                        "with your labels, or run `anovae bench images`")
     df = read_table(data)
     rest, y = _split_columns(df, label_column, None, id_column, str(data))
     scores = det.decision_function(select_features(det, rest))
