@@ -71,8 +71,8 @@ class VAEDetector(BaseDetector):
         batch_size: rows per update (capped at the number of training rows); ``None``: 256 for
             small tables, up to 2,048 for large ones (see
             :func:`anovae.detectors.base.auto_batch_size`).
-        learning_rate: Adam's step size; ``None``: 1e-3 scaled by ``sqrt(batch_size / 256)``
-            (see :func:`anovae.detectors.base.auto_learning_rate`).
+        learning_rate: Adam's step size; ``None``: 1e-3, scaled by ``sqrt(batch_size / 256)``
+            for batches over 256 rows (see :func:`anovae.detectors.base.auto_learning_rate`).
         weight_decay: Adam's weight decay.
         validation_fraction: share of training rows held out for early stopping (0 disables).
         patience: epochs without validation improvement before stopping (0 disables);
