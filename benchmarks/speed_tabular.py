@@ -97,7 +97,7 @@ def bench_training(n: int, epochs: int, repeats: int = 3) -> dict:
         cfg = det.net_config_
         out[f"anovae{'_pyod_arch' if arch else ''}_net"] = {
             "hidden_dims": list(cfg.hidden_dims), "latent_dim": cfg.latent_dim,
-            "batch_size": det._train_config(n).batch_size}
+            "batch_size": det.batch_size_}
         return time.perf_counter() - t0, float(sum(det.history_["seconds"]))
 
     runs = {"pyod": fit_pyod, "anovae": fit_ours,

@@ -69,6 +69,7 @@ def test_report_without_labels_on_an_array_model(fitted_ae, data, tmp_path):
     _self_contained(page)
     assert set(_images(page)) == {"Score distribution", "Latent space", "Training"}
     assert "My &lt;data&gt;" in page and "<td>x" in page  # escaped title; features x0..x4
+    assert "batch size used" in page and "learning rate used" in page  # resolved defaults
 
 
 class PixelModel:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from anovae import AEDetector, ImageVAEDetector, VAEDetector
+from anovae import AEDetector, ImageVAEDetector, VAEDetector, load
 from anovae.detectors.base import (
     TARGET_UPDATES,
     auto_batch_size,
@@ -51,6 +52,8 @@ def test_defaults_resolve_batch_rate_and_updates_from_the_rows(cls: type) -> Non
     assert (small.batch_size, small.learning_rate) == (256, pytest.approx(1e-3))
     mine = cls(batch_size=100, learning_rate=0.01)._train_config(50_000)
     assert (mine.batch_size, mine.learning_rate) == (100, 0.01)  # explicit values win
+    capped = cls(batch_size=100_000)._train_config(1_000)  # the loop takes 1,000-row batches
+    assert capped.learning_rate == pytest.approx(auto_learning_rate(1_000))
 
 
 def test_image_detectors_keep_their_explicit_defaults() -> None:
@@ -79,7 +82,9 @@ def test_small_steps_run_on_one_thread_large_ones_keep_torch_s_setting() -> None
 def test_the_optimiser_is_fused_adam_on_the_cpu() -> None:
     net = MLPAutoencoder(MLPConfig(n_features=5, hidden_dims=(8,), latent_dim=2))
     opt = make_optimizer(net, TrainConfig(learning_rate=0.01, weight_decay=0.1))
-    assert isinstance(opt, torch.optim.Adam) and opt.defaults["fused"]
+    assert isinstance(opt, torch.optim.Adam)
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4):
+        assert opt.defaults["fused"]  # (older torch: the plain kernel, without an error)
     assert opt.defaults["lr"] == 0.01 and opt.defaults["weight_decay"] == 0.1
 
 
@@ -89,3 +94,14 @@ def test_history_records_the_seconds_of_each_epoch() -> None:
     seconds = det.history_["seconds"]
     assert len(seconds) == det.n_epochs_ == 3
     assert all(s > 0 for s in seconds)
+
+
+def test_the_resolved_batch_and_rate_are_kept_and_saved(tmp_path: Path) -> None:
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    det = VAEDetector(epochs=2, validation_fraction=0.0, random_state=0).fit(X)
+    assert (det.batch_size_, det.learning_rate_) == (256, pytest.approx(1e-3))
+    big = AEDetector(epochs=1, batch_size=4096, validation_fraction=0.0, random_state=0).fit(X)
+    assert big.batch_size_ == 300  # capped at the rows, and the step follows the real batch
+    assert big.learning_rate_ == pytest.approx(auto_learning_rate(300))
+    again = load(det.save(tmp_path / "m.safetensors"))
+    assert (again.batch_size_, again.learning_rate_) == (det.batch_size_, det.learning_rate_)

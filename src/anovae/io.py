@@ -220,13 +220,16 @@ def _new_file_mode() -> int:
     """The mode ``open()`` would give a new file: ``0o666`` less the process umask.
 
     Read from ``/proc/self/status`` where there is one (``os.umask`` can only be read by setting
-    it, which races with other threads creating files); 0o644 otherwise.
+    it, which races with other threads creating files); elsewhere by setting it to a strict
+    value for an instant.
     """
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return 0o666 & ~int(line.split()[1], 8)
-    return 0o644
+    umask = os.umask(0o077)  # elsewhere: read it by setting it (briefly), then restore it
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -250,10 +253,13 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             try:
-                mode = path.stat().st_mode & 0o7777
+                mode = path.stat().st_mode & 0o777
             except FileNotFoundError:
                 mode = _new_file_mode()
-            os.chmod(tmp, mode)
+            except OSError:  # unreadable target (permissions, a link loop): keep it private
+                mode = 0o600
+            with contextlib.suppress(OSError):  # some file systems (vfat, CIFS) refuse chmod
+                os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

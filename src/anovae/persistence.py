@@ -82,6 +82,8 @@ def save_model(detector: Any, path: str | Path) -> Path:
             "history": detector.history_,
             "n_epochs": int(detector.n_epochs_),
             "best_epoch": int(detector.best_epoch_),
+            "batch_size": getattr(detector, "batch_size_", None),
+            "learning_rate": getattr(detector, "learning_rate_", None),
             "n_train_scores": int(len(detector.decision_scores_)),
         },
     }
@@ -203,6 +205,8 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         det.history_ = training.get("history", {})
         det.n_epochs_ = int(training.get("n_epochs", 0))
         det.best_epoch_ = int(training.get("best_epoch", 0))
+        det.batch_size_ = training.get("batch_size")  # None in files written before they were kept
+        det.learning_rate_ = training.get("learning_rate")
         for attr in _ARRAY_ATTRS:
             key = attr.rstrip("_")
             if key in tensors:

@@ -224,6 +224,10 @@ def _model_rows(detector: Any) -> list[tuple[str, str]]:
             ("calibration rows", _fmt(0 if cal is None else len(cal))),
             ("epochs run (best)", f"{_fmt(getattr(detector, 'n_epochs_', '?'))} "
                                   f"({_fmt(getattr(detector, 'best_epoch_', '?'))})")]
+    for name, attr in (("batch size used", "batch_size_"),
+                       ("learning rate used", "learning_rate_")):
+        if getattr(detector, attr, None) is not None:  # the resolved value of a None parameter
+            rows.append((name, _fmt(getattr(detector, attr))))
     meta = getattr(detector, "metadata_", {}) or {}
     if meta.get("created_utc"):
         rows.append(("model saved", _fmt(meta["created_utc"])))

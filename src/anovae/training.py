@@ -115,11 +115,14 @@ def macs_per_row(net: nn.Module, example: torch.Tensor | None = None) -> int:
     if example is None or not convs:
         return linear + sum(m.weight.numel() for m in convs)
     handles = [m.register_forward_hook(hook) for m in convs]
+    training = net.training
+    net.eval()  # no dropout draws, no batch-statistics updates
     try:
         with torch.no_grad():
             mu, _ = net.encode(example[:1])  # type: ignore[operator]
             net.decode(mu)  # type: ignore[operator]
     finally:
+        net.train(training)
         for h in handles:
             h.remove()
     return linear + total
@@ -147,10 +150,13 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     step from about 0.5 ms to 0.17 ms (CPU), a fifth of a 256-row training step.
     """
     params = [p for p in net.parameters() if p.requires_grad]
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
-                                 for p in params)
-    return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                            fused=fused or None)
+    if params and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+        try:
+            return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                    fused=True)
+        except (RuntimeError, ValueError):  # torch < 2.4 has no fused Adam for the CPU
+            pass
+    return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def _beta_at(epoch: int, cfg: TrainConfig) -> float:

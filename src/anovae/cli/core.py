@@ -87,8 +87,10 @@ def fit(
                                            help="Encoder widths, e.g. 64,32 (default: auto)."),
     latent_dim: int | None = typer.Option(None, help="Latent size (default: auto)."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (default: auto)."),
-    batch_size: int | None = typer.Option(None, help="Rows per update."),
-    learning_rate: float | None = typer.Option(None, help="Adam learning rate."),
+    batch_size: int | None = typer.Option(
+        None, help="Rows per update (default: 256, up to 2,048 for large tables; 64 images)."),
+    learning_rate: float | None = typer.Option(
+        None, help="Adam learning rate (default: 1e-3, scaled up for batches over 256 rows)."),
     beta: float | None = typer.Option(None, help="KL weight (VAE only)."),
     contamination: float | None = typer.Option(None, help="Expected share of anomalies; sets "
                                                           "the threshold."),

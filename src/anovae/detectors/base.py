@@ -204,8 +204,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         patience = (self.patience if self.patience is not None
                     else max(10, math.ceil(0.1 * epochs)))
         batch_size = self._batch_size(n_train)
-        lr = (float(self.learning_rate) if self.learning_rate is not None
-              else auto_learning_rate(batch_size))
+        lr = (float(self.learning_rate) if self.learning_rate is not None  # from the batch the
+              else auto_learning_rate(min(batch_size, max(1, n_train))))  # loop really takes
         return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr,
                            weight_decay=self.weight_decay, beta=1.0, warmup_epochs=0,
                            patience=patience, clip_grad_norm=self.clip_grad_norm,
@@ -313,7 +313,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ``x_train``: the scaled ``(n_train, *F)`` training rows, or a
         :class:`anovae.training.BatchSource` of ``n_train`` rows (:mod:`anovae.outofcore`);
         ``x_val``: scaled validation rows or None. Sets ``noise_seed_``, ``history_``,
-        ``n_epochs_`` and ``best_epoch_``.
+        ``n_epochs_``, ``best_epoch_``, ``batch_size_`` and ``learning_rate_`` (the resolved
+        values when the parameters are ``None``).
         """
         device = resolve_device(self.device)
         tcfg = self._train_config(n_train)
@@ -335,12 +336,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                     else x_train)
             example = rows[:1] if isinstance(rows, torch.Tensor) else None
             tcfg = dataclasses.replace(tcfg, num_threads=small_net_threads(
-                net, device, tcfg.batch_size, example))
+                net, device, min(tcfg.batch_size, n_train), example))
             result: TrainResult = train(
                 net, self._loss, rows,
                 None if x_val is None else torch.from_numpy(x_val).to(device), tcfg, gen)
         self.history_ = result.history
         self.n_epochs_ = result.epochs_run
+        self.batch_size_ = int(min(tcfg.batch_size, n_train))  # as trained (None -> auto)
+        self.learning_rate_ = float(tcfg.learning_rate)
         self.best_epoch_ = result.best_epoch
         return net.eval()
 

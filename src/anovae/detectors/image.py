@@ -70,7 +70,7 @@ class _ImageInput:
 
     schema_: ImageSchema
     epochs: int | None
-    batch_size: int
+    batch_size: int | None
     channels: tuple[int, ...] | None
     decoder_channels: tuple[int, ...] | None
     seed_channels: int | None
@@ -155,9 +155,11 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
             (docs/benchmarks.md).
         n_samples, beta, warmup_epochs, free_bits, activation: as in :class:`VAEDetector`.
         epochs: maximum epochs; ``None``: about :data:`IMAGE_TARGET_UPDATES` updates.
-        batch_size, learning_rate, weight_decay, validation_fraction, patience,
-        clip_grad_norm, contamination, threshold, threshold_param, calibration_fraction,
-        device, random_state, verbose: as in :class:`VAEDetector`.
+        batch_size, learning_rate: as in :class:`VAEDetector`, but 64 images and 1e-3 by
+            default (``None`` picks them as for tables).
+        weight_decay, validation_fraction, patience, clip_grad_norm, contamination, threshold,
+        threshold_param, calibration_fraction, device, random_state, verbose: as in
+        :class:`VAEDetector`.
 
     Example:
         >>> import numpy as np
@@ -187,8 +189,8 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         free_bits: float = 0.0,
         activation: str = "relu",
         epochs: int | None = None,
-        batch_size: int = 64,
-        learning_rate: float = 1e-3,
+        batch_size: int | None = 64,
+        learning_rate: float | None = 1e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int | None = None,
@@ -263,8 +265,8 @@ class ImageAEDetector(_ImageInput, AEDetector):
         seed_channels: int | None = None,
         activation: str = "relu",
         epochs: int | None = None,
-        batch_size: int = 64,
-        learning_rate: float = 1e-3,
+        batch_size: int | None = 64,
+        learning_rate: float | None = 1e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int | None = None,
