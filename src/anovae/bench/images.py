@@ -251,8 +251,8 @@ def run_image_benchmark(
                          "score_s": t2 - t1, "score_cpu_s": c2 - c1})
             logger.info("%s %s %s class %d: AUROC %.4f (fit %.0fs, score %.0fs)", ds, proto,
                         det_name, cls, rows[-1]["auroc"], t1 - t0, t2 - t1)
-            own = det.get_params().get("score")
-            for sc in extra_scores if own is not None and det_name != "ae" else ():
+            own = det.get_params().get("score")  # None for the AE: it has one score
+            for sc in extra_scores if own is not None else ():
                 if sc == own:
                     continue
                 det.set_params(score=sc)  # scoring reads it; the fitted network is shared

@@ -199,13 +199,17 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """Rows per update: ``batch_size``, or :func:`auto_batch_size` when it is ``None``."""
         return int(self.batch_size) if self.batch_size is not None else auto_batch_size(n_train)
 
+    def _trained_batch_size(self, n_train: int) -> int:
+        """The batch the training loop really takes: :meth:`_batch_size` capped at the rows."""
+        return min(self._batch_size(n_train), max(1, n_train))
+
     def _train_config(self, n_train: int) -> TrainConfig:
         epochs = self.epochs if self.epochs is not None else self._auto_epochs(n_train)
         patience = (self.patience if self.patience is not None
                     else max(10, math.ceil(0.1 * epochs)))
         batch_size = self._batch_size(n_train)
-        lr = (float(self.learning_rate) if self.learning_rate is not None  # from the batch the
-              else auto_learning_rate(min(batch_size, max(1, n_train))))  # loop really takes
+        lr = (float(self.learning_rate) if self.learning_rate is not None
+              else auto_learning_rate(self._trained_batch_size(n_train)))
         return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr,
                            weight_decay=self.weight_decay, beta=1.0, warmup_epochs=0,
                            patience=patience, clip_grad_norm=self.clip_grad_norm,
@@ -336,13 +340,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                     else x_train)
             example = rows[:1] if isinstance(rows, torch.Tensor) else None
             tcfg = dataclasses.replace(tcfg, num_threads=small_net_threads(
-                net, device, min(tcfg.batch_size, n_train), example))
+                net, device, self._trained_batch_size(n_train), example))
             result: TrainResult = train(
                 net, self._loss, rows,
                 None if x_val is None else torch.from_numpy(x_val).to(device), tcfg, gen)
         self.history_ = result.history
         self.n_epochs_ = result.epochs_run
-        self.batch_size_ = int(min(tcfg.batch_size, n_train))  # as trained (None -> auto)
+        self.batch_size_ = self._trained_batch_size(n_train)  # as trained (None -> auto)
         self.learning_rate_ = float(tcfg.learning_rate)
         self.best_epoch_ = result.best_epoch
         return net.eval()

@@ -87,7 +87,7 @@ class _ImageInput:
         return ImageSchema.from_dict(d)
 
     def _auto_epochs(self, n_train: int) -> int:
-        steps = max(1, math.ceil(n_train / max(1, min(self._batch_size(n_train), n_train))))
+        steps = max(1, math.ceil(n_train / self._trained_batch_size(n_train)))
         return int(max(1, math.ceil(IMAGE_TARGET_UPDATES / steps)))
 
     def _conv_config(self, **fixed: Any) -> ConvConfig:
