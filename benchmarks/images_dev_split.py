@@ -1,19 +1,27 @@
-"""One-class design checks for images on the TRAINING images only (issue 4).
+"""Design checks for images on the TRAINING images only (issue 4).
 
 The test set of ``anovae bench images`` measures the targets; design choices are checked here
-instead, so they are not tuned on it: for each class c, fit on the training images of c minus
-500 held out, and evaluate on those 500 (normal) plus 2,000 training images of other classes
-(anomalies). One JSON line per class with the AUROC of each score.
+instead, so they are not tuned on it. For each class c:
+
+- ``--protocol one-class``: fit on the training images of c minus 500 held out, evaluate on
+  those 500 (normal) plus 2,000 training images of other classes (anomalies);
+- ``--protocol multi-class``: fit on the training images of the other classes minus 2,000 held
+  out, evaluate on those 2,000 (normal) plus 500 training images of c (anomalies).
+
+One JSON line per class with the AUROC of each score from the same fit: ``elbo`` and
+``reconstruction`` as configured (complexity-corrected by default), the same two uncorrected
+(``...:raw``), and for the VAE the ELBO minus the full PNG code length (``elbo:minus_png``,
+Serra et al.'s ``b = 1``).
 
 Usage::
 
     python benchmarks/images_dev_split.py --dataset mnist --classes 2,8 --variant default
-    python benchmarks/images_dev_split.py --dataset fashion-mnist --classes 6,8 \
-        --variant updates3000
+    python benchmarks/images_dev_split.py --dataset fashion-mnist --classes 7,9 \
+        --protocol multi-class
 
 Variants: ``default``, ``updates3000`` (twice the update budget), ``beta05`` (KL weight 0.5),
-``latent32``, ``ae`` (the plain convolutional autoencoder). Results of 2026-11-23 are in
-docs/benchmarks.md ("Next steps, checked on training images only").
+``latent32``, ``ae`` (the plain convolutional autoencoder). Results are in docs/benchmarks.md
+("Next steps, checked on training images only" and "Complexity correction").
 """
 
 from __future__ import annotations
@@ -28,8 +36,24 @@ from sklearn.metrics import roc_auc_score
 import anovae.detectors.image as image_detectors
 from anovae import ImageAEDetector, ImageVAEDetector
 from anovae.bench.images import load_image_dataset, resolve_image_data_dir
+from anovae.images import check_images, png_nats
 
 VARIANTS = ("default", "updates3000", "beta05", "latent32", "ae")
+
+
+def split(y: np.ndarray, c: int, protocol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices ``(fit, evaluate)`` and the 0/1 labels of the evaluation images."""
+    rng = np.random.default_rng(c)
+    if protocol == "one-class":
+        own = rng.permutation(np.flatnonzero(y == c))
+        held, fit = own[:500], own[500:]
+        anomalies = rng.permutation(np.flatnonzero(y != c))[:2000]
+    else:
+        own = rng.permutation(np.flatnonzero(y != c))
+        held, fit = own[:2000], own[2000:]
+        anomalies = rng.permutation(np.flatnonzero(y == c))[:500]
+    rows = np.r_[held, anomalies]
+    return fit, rows, np.r_[np.zeros(len(held)), np.ones(len(anomalies))]
 
 
 def main() -> None:
@@ -37,6 +61,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--data-dir", default=None, help="default: as `anovae bench images`")
     ap.add_argument("--classes", default="2,8")
+    ap.add_argument("--protocol", choices=("one-class", "multi-class"), default="one-class")
     ap.add_argument("--variant", choices=VARIANTS, default="default")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -49,23 +74,31 @@ def main() -> None:
     elif args.variant == "latent32":
         params["latent_dim"] = 32
     for c in (int(v) for v in args.classes.split(",")):
-        rng = np.random.default_rng(c)
-        own = rng.permutation(np.flatnonzero(y == c))
-        held, fit = own[:500], own[500:]
-        others = rng.permutation(np.flatnonzero(y != c))[:2000]
-        rows = np.r_[held, others]
-        labels = np.r_[np.zeros(len(held)), np.ones(len(others))]
+        fit, rows, labels = split(y, c, args.protocol)
         det = (ImageAEDetector(**params) if args.variant == "ae"
                else ImageVAEDetector(**params))
         t0 = time.perf_counter()
         det.fit(X[fit])
-        out = {"dataset": args.dataset, "variant": args.variant, "class": c,
-               "fit_s": round(time.perf_counter() - t0, 1), "epochs": det.n_epochs_}
-        scores = ("reconstruction",) if args.variant == "ae" else ("elbo", "reconstruction")
-        for score in scores:
-            if args.variant != "ae":
-                det.set_params(score=score)
-            out[score] = round(float(roc_auc_score(labels, det.decision_function(X[rows]))), 4)
+        out = {"dataset": args.dataset, "protocol": args.protocol, "variant": args.variant,
+               "class": c, "fit_s": round(time.perf_counter() - t0, 1),
+               "epochs": det.n_epochs_}
+
+        def auc(scores: np.ndarray, labels: np.ndarray = labels) -> float:
+            return round(float(roc_auc_score(labels, scores)), 4)
+
+        if args.variant == "ae":
+            out["reconstruction"] = auc(det.decision_function(X[rows]))
+            print(json.dumps(out), flush=True)
+            continue
+        out["slopes"] = {k: round(v, 4) for k, v in det.complexity_slopes_.items()}
+        for score in ("elbo", "reconstruction"):
+            det.set_params(score=score, complexity_correction=True)
+            out[score] = auc(det.decision_function(X[rows]))
+            det.set_params(complexity_correction=False)  # same network, the raw score
+            raw = det.decision_function(X[rows])
+            out[score + ":raw"] = auc(raw)
+            if score == "elbo":
+                out["elbo:minus_png"] = auc(raw - png_nats(check_images(X[rows])[0]))
         print(json.dumps(out), flush=True)
 
 

@@ -90,9 +90,23 @@ def test_image_models(tmp_path: Path) -> None:
     if not hasattr(anovae, "ImageVAEDetector"):
         pytest.skip("no image detector in this build")
     images = (np.random.default_rng(0).random((64, 8, 8)) * 255).astype(np.uint8)
-    det = anovae.ImageVAEDetector(epochs=1, random_state=0, device="cpu").fit(images)
+    det = anovae.ImageVAEDetector(epochs=1, random_state=0, device="cpu",
+                                  complexity_correction=False).fit(images)
     path = export_onnx(det, tmp_path / "m.onnx")
     check_equal(det, path, images[:, None] / 255.0)
+
+
+def test_image_models_with_complexity_correction_are_refused(tmp_path: Path) -> None:
+    """The PNG size is not a graph op: the default image VAE says how to export instead."""
+    import anovae
+
+    if not hasattr(anovae, "ImageVAEDetector"):
+        pytest.skip("no image detector in this build")
+    images = (np.random.default_rng(0).random((64, 8, 8)) * 255).astype(np.uint8)
+    det = anovae.ImageVAEDetector(epochs=1, random_state=0, device="cpu").fit(images)
+    with pytest.raises(ValueError, match="complexity_correction=False"):
+        export_onnx(det, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_mixed_table_models_are_refused(make_detector: Any, tmp_path: Path) -> None:

@@ -354,13 +354,14 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     # every rank evaluates its own share (maybe none) whenever any rank holds validation rows
     x_val = scaler.transform(val_local) if sum(_gather(val_local.shape[0])) > 0 else None
     net = detector.net_ = detector._train_net(source, x_val, n_train, rng)
+    normal_sample = sample_X[sample_yy == 0] if (sample_yy == 0).any() else sample_X
     if not detector.net_config_.variational:
-        codes = detector.transform(sample_X[sample_yy == 0] if (sample_yy == 0).any()
-                                   else sample_X)
+        codes = detector.transform(normal_sample)
         detector.code_mean_ = codes.mean(0).astype(np.float32)
         detector.code_std_ = codes.std(0).astype(np.float32)
     del net
     detector.n_train_rows_ = n_train
+    detector._fit_score_offsets(normal_sample, rng)  # as BaseDetector.fit does (tables: nothing)
     detector.decision_scores_ = detector._score_rows(sample_X)[0]
     y_fit = sample_yy if label_column else None
     if spec.needs_labels and (y_fit is None or not y_fit.any()):

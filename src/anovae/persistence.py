@@ -86,6 +86,7 @@ def save_model(detector: Any, path: str | Path) -> Path:
             "learning_rate": getattr(detector, "learning_rate_", None),
             "n_train_scores": int(len(detector.decision_scores_)),
         },
+        "fitted": detector._fitted_json(),
     }
     if not isinstance(doc["params"].get("threshold", ""), str):  # a PyThresh object: its name
         from anovae.thresholds import parse_threshold
@@ -211,6 +212,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
             key = attr.rstrip("_")
             if key in tensors:
                 setattr(det, attr, tensors[key].numpy())
+        det._load_fitted_json(doc.get("fitted", {}))
         det._set_threshold(float(doc["threshold"]))
         if doc.get("threshold_method"):
             det.threshold_method_ = str(doc["threshold_method"])

@@ -228,6 +228,10 @@ def _model_rows(detector: Any) -> list[tuple[str, str]]:
                        ("learning rate used", "learning_rate_")):
         if getattr(detector, attr, None) is not None:  # the resolved value of a None parameter
             rows.append((name, _fmt(getattr(detector, attr))))
+    slopes = getattr(detector, "complexity_slopes_", None)
+    if slopes and getattr(detector, "complexity_correction", False):
+        name = getattr(detector, "score_name", "?")
+        rows.append(("complexity slope (score per PNG nat)", _fmt(slopes.get(name, "?"))))
     meta = getattr(detector, "metadata_", {}) or {}
     if meta.get("created_utc"):
         rows.append(("model saved", _fmt(meta["created_utc"])))

@@ -302,6 +302,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                                    for i in range(0, x_train.shape[0], step)]).cpu().numpy()
             self.code_mean_ = codes.mean(0).astype(np.float32)
             self.code_std_ = codes.std(0).astype(np.float32)
+        self._fit_score_offsets(train_rows, rng)
         self.decision_scores_ = self._score_rows(X_arr)[0]
         if cal_rows.size:
             self.calibration_scores_ = self.decision_scores_[cal_rows]
@@ -493,17 +494,37 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         rows = self._checked(X)  # first: an unfitted model has no scaler_ yet
         return self.scaler_.transform(rows)
 
-    def _noise(self, device: torch.device) -> torch.Tensor | None:
-        if self.score_name not in MONTE_CARLO_SCORES:
+    def _noise(self, device: torch.device, score: str | None = None) -> torch.Tensor | None:
+        if (score or self.score_name) not in MONTE_CARLO_SCORES:
             return None
         return common_noise(self._n_noise_samples(), self.net_config_.latent_dim,
                             self.noise_seed_).to(device)
 
+    def _fit_score_offsets(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        """Fit what :meth:`_score_offsets` needs from the unscaled fitting rows, after the
+        network is trained and before ``decision_scores_`` (nothing here; image VAEs fit their
+        complexity correction)."""
+
+    def _fitted_json(self) -> dict[str, Any]:
+        """Fitted state beyond the common one, for the model file's JSON (see
+        :mod:`anovae.persistence`); :meth:`_load_fitted_json` reads it back."""
+        return {}
+
+    def _load_fitted_json(self, doc: dict[str, Any]) -> None:
+        """Restore what :meth:`_fitted_json` wrote (``{}`` for files written without it)."""
+
+    def _score_offsets(self, rows: np.ndarray, score: str) -> np.ndarray | None:
+        """Amounts ``(n,)`` subtracted from the ``score`` of the unscaled ``rows`` (spread evenly
+        over the features, so feature scores still add up to the row score); ``None``: none."""
+        return None
+
     @torch.inference_mode()
-    def _score_rows(self, rows: np.ndarray, per_feature: bool = False
+    def _score_rows(self, rows: np.ndarray, per_feature: bool = False, *,
+                    score: str | None = None, raw: bool = False
                     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores of validated, *unscaled* rows ``(n, *F)`` -> ``(n,)`` float64, and the
-        ``(n, *F)`` per-feature scores when ``per_feature`` (else ``None``).
+        ``(n, *F)`` per-feature scores when ``per_feature`` (else ``None``). ``score``: another
+        score than the configured one; ``raw``: without :meth:`_score_offsets`.
 
         Rows are scaled chunk by chunk (no full-size scaled copy). The row score is summed in
         float32 from the same per-feature tensor either way, so both paths give bit-identical
@@ -512,7 +533,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """
         net = self.net_
         device = next(net.parameters()).device
-        eps = self._noise(device)
+        score = score or self.score_name
+        eps = self._noise(device, score)
         # a GPU wants larger batches (its work per row is tiny); copies go through pinned memory
         batch_rows = self._score_batch_rows * (GPU_BATCH_FACTOR if device.type == "cuda" else 1)
         chunk = max(1, batch_rows // (1 if eps is None else eps.shape[0]))
@@ -521,7 +543,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         feats = np.empty((n, *rows.shape[1:]), dtype=np.float64) if per_feature else None
         for start in range(0, n, chunk):
             xb = to_device(self.scaler_.transform(rows[start:start + chunk]), device)
-            fs = feature_scores(net, xb, self.score_name, eps)  # (B, *F)
+            fs = feature_scores(net, xb, score, eps)  # (B, *F)
+            offsets = None if raw else self._score_offsets(rows[start:start + chunk], score)
+            if offsets is not None:
+                per = torch.from_numpy(offsets / math.prod(fs.shape[1:])).to(fs)  # (B,)
+                fs = fs - per.reshape(-1, *([1] * (fs.dim() - 1)))
             scores[start:start + chunk] = fs.flatten(1).sum(-1).double().cpu().numpy()
             if feats is not None:
                 feats[start:start + chunk] = fs.double().cpu().numpy()
