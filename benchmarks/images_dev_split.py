@@ -91,14 +91,14 @@ def main() -> None:
             print(json.dumps(out), flush=True)
             continue
         out["slopes"] = {k: round(v, 4) for k, v in det.complexity_slopes_.items()}
+        images = check_images(X[rows])[0]  # (n, C, H, W) in [0, 1]
         for score in ("elbo", "reconstruction"):
-            det.set_params(score=score, complexity_correction=True)
+            det.set_params(score=score)
             out[score] = auc(det.decision_function(X[rows]))
-            det.set_params(complexity_correction=False)  # same network, the raw score
-            raw = det.decision_function(X[rows])
+            raw = det._score_rows(images, raw=True)[0]  # same network, without the correction
             out[score + ":raw"] = auc(raw)
             if score == "elbo":
-                out["elbo:minus_png"] = auc(raw - png_nats(check_images(X[rows])[0]))
+                out["elbo:minus_png"] = auc(raw - png_nats(images))
         print(json.dumps(out), flush=True)
 
 

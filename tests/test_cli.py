@@ -170,3 +170,12 @@ def test_bad_input_gives_one_line_error_and_exit_2(args: list[str], message: str
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_set_options_read_json_and_python_spellings() -> None:
+    from anovae.cli.app import parse_set_options
+
+    assert parse_set_options(["complexity-correction=False", "beta=0.5", "latent_dim=None",
+                              "hidden_dims=[64,32]", "activation=tanh", "verbose=true"]) == {
+        "complexity_correction": False, "beta": 0.5, "latent_dim": None,
+        "hidden_dims": (64, 32), "activation": "tanh", "verbose": True}

@@ -68,7 +68,7 @@ class ScoringModule(nn.Module):
                              "cells) is not supported: their category encoding and missing-cell "
                              "masks run before the network. Export a model fitted on numeric "
                              "columns.")
-        if getattr(detector, "complexity_correction", False):
+        if getattr(detector, "complexity_slopes_", None):  # fitted with the correction
             raise ValueError("ONNX export of an image VAE with complexity_correction=True is "
                              "not supported: the PNG size of each image (anovae.images."
                              "png_nats) is computed outside the network. Fit it with "

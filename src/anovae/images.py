@@ -35,6 +35,7 @@ __all__ = [
     "complexity_slope",
     "is_image_source",
     "map_colours",
+    "png_codec",
     "png_nats",
     "read_idx",
     "read_image_folder",
@@ -170,8 +171,9 @@ def png_nats(images: np.ndarray) -> np.ndarray:
     texture, ink) whatever the class. Likelihood-based models give simple images high likelihood
     whatever they show (Serra et al., "Input complexity and out-of-distribution detection with
     likelihood-based generative models", ICLR 2020); :func:`complexity_slope` removes that
-    share from a score. Deterministic for a given Pillow/zlib build (different zlib builds may
-    differ by a few bytes).
+    share from a score. Deterministic for a given Pillow/zlib build (:func:`png_codec`; other
+    zlib builds may differ by a few bytes). Runs on the host, image by image: about 0.13 ms for
+    a 28x28 grey image and 20 ms for a 224x224 colour one on one core of a 2-core x86 VM.
 
     >>> import numpy as np
     >>> blank, noise = np.zeros((1, 1, 28, 28)), np.random.default_rng(0).random((1, 1, 28, 28))
@@ -190,6 +192,15 @@ def png_nats(images: np.ndarray) -> np.ndarray:
                                                                         optimize=True)
         out[i] = buf.getbuffer().nbytes * 8.0 * np.log(2.0)
     return out
+
+
+def png_codec() -> str:
+    """The PNG encoder :func:`png_nats` runs on (Pillow and zlib versions): sizes, so
+    complexity-corrected scores, can differ by a few bytes between zlib builds."""
+    import PIL
+    from PIL import features
+
+    return f"Pillow {PIL.__version__}, zlib {features.version('zlib')}"
 
 
 def complexity_slope(scores: np.ndarray, complexity: np.ndarray) -> float:

@@ -62,13 +62,15 @@ def handle_errors(func: F) -> F:
 def parse_set_options(items: list[str] | None) -> dict[str, Any]:
     """``["beta=0.5", "hidden_dims=[64,32]"]`` -> ``{"beta": 0.5, "hidden_dims": [64, 32]}``.
 
-    Values are read as JSON when they parse (numbers, lists, true/false/null), else as strings.
+    Values are read as JSON when they parse (numbers, lists, true/false/null; Python's
+    True/False/None too), else as strings.
     """
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
         key, raw = item.split("=", 1)
+        raw = {"True": "true", "False": "false", "None": "null"}.get(raw.strip(), raw)
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:

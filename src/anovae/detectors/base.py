@@ -546,7 +546,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             fs = feature_scores(net, xb, score, eps)  # (B, *F)
             offsets = None if raw else self._score_offsets(rows[start:start + chunk], score)
             if offsets is not None:
-                per = torch.from_numpy(offsets / math.prod(fs.shape[1:])).to(fs)  # (B,)
+                per = torch.from_numpy((offsets / math.prod(fs.shape[1:])).astype(np.float32)
+                                       ).to(fs.device)  # (B,)
                 fs = fs - per.reshape(-1, *([1] * (fs.dim() - 1)))
             scores[start:start + chunk] = fs.flatten(1).sum(-1).double().cpu().numpy()
             if feats is not None:

@@ -12,6 +12,7 @@ add up to ``decision_function``.
 
 from __future__ import annotations
 
+import logging
 import math
 from numbers import Integral
 from typing import Any, ClassVar
@@ -21,7 +22,7 @@ import numpy as np
 from anovae.detectors.ae import AEDetector
 from anovae.detectors.base import BaseDetector, _check_param
 from anovae.detectors.vae import VAEDetector
-from anovae.images import ImageSchema, check_images, complexity_slope, png_nats
+from anovae.images import ImageSchema, check_images, complexity_slope, png_codec, png_nats
 from anovae.nets.conv import ConvConfig, auto_stages
 from anovae.scores import SCORES
 from anovae.tabular import Scaler
@@ -32,6 +33,8 @@ __all__ = ["COMPLEXITY_FIT_IMAGES", "IMAGE_PRESETS", "IMAGE_TARGET_UPDATES", "Im
 #: Optimiser updates when ``epochs=None``: a fixed budget whatever the number of images (the
 #: one-class and the multi-class protocols of ``anovae bench images`` cost the same to train).
 IMAGE_TARGET_UPDATES = 1500
+
+logger = logging.getLogger(__name__)
 
 #: Fitting images (a random subset) on which :class:`ImageVAEDetector` measures, for every
 #: score, how much of it image complexity explains (``complexity_slopes_``).
@@ -172,7 +175,8 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
             other tops, fell by 9-15 points (docs/benchmarks.md). With normal data mixing
             classes of very different complexity, compare ``False`` on held-out data. Anomaly
             maps spread the correction evenly over the pixels, so they still add up to the
-            score. ONNX export needs ``False``.
+            score. Part of the fitted model: changing it needs a refit. ONNX export needs
+            ``False``.
         n_samples, beta, warmup_epochs, free_bits, activation: as in :class:`VAEDetector`.
         epochs: maximum epochs; ``None``: about :data:`IMAGE_TARGET_UPDATES` updates.
         batch_size, learning_rate: as in :class:`VAEDetector`, but 64 images and 1e-3 by
@@ -277,22 +281,30 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
             for name in SCORES}
 
     def _score_offsets(self, rows: np.ndarray, score: str) -> np.ndarray | None:
-        if not self.complexity_correction:
+        slopes = getattr(self, "complexity_slopes_", {})  # {} when fitted without correction
+        if bool(self.complexity_correction) != bool(slopes):
+            # the threshold and decision_scores_ were set on the fitted kind of score
+            raise ValueError(
+                f"complexity_correction={self.complexity_correction} but this model was fitted "
+                f"{'with' if slopes else 'without'} it (its threshold was set on "
+                f"{'corrected' if slopes else 'uncorrected'} scores): refit after changing it")
+        if not slopes:
             return None
-        slopes = getattr(self, "complexity_slopes_", {})
-        if score not in slopes:
-            raise ValueError(f"this model has no complexity slope for score {score!r} (fitted "
-                             f"with complexity_correction=False?); refit it, or set "
-                             f"complexity_correction=False")
         return slopes[score] * png_nats(rows)  # (n,)
 
     def _fitted_json(self) -> dict[str, Any]:
-        return {"complexity_slopes": dict(getattr(self, "complexity_slopes_", {}))}
+        return {"complexity_slopes": dict(getattr(self, "complexity_slopes_", {})),
+                "png_codec": png_codec()}
 
     def _load_fitted_json(self, doc: dict[str, Any]) -> None:
         if "complexity_slopes" in doc:
             self.complexity_slopes_ = {str(k): float(v)
                                        for k, v in doc["complexity_slopes"].items()}
+            saved, here = doc.get("png_codec"), png_codec()
+            if self.complexity_slopes_ and saved and saved != here:
+                logger.warning("this model's complexity correction was fitted with %s and "
+                               "runs here with %s: PNG sizes, so scores, may differ slightly "
+                               "from those on the fitting machine", saved, here)
         else:  # written before the correction existed: its scores were uncorrected
             self.complexity_slopes_ = {}
             self.complexity_correction = False
