@@ -110,10 +110,19 @@ def auto_learning_rate(batch_size: int) -> float:
     return 1e-3 * math.sqrt(max(batch_size, 256) / 256)
 
 
-def auto_epochs(n_train: int, batch_size: int) -> int:
-    """Epochs for about :data:`TARGET_UPDATES` updates, between 10 and 400."""
+def auto_epochs(n_train: int, batch_size: int, *, updates: int | None = None,
+                min_epochs: int = 10, max_epochs: int | None = 400) -> int:
+    """Epochs for about ``updates`` optimiser updates (default :data:`TARGET_UPDATES`) of
+    ``batch_size`` rows (capped at ``n_train``), between ``min_epochs`` and ``max_epochs``
+    (``None``: no cap).
+
+    >>> auto_epochs(50_000, 2048), auto_epochs(6_000, 64, updates=1500, min_epochs=1)
+    (28, 16)
+    """
+    target = TARGET_UPDATES if updates is None else updates
     steps = max(1, math.ceil(n_train / max(1, min(batch_size, n_train))))
-    return int(min(400, max(10, math.ceil(TARGET_UPDATES / steps))))
+    epochs = max(min_epochs, math.ceil(target / steps))
+    return int(epochs if max_epochs is None else min(max_epochs, epochs))
 
 
 def _check_param(name: str, value: Any, kind: type | tuple[type, ...], low: float | None = None,

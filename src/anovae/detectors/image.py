@@ -13,14 +13,13 @@ add up to ``decision_function``.
 from __future__ import annotations
 
 import logging
-import math
 from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
 
 from anovae.detectors.ae import AEDetector
-from anovae.detectors.base import BaseDetector, _check_param
+from anovae.detectors.base import BaseDetector, _check_param, auto_epochs
 from anovae.detectors.vae import VAEDetector
 from anovae.images import ImageSchema, check_images, complexity_slope, png_codec, png_nats
 from anovae.nets.conv import ConvConfig, auto_stages
@@ -95,8 +94,8 @@ class _ImageInput:
         return ImageSchema.from_dict(d)
 
     def _auto_epochs(self, n_train: int) -> int:
-        steps = max(1, math.ceil(n_train / self._trained_batch_size(n_train)))
-        return int(max(1, math.ceil(IMAGE_TARGET_UPDATES / steps)))
+        return auto_epochs(n_train, self._trained_batch_size(n_train),
+                           updates=IMAGE_TARGET_UPDATES, min_epochs=1, max_epochs=None)
 
     def _conv_config(self, **fixed: Any) -> ConvConfig:
         """The network for the fitted image shape; ``None`` parameters take the auto values."""
