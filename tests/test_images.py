@@ -26,6 +26,7 @@ from anovae import DataError, ImageAEDetector, ImageVAEDetector, load
 from anovae.bench.images import make_figure, run_image_benchmark, write_idx
 from anovae.cli import app
 from anovae.images import (
+    PNG_THREADS_MIN_VALUES,
     ImageSchema,
     check_images,
     complexity_slope,
@@ -192,6 +193,12 @@ def test_png_nats_measures_complexity() -> None:
     assert png_nats(as_uint8)[0] == sizes[2]
     rgb = rng.random((2, 3, 16, 16)).astype(np.float32)
     assert png_nats(rgb).shape == (2,) and png_nats(rgb[:, :1]).mean() < png_nats(rgb).mean()
+    # large images are encoded on threads: same sizes, same order as one by one
+    big = rng.random((6, 3, 48, 48)).astype(np.float32) * np.linspace(0, 1, 6)[:, None, None,
+                                                                             None]
+    assert big[0].size >= PNG_THREADS_MIN_VALUES
+    np.testing.assert_array_equal(png_nats(big), [png_nats(im[None])[0] for im in big])
+    assert png_nats(np.zeros((0, 1, 28, 28))).shape == (0,)
 
 
 def test_complexity_slope_is_least_squares() -> None:
