@@ -229,7 +229,7 @@ def _model_rows(detector: Any) -> list[tuple[str, str]]:
         if getattr(detector, attr, None) is not None:  # the resolved value of a None parameter
             rows.append((name, _fmt(getattr(detector, attr))))
     slopes = getattr(detector, "complexity_slopes_", None)
-    if slopes and getattr(detector, "complexity_correction", False):
+    if slopes:  # fitted with the correction (the fitted state rules, as in scoring and export)
         name = getattr(detector, "score_name", "?")
         rows.append(("complexity slope (score per PNG nat)", _fmt(slopes.get(name, "?"))))
     meta = getattr(detector, "metadata_", {}) or {}
