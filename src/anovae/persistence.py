@@ -28,13 +28,19 @@ import torch
 from anovae._version import __version__
 from anovae.exceptions import ModelFileError, NotFittedError
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load", "read_metadata", "save_model"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "file_version", "load", "read_metadata",
+           "save_model"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "anovae-model"
-#: Bump when the file layout changes incompatibly; loaders refuse newer versions.
-FORMAT_VERSION = 1
+#: The newest model-file version this anovae reads (loaders refuse newer ones with a message
+#: to upgrade). Bump when the layout changes so that an older reader would misread a file.
+#: 1: the original layout. 2: adds the ``"fitted"`` section (e.g. the complexity correction of
+#: :class:`~anovae.ImageVAEDetector`, without which its scores and threshold disagree). Files are
+#: written with the lowest version that holds them (:func:`file_version`), so models an older
+#: anovae reads correctly stay readable by it.
+FORMAT_VERSION = 2
 
 #: Fitted numpy attributes stored as tensors when the estimator has them.
 _ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_", "calibration_scores_")
@@ -52,6 +58,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.floating,)):
         return float(value)
     return value
+
+
+def file_version(doc: dict[str, Any]) -> int:
+    """The lowest format version that holds the model document ``doc``: 2 when it has a
+    ``"fitted"`` section, else 1."""
+    return 2 if doc.get("fitted") else 1
 
 
 def save_model(detector: Any, path: str | Path) -> Path:
@@ -88,6 +100,7 @@ def save_model(detector: Any, path: str | Path) -> Path:
         },
         "fitted": detector._fitted_json(),
     }
+    doc["format_version"] = file_version(doc)
     if not isinstance(doc["params"].get("threshold", ""), str):  # a PyThresh object: its name
         from anovae.thresholds import parse_threshold
 
