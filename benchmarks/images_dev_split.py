@@ -20,7 +20,9 @@ Usage::
         --protocol multi-class
 
 Variants: ``default``, ``updates3000`` (twice the update budget), ``beta05`` (KL weight 0.5),
-``latent32``, ``ae`` (the plain convolutional autoencoder). Results are in docs/benchmarks.md
+``latent32``, ``ae`` (the plain convolutional autoencoder); ``--set NAME=VALUE`` adds a detector
+parameter (e.g. ``--set learning_rate=0.001``), and ``--contaminate 0.05`` mixes that share of
+anomalous images (never evaluated) into the fitting images. Results are in docs/benchmarks.md
 ("Next steps, checked on training images only" and "Complexity correction").
 """
 
@@ -36,22 +38,32 @@ from sklearn.metrics import roc_auc_score
 import anovae.detectors.image as image_detectors
 from anovae import ImageAEDetector, ImageVAEDetector
 from anovae.bench.images import load_image_dataset, resolve_image_data_dir
+from anovae.cli.app import parse_set_options
 from anovae.images import check_images, png_nats
 
 VARIANTS = ("default", "updates3000", "beta05", "latent32", "ae")
 
 
-def split(y: np.ndarray, c: int, protocol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices ``(fit, evaluate)`` and the 0/1 labels of the evaluation images."""
+def split(y: np.ndarray, c: int, protocol: str, contaminate: float = 0.0
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices ``(fit, evaluate)`` and the 0/1 labels of the evaluation images.
+
+    ``contaminate``: add anomalies (images of the anomalous classes, none of them evaluated)
+    to the fitting images, this share of the result (the unsupervised setting)."""
     rng = np.random.default_rng(c)
     if protocol == "one-class":
         own = rng.permutation(np.flatnonzero(y == c))
         held, fit = own[:500], own[500:]
-        anomalies = rng.permutation(np.flatnonzero(y != c))[:2000]
+        others = rng.permutation(np.flatnonzero(y != c))
+        anomalies, spare = others[:2000], others[2000:]
     else:
         own = rng.permutation(np.flatnonzero(y != c))
         held, fit = own[:2000], own[2000:]
-        anomalies = rng.permutation(np.flatnonzero(y == c))[:500]
+        others = rng.permutation(np.flatnonzero(y == c))
+        anomalies, spare = others[:500], others[500:]
+    if contaminate > 0:
+        k = min(len(spare), round(len(fit) * contaminate / (1 - contaminate)))
+        fit = np.r_[fit, spare[:k]]
     rows = np.r_[held, anomalies]
     return fit, rows, np.r_[np.zeros(len(held)), np.ones(len(anomalies))]
 
@@ -64,9 +76,13 @@ def main() -> None:
     ap.add_argument("--protocol", choices=("one-class", "multi-class"), default="one-class")
     ap.add_argument("--variant", choices=VARIANTS, default="default")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--contaminate", type=float, default=0.0,
+                    help="share of anomalies mixed into the fitting images (default 0)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                    help="a detector parameter on top of the variant (as the CLI's --set)")
     args = ap.parse_args()
     X, y, _, _ = load_image_dataset(resolve_image_data_dir(args.data_dir) / args.dataset)
-    params: dict = {"random_state": args.seed, "device": "cpu"}
+    params: dict = {"random_state": args.seed, "device": "cpu", **parse_set_options(args.sets)}
     if args.variant == "updates3000":
         image_detectors.IMAGE_TARGET_UPDATES = 3000  # read when epochs=None resolves
     elif args.variant == "beta05":
@@ -74,12 +90,13 @@ def main() -> None:
     elif args.variant == "latent32":
         params["latent_dim"] = 32
     for c in (int(v) for v in args.classes.split(",")):
-        fit, rows, labels = split(y, c, args.protocol)
+        fit, rows, labels = split(y, c, args.protocol, args.contaminate)
         det = (ImageAEDetector(**params) if args.variant == "ae"
                else ImageVAEDetector(**params))
         t0 = time.perf_counter()
         det.fit(X[fit])
         out = {"dataset": args.dataset, "protocol": args.protocol, "variant": args.variant,
+               "set": args.sets, "contaminate": args.contaminate,
                "class": c, "fit_s": round(time.perf_counter() - t0, 1),
                "epochs": det.n_epochs_}
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from anovae import AEDetector, ImageVAEDetector, VAEDetector, load
+from anovae import AEDetector, ImageAEDetector, ImageVAEDetector, VAEDetector, load
 from anovae.detectors.base import (
     TARGET_UPDATES,
     auto_batch_size,
     auto_epochs,
     auto_learning_rate,
 )
+from anovae.detectors.image import IMAGE_LEARNING_RATE
 from anovae.nets.conv import ConvAutoencoder, ConvConfig
 from anovae.nets.mlp import MLPAutoencoder, MLPConfig
 from anovae.training import (
@@ -57,8 +58,9 @@ def test_defaults_resolve_batch_rate_and_updates_from_the_rows(cls: type) -> Non
 
 
 def test_image_detectors_keep_their_explicit_defaults() -> None:
-    cfg = ImageVAEDetector()._train_config(6_000)
-    assert (cfg.batch_size, cfg.learning_rate) == (64, 1e-3)
+    for det in (ImageVAEDetector(), ImageAEDetector()):  # the same training for the baseline
+        cfg = det._train_config(6_000)
+        assert (cfg.batch_size, cfg.learning_rate) == (64, IMAGE_LEARNING_RATE) == (64, 2e-3)
 
 
 def test_macs_per_row_counts_linear_weights_and_conv_positions() -> None:
