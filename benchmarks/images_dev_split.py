@@ -23,7 +23,7 @@ Variants: ``default``, ``updates3000`` (twice the update budget), ``beta05`` (KL
 ``latent32``, ``ae`` (the plain convolutional autoencoder); ``--set NAME=VALUE`` adds a detector
 parameter (e.g. ``--set learning_rate=0.001``), and ``--contaminate 0.05`` mixes that share of
 anomalous images (never evaluated) into the fitting images. Results are in docs/benchmarks.md
-("Next steps, checked on training images only" and "Complexity correction").
+("Step size 2e-3", "Complexity correction" and "Next steps, checked on training images only").
 """
 
 from __future__ import annotations
@@ -81,14 +81,17 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                     help="a detector parameter on top of the variant (as the CLI's --set)")
     args = ap.parse_args()
+    if not 0.0 <= args.contaminate < 1.0:
+        ap.error(f"--contaminate must be in [0, 1), got {args.contaminate}")
     X, y, _, _ = load_image_dataset(resolve_image_data_dir(args.data_dir) / args.dataset)
-    params: dict = {"random_state": args.seed, "device": "cpu", **parse_set_options(args.sets)}
+    params: dict = {"random_state": args.seed, "device": "cpu"}
     if args.variant == "updates3000":
         image_detectors.IMAGE_TARGET_UPDATES = 3000  # read when epochs=None resolves
     elif args.variant == "beta05":
         params["beta"] = 0.5
     elif args.variant == "latent32":
         params["latent_dim"] = 32
+    params.update(parse_set_options(args.sets))  # on top of the variant
     for c in (int(v) for v in args.classes.split(",")):
         fit, rows, labels = split(y, c, args.protocol, args.contaminate)
         det = (ImageAEDetector(**params) if args.variant == "ae"

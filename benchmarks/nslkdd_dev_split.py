@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -30,7 +31,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from anovae import VAEDetector
-from anovae.bench.mixed import DEFAULT_NSLKDD_DIR
+from anovae.bench.mixed import DEFAULT_NSLKDD_DIR, NSLKDD_DIR_ENV
 from anovae.cli.app import parse_set_options
 
 #: R2L and U2R attack types of the training file (the rare, hard-to-separate ones).
@@ -54,7 +55,8 @@ def split(raw: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default=str(DEFAULT_NSLKDD_DIR))
+    ap.add_argument("--data-dir", default=os.environ.get(NSLKDD_DIR_ENV) or str(DEFAULT_NSLKDD_DIR),
+                    help=f"default: ${NSLKDD_DIR_ENV}, else {DEFAULT_NSLKDD_DIR}")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE")
     args = ap.parse_args()

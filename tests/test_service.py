@@ -128,6 +128,7 @@ def test_model_info(client: TestClient, fitted_vae_frame: VAEDetector) -> None:
     assert info["threshold"] == fitted_vae_frame.threshold_ and info["score_type"] == "elbo"
     assert info["input_shape"] == [5] and info["has_p_value"] is False
     assert client.get("/v1/models/arr").json()["columns"] is None
+    assert client.get("/v1/models/arr").json()["format_version"] is None  # served without a file
     assert [m["name"] for m in client.get("/v1/models").json()] == ["main", "calib", "arr"]
     assert client.get("/v1/models/calib").json()["has_p_value"] is True
 

@@ -62,7 +62,7 @@ def _jsonable(value: Any) -> Any:
 
 def file_version(doc: dict[str, Any]) -> int:
     """The lowest format version that holds the model document ``doc``: 2 when it has a
-    ``"fitted"`` section, else 1."""
+    non-empty ``"fitted"`` section, else 1."""
     return 2 if doc.get("fitted") else 1
 
 
@@ -78,7 +78,7 @@ def save_model(detector: Any, path: str | Path) -> Path:
     path = Path(path)
     doc: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": None,  # set below, from the document (file_version)
         "library_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "estimator": name,

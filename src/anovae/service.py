@@ -64,7 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anovae._version import __version__
 from anovae.exceptions import DataError
-from anovae.persistence import FORMAT_VERSION, load
+from anovae.persistence import load
 from anovae.streaming import RecordScorer, input_shape
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_RECORDS", "app_from_env", "create_app"]
@@ -179,7 +179,8 @@ class ModelInfo(BaseModel):
     has_p_value: bool
     trained_utc: str | None
     trained_with_library_version: str | None
-    format_version: int | None
+    format_version: int | None = Field(
+        description="The model file's format version (null for a model served without a file).")
     library_version: str = Field(description="The anovae serving this model.")
     max_records: int
     max_body_bytes: int
@@ -230,7 +231,7 @@ def _served(name: str, det: Any, max_records: int, max_body_bytes: int, top_k: i
         has_p_value=scorer.calibration is not None,
         trained_utc=meta.get("created_utc"),
         trained_with_library_version=meta.get("library_version"),
-        format_version=meta.get("format_version", FORMAT_VERSION),
+        format_version=meta.get("format_version"),
         library_version=__version__, max_records=max_records, max_body_bytes=max_body_bytes)
     return _Served(name, det, scorer, info)
 

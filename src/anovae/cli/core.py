@@ -90,7 +90,8 @@ def fit(
     batch_size: int | None = typer.Option(
         None, help="Rows per update (default: 256, up to 2,048 for large tables; 64 images)."),
     learning_rate: float | None = typer.Option(
-        None, help="Adam learning rate (default: 1e-3, scaled up for batches over 256 rows)."),
+        None, help="Adam learning rate (default: 1e-3, scaled up for batches over 256 rows; "
+                   "2e-3 for images)."),
     beta: float | None = typer.Option(None, help="KL weight (VAE only)."),
     contamination: float | None = typer.Option(None, help="Expected share of anomalies; sets "
                                                           "the threshold."),
