@@ -9,9 +9,12 @@ instead, so they are not tuned on it. For each class c:
   out, evaluate on those 2,000 (normal) plus 500 training images of c (anomalies).
 
 One JSON line per class with the AUROC of each score from the same fit: ``elbo`` and
-``reconstruction`` as configured (complexity-corrected by default), the same two uncorrected
-(``...:raw``), and for the VAE the ELBO minus the full PNG code length (``elbo:minus_png``,
-Serra et al.'s ``b = 1``).
+``reconstruction`` as configured (by default with the latent-density term and the complexity
+correction), the same two with neither (``...:raw``), with the correction but no latent term
+(``...:no_latent``, the default before the latent term: slope refitted on the raw score over
+the same 1,024 fitting images), the latent term alone (``latent``: the code's negative
+log-density under the fitted mixture), and for the VAE the ELBO minus the full PNG code length
+(``elbo:minus_png``, Serra et al.'s ``b = 1``).
 
 Usage::
 
@@ -23,7 +26,8 @@ Variants: ``default``, ``updates3000`` (twice the update budget), ``beta05`` (KL
 ``latent32``, ``ae`` (the plain convolutional autoencoder); ``--set NAME=VALUE`` adds a detector
 parameter (e.g. ``--set learning_rate=0.001``), and ``--contaminate 0.05`` mixes that share of
 anomalous images (never evaluated) into the fitting images. Results are in docs/benchmarks.md
-("Step size 2e-3", "Complexity correction" and "Next steps, checked on training images only").
+("Latent density", "Step size 2e-3", "Complexity correction" and "Next steps, checked on
+training images only").
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import anovae.detectors.image as image_detectors
 from anovae import ImageAEDetector, ImageVAEDetector
 from anovae.bench.images import load_image_dataset, resolve_image_data_dir
 from anovae.cli.app import parse_set_options
-from anovae.images import check_images, png_nats
+from anovae.detectors.image import COMPLEXITY_FIT_IMAGES
+from anovae.images import check_images, complexity_slope, png_nats
 
 VARIANTS = ("default", "updates3000", "beta05", "latent32", "ae")
 
@@ -111,12 +116,19 @@ def main() -> None:
             print(json.dumps(out), flush=True)
             continue
         out["slopes"] = {k: round(v, 4) for k, v in det.complexity_slopes_.items()}
+        out["latent_weights"] = {k: round(v, 4) for k, v in det.latent_weights_.items()}
         images = check_images(X[rows])[0]  # (n, C, H, W) in [0, 1]
+        fit_images = check_images(X[fit[np.random.default_rng(c).permutation(len(fit))[
+            :COMPLEXITY_FIT_IMAGES]]])[0]  # for the slope without the latent term
+        if det.latent_mixture_ is not None:
+            out["latent"] = auc(det.latent_mixture_.neg_log_density(det.transform(X[rows])))
         for score in ("elbo", "reconstruction"):
             det.set_params(score=score)
             out[score] = auc(det.decision_function(X[rows]))
-            raw = det._score_rows(images, raw=True)[0]  # same network, without the correction
+            raw = det._score_rows(images, raw=True)[0]  # same network, without either term
             out[score + ":raw"] = auc(raw)
+            b = complexity_slope(det._score_rows(fit_images, raw=True)[0], png_nats(fit_images))
+            out[score + ":no_latent"] = auc(raw - b * png_nats(images))
             if score == "elbo":
                 out["elbo:minus_png"] = auc(raw - png_nats(images))
         print(json.dumps(out), flush=True)

@@ -91,13 +91,14 @@ def test_image_models(tmp_path: Path) -> None:
         pytest.skip("no image detector in this build")
     images = (np.random.default_rng(0).random((64, 8, 8)) * 255).astype(np.uint8)
     det = anovae.ImageVAEDetector(epochs=1, random_state=0, device="cpu",
-                                  complexity_correction=False).fit(images)
+                                  complexity_correction=False, latent_density=False).fit(images)
     path = export_onnx(det, tmp_path / "m.onnx")
     check_equal(det, path, images[:, None] / 255.0)
 
 
-def test_image_models_with_complexity_correction_are_refused(tmp_path: Path) -> None:
-    """The PNG size is not a graph op: the default image VAE says how to export instead."""
+def test_image_models_with_fitted_score_terms_are_refused(tmp_path: Path) -> None:
+    """The PNG size and the latent mixture are not graph ops: the default image VAE says how
+    to export instead."""
     import anovae
 
     if not hasattr(anovae, "ImageVAEDetector"):
@@ -106,6 +107,10 @@ def test_image_models_with_complexity_correction_are_refused(tmp_path: Path) -> 
     det = anovae.ImageVAEDetector(epochs=1, random_state=0, device="cpu").fit(images)
     with pytest.raises(ValueError, match="complexity_correction=False"):
         export_onnx(det, tmp_path / "m.onnx")
+    latent_only = anovae.ImageVAEDetector(epochs=1, random_state=0, device="cpu",
+                                          complexity_correction=False).fit(images)
+    with pytest.raises(ValueError, match="latent_density=False"):
+        export_onnx(latent_only, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -5,6 +5,7 @@ Small and offline: scikit-learn's bundled 8x8 digits upsampled to 28x28, and gen
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import logging
@@ -22,7 +23,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from anovae import DataError, ImageAEDetector, ImageVAEDetector, load
+from anovae import DataError, ImageAEDetector, ImageVAEDetector, ModelFileError, load
 from anovae.bench.images import make_figure, run_image_benchmark, write_idx
 from anovae.cli import app
 from anovae.images import (
@@ -214,10 +215,12 @@ def test_complexity_correction_subtracts_the_fitted_share(
     """decision_function = raw score - b * PNG size, for every score, one b per score; maps
     still add up."""
     X, y = digits
-    det = ImageVAEDetector(epochs=15, channels=(8, 16), latent_dim=8, random_state=0)
+    det = ImageVAEDetector(epochs=15, channels=(8, 16), latent_dim=8, latent_density=False,
+                           random_state=0)
     det.fit(X[y == 8][:120])
     assert set(det.complexity_slopes_) == {"reconstruction", "reconstruction_probability",
                                            "elbo", "iwae"}
+    assert det.latent_weights_ == {} and det.latent_mixture_ is None
     test = np.r_[np.flatnonzero(y == 8)[120:], np.flatnonzero(y == 1)[:100]]
     images, _ = check_images(X[test])
     corrected = det.decision_function(X[test])
@@ -253,6 +256,54 @@ def test_complexity_correction_subtracts_the_fitted_share(
         ImageVAEDetector(complexity_correction="yes").fit(X[:4])
 
 
+# -- latent density ---------------------------------------------------------------------------
+def test_latent_density_adds_the_weighted_code_density(
+        digits: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    """decision_function = raw score + w * (-log r(mu)) - b * PNG size, for every score: r the
+    mixture fitted to the normal codes, w equalising the two spreads on the fitting images, b
+    the slope of the sum; maps still add up; part of the fitted model."""
+    X, y = digits
+    fit_rows = X[y == 8][:120]
+    det = ImageVAEDetector(epochs=15, channels=(8, 16), latent_dim=8, random_state=0)
+    det.fit(fit_rows)
+    mixture = det.latent_mixture_
+    assert mixture is not None and mixture.latent_dim == 8
+    assert 1 <= mixture.n_components <= 10
+    assert set(det.latent_weights_) == set(det.complexity_slopes_) == {
+        "reconstruction", "reconstruction_probability", "elbo", "iwae"}
+    images, _ = check_images(fit_rows)  # all 120 are the spread-fitting images here (< 1024)
+    density = mixture.neg_log_density(det.transform(fit_rows))  # (120,)
+    for name, w in det.latent_weights_.items():
+        raw = det._score_rows(images, score=name, raw=True)[0]
+        assert w > 0 and w * density.std() == pytest.approx(raw.std(), rel=1e-5)
+        assert det.complexity_slopes_[name] == pytest.approx(
+            complexity_slope(raw + w * density, png_nats(images)), rel=1e-5, abs=1e-8)
+    test = np.r_[np.flatnonzero(y == 8)[120:], np.flatnonzero(y == 1)[:100]]
+    test_images, _ = check_images(X[test])
+    scores = det.decision_function(X[test])
+    expected = (det._score_rows(test_images, raw=True)[0]
+                + det.latent_weights_["elbo"] * mixture.neg_log_density(det.transform(X[test]))
+                - det.complexity_slopes_["elbo"] * png_nats(test_images))
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(det.decision_function(X[test]), scores)  # deterministic
+    np.testing.assert_allclose(det.anomaly_maps(X[test]).sum(axis=(1, 2)), scores, rtol=1e-5,
+                               atol=1e-3)
+    assert roc_auc_score(y[test] == 1, scores) > 0.8
+    page = build_report(det, X[test], out_path=tmp_path / "r.html").read_text()
+    assert "latent density weight (score per nat)" in page
+    with pytest.raises(ValueError, match="latent_density=False but .* fitted with it .* refit"):
+        copy.deepcopy(det).set_params(latent_density=False).decision_function(X[:2])
+    plain = clone(det).set_params(epochs=1, latent_density=False,
+                                  complexity_correction=False).fit(fit_rows[:40])
+    assert plain.latent_weights_ == {} and plain.complexity_slopes_ == {}
+    np.testing.assert_array_equal(plain.decision_function(X[:5]),
+                                  plain._score_rows(check_images(X[:5])[0], raw=True)[0])
+    with pytest.raises(ValueError, match="fitted without it .* refit"):
+        plain.set_params(latent_density=True).decision_function(X[:2])
+    with pytest.raises(ValueError, match="latent_density must be True or False"):
+        ImageVAEDetector(latent_density=1).fit(X[:4])
+
+
 def doc_png_codec(path: Path) -> str:
     with safe_open(str(path), "pt") as f:
         return json.loads(f.metadata()["anovae"])["fitted"]["png_codec"]
@@ -269,18 +320,45 @@ def test_save_load_round_trip(tmp_path: Path, fitted: ImageVAEDetector,
                                   fitted.decision_function(X[:30]))
     np.testing.assert_array_equal(again.anomaly_maps(X[:3]), fitted.anomaly_maps(X[:3]))
     assert again.complexity_slopes_ == fitted.complexity_slopes_ and fitted.complexity_slopes_
-    # format 2 (the "fitted" section): an anovae that reads only version 1 says to upgrade,
-    # rather than scoring without the correction against a threshold set with it
-    assert again.metadata_["format_version"] == 2
-    # a file written before the correction existed (no slopes, no parameter) scores as it did
+    assert again.latent_weights_ == fitted.latent_weights_ and fitted.latent_weights_
+    for key, value in fitted.latent_mixture_.to_arrays().items():
+        np.testing.assert_array_equal(again.latent_mixture_.to_arrays()[key], value)
+    # format 3 (the latent term; 2: the "fitted" section): an anovae that reads only older
+    # versions says to upgrade, rather than scoring without the term against a threshold set
+    # with it
+    assert again.metadata_["format_version"] == 3
+    tensors = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         doc = json.loads(f.metadata()["anovae"])
-    del doc["fitted"], doc["params"]["complexity_correction"]
+    # a file written before the latent term existed (version 2: slopes only, no parameter)
+    # scores as it did: with the correction, without the term
+    v2 = json.loads(json.dumps(doc))
+    del v2["fitted"]["latent_weights"], v2["params"]["latent_density"]
+    v2["format_version"] = 2
+    v2_path = tmp_path / "v2.safetensors"
+    save_file({k: v for k, v in tensors.items() if not k.startswith("fitted.")}, str(v2_path),
+              metadata={"anovae": json.dumps(v2)})
+    older = load(v2_path)
+    assert older.latent_density is False and older.latent_mixture_ is None
+    assert older.complexity_slopes_ == fitted.complexity_slopes_
+    some = check_images(X[:5])[0]
+    np.testing.assert_allclose(older.decision_function(X[:5]), again._score_rows(some, raw=True)[0]
+                               - fitted.complexity_slopes_["elbo"] * png_nats(some), rtol=1e-6)
+    # a file with the latent term but its mixture tensors lost is inconsistent, and says so
+    broken_path = tmp_path / "broken.safetensors"
+    save_file({k: v for k, v in tensors.items() if not k.startswith("fitted.")},
+              str(broken_path), metadata={"anovae": json.dumps(doc)})
+    with pytest.raises(ModelFileError, match="inconsistent"):
+        load(broken_path)
+    # a file written before the correction existed (no slopes, no parameter) scores as it did
+    del doc["fitted"], doc["params"]["complexity_correction"], doc["params"]["latent_density"]
     doc["format_version"] = 1
     legacy_path = tmp_path / "legacy.safetensors"
-    save_file(load_file(str(path)), str(legacy_path), metadata={"anovae": json.dumps(doc)})
+    save_file({k: v for k, v in tensors.items() if not k.startswith("fitted.")},
+              str(legacy_path), metadata={"anovae": json.dumps(doc)})
     legacy = load(legacy_path)
     assert legacy.complexity_correction is False and legacy.complexity_slopes_ == {}
+    assert legacy.latent_density is False and legacy.latent_weights_ == {}
     np.testing.assert_array_equal(legacy.decision_function(X[:5]),
                                   again._score_rows(check_images(X[:5])[0], raw=True)[0])
     # fitted with another PNG encoder: scores may differ by a few bytes' worth; it says so

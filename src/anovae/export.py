@@ -73,6 +73,11 @@ class ScoringModule(nn.Module):
                              "not supported: the PNG size of each image (anovae.images."
                              "png_nats) is computed outside the network. Fit it with "
                              "complexity_correction=False to export.")
+        if getattr(detector, "latent_weights_", None):  # fitted with the latent term
+            raise ValueError("ONNX export of an image VAE with latent_density=True is not "
+                             "supported: the latent mixture's density (anovae.latent) is "
+                             "computed outside the network. Fit it with latent_density=False "
+                             "and complexity_correction=False to export.")
         scaler = detector.scaler_
         if not isinstance(scaler, Scaler):
             raise ValueError(f"ONNX export needs a Scaler-scaled model; "

@@ -4,7 +4,8 @@ Layout of a model file (any name; ``.safetensors`` is conventional):
 
 - tensors ``net.*``: the network's weights (float32, bit-exact);
 - tensors ``scaler.center``, ``scaler.scale``, ``decision_scores`` (float64), and any extra
-  fitted arrays of the estimator;
+  fitted arrays of the estimator (``calibration_scores``..., and ``fitted.*``: e.g. the latent
+  mixture of an image VAE);
 - the safetensors header's metadata key ``"anovae"``: a JSON document with the format name and
   version, the library version, the estimator class and parameters, the network config, the
   scaler, the column schema, the threshold and the training history.
@@ -39,8 +40,10 @@ FORMAT_NAME = "anovae-model"
 #: 1: the original layout. 2: adds the ``"fitted"`` section (e.g. the complexity correction of
 #: :class:`~anovae.ImageVAEDetector`, without which its scores and threshold disagree). Files are
 #: written with the lowest version that holds them (:func:`file_version`), so models an older
-#: anovae reads correctly stay readable by it.
-FORMAT_VERSION = 2
+#: anovae reads correctly stay readable by it. 3: adds the fitted tensors ``fitted.*`` and the
+#: latent term of :class:`~anovae.ImageVAEDetector` (``"latent_weights"``), which a version-2
+#: reader would silently drop.
+FORMAT_VERSION = 3
 
 #: Fitted numpy attributes stored as tensors when the estimator has them.
 _ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_", "calibration_scores_")
@@ -61,9 +64,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def file_version(doc: dict[str, Any]) -> int:
-    """The lowest format version that holds the model document ``doc``: 2 when it has a
-    non-empty ``"fitted"`` section, else 1."""
-    return 2 if doc.get("fitted") else 1
+    """The lowest format version that holds the model document ``doc``: 3 when its
+    ``"fitted"`` section has a latent term, 2 when it is otherwise non-empty, else 1."""
+    fitted = doc.get("fitted") or {}
+    if fitted.get("latent_weights"):
+        return 3
+    return 2 if fitted else 1
 
 
 def save_model(detector: Any, path: str | Path) -> Path:
@@ -114,6 +120,8 @@ def save_model(detector: Any, path: str | Path) -> Path:
         if hasattr(detector, attr):
             tensors[attr.rstrip("_")] = torch.from_numpy(
                 np.ascontiguousarray(getattr(detector, attr)))
+    for key, value in detector._fitted_arrays().items():
+        tensors[f"fitted.{key}"] = torch.from_numpy(np.ascontiguousarray(value))
     from safetensors.torch import save_file
 
     from anovae.io import atomic_output
@@ -225,7 +233,8 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
             key = attr.rstrip("_")
             if key in tensors:
                 setattr(det, attr, tensors[key].numpy())
-        det._load_fitted_json(doc.get("fitted", {}))
+        det._load_fitted_json(doc.get("fitted", {}), {
+            k[len("fitted."):]: v.numpy() for k, v in tensors.items() if k.startswith("fitted.")})
         det._set_threshold(float(doc["threshold"]))
         if doc.get("threshold_method"):
             det.threshold_method_ = str(doc["threshold_method"])

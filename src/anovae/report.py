@@ -228,9 +228,15 @@ def _model_rows(detector: Any) -> list[tuple[str, str]]:
                        ("learning rate used", "learning_rate_")):
         if getattr(detector, attr, None) is not None:  # the resolved value of a None parameter
             rows.append((name, _fmt(getattr(detector, attr))))
+    name = getattr(detector, "score_name", "?")
+    weights = getattr(detector, "latent_weights_", None)
+    if weights:  # fitted with the latent term (the fitted state rules, as in scoring and export)
+        mixture = getattr(detector, "latent_mixture_", None)
+        rows.append(("latent density weight (score per nat)", _fmt(weights.get(name, "?"))))
+        if mixture is not None:
+            rows.append(("latent mixture components", _fmt(mixture.n_components)))
     slopes = getattr(detector, "complexity_slopes_", None)
-    if slopes:  # fitted with the correction (the fitted state rules, as in scoring and export)
-        name = getattr(detector, "score_name", "?")
+    if slopes:  # fitted with the correction
         rows.append(("complexity slope (score per PNG nat)", _fmt(slopes.get(name, "?"))))
     meta = getattr(detector, "metadata_", {}) or {}
     if meta.get("created_utc"):

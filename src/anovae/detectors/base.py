@@ -512,15 +512,21 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _fit_score_offsets(self, rows: np.ndarray, rng: np.random.Generator) -> None:
         """Fit what :meth:`_score_offsets` needs from the unscaled fitting rows, after the
         network is trained and before ``decision_scores_`` (nothing here; image VAEs fit their
-        complexity correction)."""
+        latent density and complexity correction)."""
 
     def _fitted_json(self) -> dict[str, Any]:
         """Fitted state beyond the common one, for the model file's JSON (see
         :mod:`anovae.persistence`); :meth:`_load_fitted_json` reads it back."""
         return {}
 
-    def _load_fitted_json(self, doc: dict[str, Any]) -> None:
-        """Restore what :meth:`_fitted_json` wrote (``{}`` for files written without it)."""
+    def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        """Fitted arrays beyond the common ones, stored as tensors ``fitted.NAME`` in the model
+        file (:mod:`anovae.persistence`); :meth:`_load_fitted_json` gets them back."""
+        return {}
+
+    def _load_fitted_json(self, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`_fitted_json` and :meth:`_fitted_arrays` wrote (``{}`` for files
+        written without them)."""
 
     def _score_offsets(self, rows: np.ndarray, score: str) -> np.ndarray | None:
         """Amounts ``(n,)`` subtracted from the ``score`` of the unscaled ``rows`` (spread evenly
@@ -673,15 +679,26 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         n = rows.shape[0]
         return rows.reshape(n, -1), self._reconstruct_rows(rows).reshape(n, -1), {}
 
-    @torch.inference_mode()
     def transform(self, X: Any) -> np.ndarray:
         """Latent means ``(n, latent_dim)`` (the code ``z`` for a plain autoencoder)."""
-        xt = self._prepare(X)
+        return self._encode_rows(self._checked(X))[0]
+
+    @torch.inference_mode()
+    def _encode_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``q(z | x)`` of validated, unscaled rows ``(n, *F)``: means and log-variances
+        ``(n, L)`` float64 (``None`` for a plain autoencoder), chunk by chunk."""
         device = next(self.net_.parameters()).device
         step = self._score_batch_rows
-        parts = [self.net_.encode(torch.from_numpy(xt[i:i + step]).to(device))[0]
-                 for i in range(0, xt.shape[0], step)]
-        return torch.cat(parts).double().cpu().numpy()
+        mus, logvars = [], []
+        for i in range(0, rows.shape[0], step):
+            mu, logvar = self.net_.encode(to_device(self.scaler_.transform(rows[i:i + step]),
+                                                    device))
+            mus.append(mu.double().cpu().numpy())
+            if logvar is not None:
+                logvars.append(logvar.double().cpu().numpy())
+        latent = self.net_config_.latent_dim
+        mu_all = np.concatenate(mus) if mus else np.empty((0, latent))
+        return mu_all, (np.concatenate(logvars) if logvars else None)
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """Decoder mean at ``z = mu``, in the units of ``X``: ``(n, d)``."""
