@@ -11,10 +11,10 @@ instead, so they are not tuned on it. For each class c:
 One JSON line per class with the AUROC of each score from the same fit: ``elbo`` and
 ``reconstruction`` as configured (by default with the latent-density term and the complexity
 correction), the same two with neither (``...:raw``), with the correction but no latent term
-(``...:no_latent``, the default before the latent term: slope refitted on the raw score over
-the same 1,024 fitting images), the latent term alone (``latent``: the code's negative
-log-density under the fitted mixture), and for the VAE the ELBO minus the full PNG code length
-(``elbo:minus_png``, Serra et al.'s ``b = 1``).
+(``...:no_latent``, the default before the latent term: the slope refitted on the raw score
+over 1,024 fitting images drawn here, close to but not the detector's own draw), the latent
+term alone (``latent``: the code's negative log-density under the fitted mixture), and for the
+VAE the ELBO minus the full PNG code length (``elbo:minus_png``, Serra et al.'s ``b = 1``).
 
 Usage::
 

@@ -58,5 +58,13 @@ def test_arrays_round_trip_and_shape_checks() -> None:
     arrays["means"] = arrays["means"][:2]
     with pytest.raises(ValueError, match="inconsistent latent mixture"):
         LatentMixture.from_arrays(arrays)
+    for name, value, match in (("weights", np.r_[mixture.weights[:-1], 0.0], "sum to 1"),
+                               ("means", np.full_like(mixture.means, np.inf), "not finite"),
+                               ("precisions_cholesky", -mixture.precisions_cholesky,
+                                "positive diagonal")):
+        with pytest.raises(ValueError, match=match):
+            LatentMixture.from_arrays({**mixture.to_arrays(), name: value})
+    with pytest.raises(ValueError, match=r"lacks \['means'\]"):
+        LatentMixture.from_arrays({k: v for k, v in mixture.to_arrays().items() if k != "means"})
     with pytest.raises(ValueError, match=r"codes must be \(n, 4\)"):
         mixture.neg_log_density(np.zeros((3, 5)))

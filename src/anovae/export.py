@@ -68,16 +68,16 @@ class ScoringModule(nn.Module):
                              "cells) is not supported: their category encoding and missing-cell "
                              "masks run before the network. Export a model fitted on numeric "
                              "columns.")
-        if getattr(detector, "complexity_slopes_", None):  # fitted with the correction
-            raise ValueError("ONNX export of an image VAE with complexity_correction=True is "
-                             "not supported: the PNG size of each image (anovae.images."
-                             "png_nats) is computed outside the network. Fit it with "
-                             "complexity_correction=False to export.")
-        if getattr(detector, "latent_weights_", None):  # fitted with the latent term
-            raise ValueError("ONNX export of an image VAE with latent_density=True is not "
-                             "supported: the latent mixture's density (anovae.latent) is "
-                             "computed outside the network. Fit it with latent_density=False "
-                             "and complexity_correction=False to export.")
+        terms = [name for name, attr in (("complexity_correction", "complexity_slopes_"),
+                                         ("latent_density", "latent_weights_"))
+                 if getattr(detector, attr, None)]  # the score terms it was fitted with
+        if terms:
+            fitted_with = " and ".join(t + "=True" for t in terms)
+            raise ValueError(
+                f"ONNX export of an image VAE fitted with {fitted_with} is not supported: "
+                "the PNG size of each image (anovae.images.png_nats) and the "
+                "latent mixture's density (anovae.latent) are computed outside the network. Fit "
+                "it with complexity_correction=False, latent_density=False to export.")
         scaler = detector.scaler_
         if not isinstance(scaler, Scaler):
             raise ValueError(f"ONNX export needs a Scaler-scaled model; "

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import logsumexp
 
 __all__ = ["LATENT_COMPONENTS", "LatentMixture", "fit_latent_mixture"]
 
@@ -32,7 +33,7 @@ LATENT_COMPONENTS = 10
 REG_COVAR = 1e-4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: no field-wise == or hash
 class LatentMixture:
     """A Gaussian mixture over latent codes (float64 parameters).
 
@@ -69,8 +70,7 @@ class LatentMixture:
         log_det = np.log(np.diagonal(u, axis1=1, axis2=2)).sum(-1)  # (K,)
         log_comp = (-0.5 * (self.latent_dim * math.log(2 * math.pi) + (y * y).sum(-1))
                     + log_det[:, None] + np.log(self.weights)[:, None])  # (K, n)
-        top = log_comp.max(0)  # (n,)
-        return -(top + np.log(np.exp(log_comp - top).sum(0)))
+        return -logsumexp(log_comp, axis=0)  # (n,)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The parameters by name (stored as tensors in model files)."""
@@ -79,15 +79,25 @@ class LatentMixture:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LatentMixture:
-        """Inverse of :meth:`to_arrays`; checks that the shapes agree."""
+        """Inverse of :meth:`to_arrays` (e.g. tensors read from a model file); checks that the
+        parameters are all there and make a mixture: shapes agree, values are finite, weights
+        are positive and sum to 1, the Cholesky factors have a positive diagonal."""
+        missing = sorted({"weights", "means", "precisions_cholesky"} - set(arrays))
+        if missing:
+            raise ValueError(f"the latent mixture lacks {missing}")
         w = np.asarray(arrays["weights"], dtype=np.float64)
         m = np.asarray(arrays["means"], dtype=np.float64)
         u = np.asarray(arrays["precisions_cholesky"], dtype=np.float64)
-        k = w.shape[0]
-        if w.ndim != 1 or m.ndim != 2 or m.shape[0] != k or u.shape != (k, m.shape[1],
-                                                                        m.shape[1]):
+        k = w.shape[0] if w.ndim == 1 else -1
+        if k < 1 or m.ndim != 2 or m.shape[0] != k or u.shape != (k, m.shape[1], m.shape[1]):
             raise ValueError(f"inconsistent latent mixture: weights {w.shape}, means {m.shape}, "
                              f"precisions_cholesky {u.shape}")
+        if not (np.isfinite(w).all() and np.isfinite(m).all() and np.isfinite(u).all()):
+            raise ValueError("the latent mixture has values that are not finite")
+        if (w <= 0).any() or abs(float(w.sum()) - 1.0) > 1e-6:
+            raise ValueError("the latent mixture's weights must be positive and sum to 1")
+        if (np.diagonal(u, axis1=1, axis2=2) <= 0).any():
+            raise ValueError("the latent mixture's Cholesky factors need a positive diagonal")
         return cls(w, m, u)
 
 

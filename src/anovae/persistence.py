@@ -41,8 +41,8 @@ FORMAT_NAME = "anovae-model"
 #: :class:`~anovae.ImageVAEDetector`, without which its scores and threshold disagree). Files are
 #: written with the lowest version that holds them (:func:`file_version`), so models an older
 #: anovae reads correctly stay readable by it. 3: adds the fitted tensors ``fitted.*`` and the
-#: latent term of :class:`~anovae.ImageVAEDetector` (``"latent_weights"``), which a version-2
-#: reader would silently drop.
+#: latent term of :class:`~anovae.ImageVAEDetector` (``"latent_weights"``, the
+#: ``latent_density`` parameter), which a version-2 reader cannot construct.
 FORMAT_VERSION = 3
 
 #: Fitted numpy attributes stored as tensors when the estimator has them.
@@ -64,10 +64,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def file_version(doc: dict[str, Any]) -> int:
-    """The lowest format version that holds the model document ``doc``: 3 when its
-    ``"fitted"`` section has a latent term, 2 when it is otherwise non-empty, else 1."""
+    """The lowest format version that holds the model document ``doc``: 3 for an image VAE
+    that has the ``latent_density`` parameter (with the term, a version-2 reader would score
+    without it; without the term, it would fail on the unknown parameter instead of saying to
+    upgrade), 2 when its ``"fitted"`` section is otherwise non-empty, else 1."""
     fitted = doc.get("fitted") or {}
-    if fitted.get("latent_weights"):
+    if fitted.get("latent_weights") or "latent_density" in (doc.get("params") or {}):
         return 3
     return 2 if fitted else 1
 

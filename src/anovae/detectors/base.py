@@ -498,11 +498,6 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self._check_fitted()
         return self._validate(X, self.schema_)[0]
 
-    def _prepare(self, X: Any) -> np.ndarray:
-        """Validate ``X`` against the fitted schema and scale it: float32, rows first."""
-        rows = self._checked(X)  # first: an unfitted model has no scaler_ yet
-        return self.scaler_.transform(rows)
-
     def _noise(self, device: torch.device, score: str | None = None) -> torch.Tensor | None:
         if (score or self.score_name) not in MONTE_CARLO_SCORES:
             return None
@@ -684,21 +679,24 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self._encode_rows(self._checked(X))[0]
 
     @torch.inference_mode()
-    def _encode_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``q(z | x)`` of validated, unscaled rows ``(n, *F)``: means and log-variances
-        ``(n, L)`` float64 (``None`` for a plain autoencoder), chunk by chunk."""
+    def _encode_rows(self, rows: np.ndarray, index: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``q(z | x)`` of validated, unscaled rows ``(n, *F)`` (or of ``rows[index]``, taken
+        chunk by chunk without a full copy): means and log-variances ``(n, L)`` float64
+        (``None`` for a plain autoencoder)."""
         device = next(self.net_.parameters()).device
         step = self._score_batch_rows
-        mus, logvars = [], []
-        for i in range(0, rows.shape[0], step):
-            mu, logvar = self.net_.encode(to_device(self.scaler_.transform(rows[i:i + step]),
-                                                    device))
-            mus.append(mu.double().cpu().numpy())
-            if logvar is not None:
-                logvars.append(logvar.double().cpu().numpy())
+        n = rows.shape[0] if index is None else len(index)
         latent = self.net_config_.latent_dim
-        mu_all = np.concatenate(mus) if mus else np.empty((0, latent))
-        return mu_all, (np.concatenate(logvars) if logvars else None)
+        mu_all = np.empty((n, latent))
+        logvar_all = np.empty((n, latent)) if self.net_config_.variational else None
+        for i in range(0, n, step):
+            chunk = rows[i:i + step] if index is None else rows[index[i:i + step]]
+            mu, logvar = self.net_.encode(to_device(self.scaler_.transform(chunk), device))
+            mu_all[i:i + step] = mu.double().cpu().numpy()
+            if logvar_all is not None and logvar is not None:
+                logvar_all[i:i + step] = logvar.double().cpu().numpy()
+        return mu_all, logvar_all
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """Decoder mean at ``z = mu``, in the units of ``X``: ``(n, d)``."""

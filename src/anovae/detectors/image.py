@@ -140,8 +140,8 @@ class _ImageInput:
 
     def anomaly_maps(self, X: Any) -> np.ndarray:
         """Per-pixel anomaly scores ``(N, H, W)`` (summed over channels); each map sums to the
-        image's ``decision_function`` score (higher = more anomalous; a per-image correction
-        such as ``complexity_correction`` is spread evenly over the pixels)."""
+        image's ``decision_function`` score (higher = more anomalous; per-image terms such as
+        ``latent_density`` and ``complexity_correction`` are spread evenly over the pixels)."""
         feats = self.feature_scores(X)  # type: ignore[attr-defined]  # (N, C, H, W)
         return feats.sum(axis=1)
 
@@ -193,7 +193,8 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
             MNIST 1, a plain sneaker) high likelihood whatever they show (Serra et al. 2020).
             It helps where anomalies are simpler than the normal images and hurts where they
             are more complex: mean AUROC +1.6 / +0.5 points one-class (MNIST / Fashion-MNIST),
-            +4.3 / -1.9 multi-class (measured with step 1e-3), where Fashion-MNIST's held-out
+            +4.3 / -1.9 multi-class (measured with step 1e-3, before the latent term), where
+            Fashion-MNIST's held-out
             tops, as complex as the other tops, fell by 9-15 points (docs/benchmarks.md). With
             normal data mixing classes of very different complexity, compare ``False`` on
             held-out data. Anomaly maps spread the correction evenly over the pixels, so they
@@ -315,15 +316,12 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         scores = {name: self._score_rows(sample, score=name, raw=True)[0] for name in SCORES}
         if self.latent_density:
             chosen = np.sort(rng.permutation(n)[:LATENT_FIT_IMAGES])
-            step = 4096  # images per encoder call (no full-size copy of large images)
-            parts = [self._encode_rows(rows[chosen[i:i + step]])
-                     for i in range(0, len(chosen), step)]
-            mu = np.concatenate([p[0] for p in parts])  # (k, L)
-            logvar = np.concatenate([p[1] for p in parts])  # (k, L)
+            mu, logvar = self._encode_rows(rows, chosen)  # (k, L) each
+            assert logvar is not None
             codes = mu + np.exp(0.5 * logvar) * rng.standard_normal(mu.shape)  # z ~ q(z|x)
             self.latent_mixture_ = fit_latent_mixture(
                 codes, LATENT_COMPONENTS, seed=int(rng.integers(0, 2**31 - 1)))
-            density = self.latent_mixture_.neg_log_density(self._encode_rows(sample)[0])  # (m,)
+            density = self._latent_density(sample)  # (m,)
             spread = float(density.std())
             for name in SCORES:
                 w = float(scores[name].std()) / spread if spread > 0 else 0.0
@@ -333,6 +331,12 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
             complexity = png_nats(sample)  # (m,)
             self.complexity_slopes_ = {name: complexity_slope(scores[name], complexity)
                                        for name in SCORES}
+
+    def _latent_density(self, rows: np.ndarray) -> np.ndarray:
+        """``-log r(mu(x))`` ``(n,)`` of unscaled images under the fitted latent mixture."""
+        mixture = self.latent_mixture_
+        assert mixture is not None
+        return mixture.neg_log_density(self._encode_rows(rows)[0])
 
     def _check_fitted_terms(self) -> None:
         """The score terms' parameters must be those the model was fitted with (its
@@ -354,9 +358,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         if slopes:
             offset = slopes[score] * png_nats(rows)  # (n,)
         if weights:
-            mixture = self.latent_mixture_
-            assert mixture is not None
-            term = -weights[score] * mixture.neg_log_density(self._encode_rows(rows)[0])  # (n,)
+            term = -weights[score] * self._latent_density(rows)  # (n,): added to the score
             offset = term if offset is None else offset + term
         return offset
 
@@ -389,9 +391,17 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         self.latent_weights_ = {str(k): float(v) for k, v in doc.get("latent_weights", {}).items()}
         self.latent_mixture_ = None
         if self.latent_weights_:
+            missing = sorted(set(SCORES) - set(self.latent_weights_))
+            if missing or not all(np.isfinite(w) for w in self.latent_weights_.values()):
+                raise ValueError(f"the latent term's weights are incomplete or not finite "
+                                 f"(missing: {missing})")
             prefix = "latent_mixture."
-            self.latent_mixture_ = LatentMixture.from_arrays(
+            mixture = LatentMixture.from_arrays(
                 {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+            if mixture.latent_dim != self.net_config_.latent_dim:
+                raise ValueError(f"the latent mixture has {mixture.latent_dim} dimensions, the "
+                                 f"network's code {self.net_config_.latent_dim}")
+            self.latent_mixture_ = mixture
         else:  # written before the latent term existed (or fitted without it)
             self.latent_density = False
 
