@@ -28,6 +28,7 @@ import torch
 
 from anovae._version import __version__
 from anovae.exceptions import ModelFileError, NotFittedError
+from anovae.nets.blocks import LOGVAR_MIN
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "file_version", "load", "read_metadata",
            "save_model"]
@@ -42,8 +43,15 @@ FORMAT_NAME = "anovae-model"
 #: written with the lowest version that holds them (:func:`file_version`), so models an older
 #: anovae reads correctly stay readable by it. 3: adds the fitted tensors ``fitted.*`` and the
 #: latent term of :class:`~anovae.ImageVAEDetector` (``"latent_weights"``, the
-#: ``latent_density`` parameter), which a version-2 reader cannot construct.
-FORMAT_VERSION = 3
+#: ``latent_density`` parameter), which a version-2 reader cannot construct. 4: a variance
+#: floor other than the default (the ``logvar_floor`` parameter and network field), which a
+#: version-3 reader cannot construct.
+FORMAT_VERSION = 4
+
+#: Parameters added after format 1, written only when they differ from these defaults, so the
+#: models that do not use them stay readable by the anovae versions before them (a missing one
+#: loads as its default).
+_NEWER_PARAMS: dict[str, Any] = {"logvar_floor": LOGVAR_MIN}
 
 #: Fitted numpy attributes stored as tensors when the estimator has them.
 _ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_", "calibration_scores_")
@@ -64,11 +72,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def file_version(doc: dict[str, Any]) -> int:
-    """The lowest format version that holds the model document ``doc``: 3 for an image VAE
-    that has the ``latent_density`` parameter (with the term, a version-2 reader would score
-    without it; without the term, it would fail on the unknown parameter instead of saying to
-    upgrade), 2 when its ``"fitted"`` section is otherwise non-empty, else 1."""
+    """The lowest format version that holds the model document ``doc``: 4 with a variance
+    floor other than the default (a version-3 reader would fail on the unknown ``logvar_floor``
+    field), 3 for an image VAE that has the ``latent_density`` parameter (with the term, a
+    version-2 reader would score without it; without the term, it would fail on the unknown
+    parameter instead of saying to upgrade), 2 when its ``"fitted"`` section is otherwise
+    non-empty, else 1."""
     fitted = doc.get("fitted") or {}
+    if "logvar_floor" in (doc.get("params") or {}) or "logvar_floor" in (doc.get("net") or {}):
+        return 4
     if fitted.get("latent_weights") or "latent_density" in (doc.get("params") or {}):
         return 3
     return 2 if fitted else 1
@@ -90,7 +102,8 @@ def save_model(detector: Any, path: str | Path) -> Path:
         "library_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "estimator": name,
-        "params": {k: _jsonable(v) for k, v in detector.get_params(deep=False).items()},
+        "params": {k: _jsonable(v) for k, v in detector.get_params(deep=False).items()
+                   if not (k in _NEWER_PARAMS and v == _NEWER_PARAMS[k])},
         "net": detector.net_config_.to_dict(),
         "scaler": {"method": detector.scaler_.method},
         "schema": detector.schema_.to_dict(),

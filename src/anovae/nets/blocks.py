@@ -77,9 +77,10 @@ def posterior_logvar(raw: torch.Tensor) -> torch.Tensor:
     return POSTERIOR_LOGVAR_MAX - F.softplus(POSTERIOR_LOGVAR_MAX - raw)
 
 
-def decoder_logvar(raw: torch.Tensor) -> torch.Tensor:
-    """Raw decoder output -> log-variance softly bounded below by :data:`LOGVAR_MIN`."""
-    return LOGVAR_MIN + F.softplus(raw - LOGVAR_MIN)
+def decoder_logvar(raw: torch.Tensor, floor: float = LOGVAR_MIN) -> torch.Tensor:
+    """Raw decoder output -> log-variance softly bounded below by ``floor`` (the network's
+    ``config.logvar_floor``; default :data:`LOGVAR_MIN`)."""
+    return floor + F.softplus(raw - floor)
 
 
 class LikelihoodHead:
@@ -106,11 +107,12 @@ class LikelihoodHead:
                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Decoder output -> ``loc`` and ``logvar`` (or ``None``), split along ``dim`` when the
         decoder predicts a variance per element."""
+        floor = getattr(self.config, "logvar_floor", LOGVAR_MIN)
         if self.learned_sample_var:
             loc, raw = out.chunk(2, dim=dim)
-            return loc, decoder_logvar(raw)
+            return loc, decoder_logvar(raw, floor)
         if self.feature_logvar is not None:
-            return out, decoder_logvar(self.feature_logvar).expand_as(out)
+            return out, decoder_logvar(self.feature_logvar, floor).expand_as(out)
         return out, None
 
     def mean(self, loc: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ categories. :meth:`MixedAutoencoder.nll` turns them into the per-column negative
 - numeric: Gaussian on ``asinh`` of the scaled value (linear within about one spread of the
   median, logarithmic beyond: heavy-tailed columns such as byte counts, whose scaled values reach
   1e5, would otherwise dominate every score and swamp the other columns), with a learned per-row
-  variance (floored as in :mod:`anovae.nets.mlp`);
+  variance, softly floored at ``MixedConfig.logvar_floor`` (as in :mod:`anovae.nets.mlp`);
 - boolean: Bernoulli; categorical: categorical (softmax);
 - unseen category (or a number other than 0/1 in a boolean column): maximally surprising,
   ``max(max_k -log p_k, log(n_observed + 1))``: at least the surprise of the least likely known
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anovae.likelihoods import bernoulli_nll, categorical_nll, gaussian_nll
-from anovae.nets.blocks import decoder_logvar, mlp, posterior_logvar
+from anovae.nets.blocks import LOGVAR_MIN, decoder_logvar, mlp, posterior_logvar
 
 __all__ = ["MixedAutoencoder", "MixedConfig"]
 
@@ -74,6 +74,7 @@ class MixedConfig:
     dropout: float = 0.0
     variational: bool = True
     mask_rate: float = MASK_RATE
+    logvar_floor: float = LOGVAR_MIN
     kind: str = field(default="mixed", init=False)
 
     @property
@@ -84,6 +85,8 @@ class MixedConfig:
         d = asdict(self)
         for k in ("kinds", "cardinalities", "n_observed", "hidden_dims"):
             d[k] = list(d[k])
+        if d["logvar_floor"] == LOGVAR_MIN:
+            del d["logvar_floor"]  # the default: the document older anovae versions read
         return d
 
     @classmethod
@@ -93,6 +96,7 @@ class MixedConfig:
         for k in ("cardinalities", "n_observed", "hidden_dims"):
             d[k] = tuple(int(v) for v in d[k])
         d["mask_rate"] = float(d.get("mask_rate", 0.0))
+        d["logvar_floor"] = float(d.get("logvar_floor", LOGVAR_MIN))  # absent: the default
         return cls(**d)
 
 
@@ -164,7 +168,7 @@ class MixedAutoencoder(nn.Module):
         padded categorical log-probabilities (..., Cc, Kmax) (-inf on padding)."""
         n, b = self.n_num, self.n_bool
         mean = loc[..., :n]
-        logvar = decoder_logvar(loc[..., n:2 * n])
+        logvar = decoder_logvar(loc[..., n:2 * n], self.config.logvar_floor)
         logits_b = loc[..., 2 * n:2 * n + b]
         flat = loc[..., 2 * n + b:]  # (..., sum K)
         flat = torch.cat([flat, torch.full_like(flat[..., :1], -math.inf)], dim=-1)

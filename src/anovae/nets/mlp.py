@@ -33,17 +33,23 @@ class MLPConfig:
     activation: str = "relu"
     dropout: float = 0.0
     variational: bool = True
+    #: soft floor of the decoder's log-variance (learned variances only; see
+    #: :func:`anovae.nets.blocks.decoder_logvar`)
+    logvar_floor: float = LOGVAR_MIN
     kind: str = field(default="mlp", init=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden_dims"] = list(self.hidden_dims)
+        if d["logvar_floor"] == LOGVAR_MIN:
+            del d["logvar_floor"]  # the default: the document older anovae versions read
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
         d = {k: v for k, v in d.items() if k != "kind"}
         d["hidden_dims"] = tuple(int(h) for h in d["hidden_dims"])
+        d["logvar_floor"] = float(d.get("logvar_floor", LOGVAR_MIN))  # absent: the default
         return cls(**d)
 
 
