@@ -17,7 +17,7 @@ from sklearn.base import clone
 
 from anovae import VAEDetector, load
 from anovae.nets.blocks import LOGVAR_MIN
-from anovae.nets.mixed import MIXED_BETA, MIXED_LOGVAR_FLOOR, MixedConfig
+from anovae.nets.mixed import MixedConfig
 from anovae.nets.mlp import MLPConfig
 from anovae.persistence import read_metadata
 
@@ -26,7 +26,7 @@ def test_parameter_is_a_plain_sklearn_parameter() -> None:
     det = VAEDetector(logvar_floor=0.0)
     assert det.get_params()["logvar_floor"] == 0.0
     assert clone(det).logvar_floor == 0.0
-    assert VAEDetector().logvar_floor is None and VAEDetector().beta is None  # by table kind
+    assert VAEDetector().logvar_floor == LOGVAR_MIN == -3.0
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "high", 50.0, True])
@@ -70,25 +70,6 @@ def test_mixed_tables_floor_their_numeric_columns() -> None:
     assert float(_decoder_logvar(det, df).min()) > -0.5
 
 
-def test_defaults_depend_on_the_table_kind(data: Any, fitted_vae: VAEDetector,
-                                          tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame({"a": rng.normal(size=300), "c": rng.choice(["x", "y"], 300)})
-    mixed = VAEDetector(epochs=12, random_state=0, device="cpu").fit(df)
-    assert mixed.net_config_.logvar_floor == MIXED_LOGVAR_FLOOR == -1.0
-    assert mixed.history_["beta"][-1] == pytest.approx(MIXED_BETA)  # after the warm-up
-    assert fitted_vae.net_config_.logvar_floor == LOGVAR_MIN
-    assert fitted_vae.history_["beta"][-1] == pytest.approx(1.0)  # numeric tables: the ELBO
-    explicit = VAEDetector(epochs=12, random_state=0, device="cpu", beta=1.0,
-                           logvar_floor=-3.0).fit(df)
-    assert explicit.net_config_.logvar_floor == -3.0 and explicit.history_["beta"][-1] == 1.0
-    path = mixed.save(tmp_path / "mixed.safetensors")
-    assert read_metadata(path)["format_version"] == 4  # an older reader would use -3
-    back = load(path)
-    np.testing.assert_array_equal(back.decision_function(df), mixed.decision_function(df))
-    assert back.net_config_.logvar_floor == MIXED_LOGVAR_FLOOR
-
-
 def test_configs_keep_the_old_document_at_the_default_floor() -> None:
     mlp = MLPConfig(n_features=3)
     assert "logvar_floor" not in mlp.to_dict()  # what anovae 0.2 reads
@@ -115,6 +96,4 @@ def test_saved_floor_round_trips_in_format_4_and_the_default_stays_format_1(
     plain = read_metadata(fitted_vae.save(tmp_path / "plain.safetensors"))
     assert plain["format_version"] == 1  # readable by anovae before the parameter
     assert "logvar_floor" not in plain["params"] and "logvar_floor" not in plain["net"]
-    assert "beta" not in plain["params"]  # None: an older reader's default (1) means the same
-    back = load(tmp_path / "plain.safetensors")
-    assert back.logvar_floor is None and back.net_config_.logvar_floor == LOGVAR_MIN
+    assert load(tmp_path / "plain.safetensors").logvar_floor == LOGVAR_MIN

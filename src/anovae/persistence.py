@@ -28,6 +28,7 @@ import torch
 
 from anovae._version import __version__
 from anovae.exceptions import ModelFileError, NotFittedError
+from anovae.nets.blocks import LOGVAR_MIN
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "file_version", "load", "read_metadata",
            "save_model"]
@@ -47,11 +48,10 @@ FORMAT_NAME = "anovae-model"
 #: version-3 reader cannot construct.
 FORMAT_VERSION = 4
 
-#: Parameters added (or given a ``None`` default) after format 1, written only when they differ
-#: from these defaults, so the models that do not use them stay readable by the anovae versions
-#: before them (a missing one loads as its default; older readers' default beta, 1, is what
-#: ``None`` means for the numeric tables they can read).
-_NEWER_PARAMS: dict[str, Any] = {"logvar_floor": None, "beta": None}
+#: Parameters added after format 1, written only when they differ from these defaults, so the
+#: models that do not use them stay readable by the anovae versions before them (a missing one
+#: loads as its default).
+_NEWER_PARAMS: dict[str, Any] = {"logvar_floor": LOGVAR_MIN}
 
 #: Fitted numpy attributes stored as tensors when the estimator has them.
 _ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_", "calibration_scores_")

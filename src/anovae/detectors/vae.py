@@ -15,7 +15,7 @@ from anovae.likelihoods import LIKELIHOODS
 from anovae.losses import LossTerms, elbo_loss
 from anovae.mixed import MixedSchema, check_mixed, fit_mixed_scaler, needs_mixed
 from anovae.nets.blocks import LOGVAR_MIN
-from anovae.nets.mixed import MIXED_BETA, MIXED_LOGVAR_FLOOR, MixedConfig
+from anovae.nets.mixed import MixedConfig
 from anovae.nets.mlp import VARIANCES, MLPConfig
 from anovae.scores import SCORES
 from anovae.tabular import Scaler
@@ -59,22 +59,19 @@ class VAEDetector(BaseDetector):
         variance: Gaussian only: ``"per_sample"`` (the decoder predicts a variance per row and
             feature), ``"per_feature"`` (one learned variance per feature) or ``"fixed"`` (1).
         logvar_floor: soft lower bound of the learned log-variances of numeric features (in
-            scaled units; of the asinh of them for a mixed table's numeric columns); ignored
-            with ``variance="fixed"``. ``None``: -3 (a standard deviation of about 0.22
-            spreads) for numeric tables, ``MIXED_LOGVAR_FLOOR`` (-1) for mixed tables (see
-            :mod:`anovae.nets.mixed`). A higher floor makes the score ignore deviations smaller
-            than ``exp(logvar_floor / 2)`` spreads: better where anomalies differ from normal
-            rows in many features at once and normal rows have one-feature oddities, worse
-            where anomalies hide in precise relations between features. Measured
-            (docs/benchmarks.md, "Mixed tables: NSL-KDD"): at 0, NSL-KDD (train-file split)
-            +1.3 AUROC points and ADBench cardio +7 / +15 (novelty / unsupervised), but Wilt -40
-            and the ADBench mean -5; on mixed tables a single broken column is then much harder
-            to find.
+            scaled units; of the asinh of them for a mixed table's numeric columns); -3, a
+            standard deviation of about 0.22 spreads, by default; ignored with
+            ``variance="fixed"``. A higher floor makes the score ignore deviations smaller than
+            ``exp(logvar_floor / 2)`` spreads: better where anomalies differ from normal rows in
+            many features at once and normal rows have one-feature oddities, worse where
+            anomalies hide in precise relations between features. Measured (docs/benchmarks.md,
+            "Mixed tables: NSL-KDD"): at 0, NSL-KDD (train-file split) +1.3 AUROC points and
+            ADBench cardio +7 / +15 (novelty / unsupervised), but Wilt -40 and the ADBench mean
+            -5; on mixed tables a single broken column is then much harder to find.
         score: ``"elbo"`` (negative ELBO), ``"reconstruction_probability"`` (An & Cho 2015),
             ``"iwae"`` (importance-weighted -log p(x)) or ``"reconstruction"`` (squared error).
         n_samples: Monte-Carlo samples ``L`` (or ``K`` for ``"iwae"``) for the sampled scores.
-        beta: weight of the KL term in training (1 = the ELBO; scores are always the full
-            ELBO); ``None``: 1 for numeric tables, ``MIXED_BETA`` (0.75) for mixed tables.
+        beta: weight of the KL term (1 = the ELBO).
         warmup_epochs: epochs over which the KL weight rises linearly from 0 to ``beta``;
             ``None``: 10% of the epochs (at least 1).
         free_bits: minimum KL per latent dimension (nats); 0 disables it.
@@ -136,10 +133,10 @@ class VAEDetector(BaseDetector):
         latent_dim: int | None = None,
         likelihood: str = "gaussian",
         variance: str = "per_sample",
-        logvar_floor: float | None = None,
+        logvar_floor: float = LOGVAR_MIN,
         score: str = "elbo",
         n_samples: int = 16,
-        beta: float | None = None,
+        beta: float = 1.0,
         warmup_epochs: int | None = None,
         free_bits: float = 0.0,
         activation: str = "relu",
@@ -219,15 +216,15 @@ class VAEDetector(BaseDetector):
         _check_param("variance", self.variance, str, choices=VARIANCES)
         _check_param("score", self.score, str, choices=SCORES)
         _check_param("n_samples", self.n_samples, Integral, 1)
-        _check_param("beta", self.beta, Real, 0.0, none_ok=True)
+        _check_param("beta", self.beta, Real, 0.0)
         _check_param("warmup_epochs", self.warmup_epochs, Integral, 0, none_ok=True)
         _check_param("free_bits", self.free_bits, Real, 0.0)
 
     def _check_params(self) -> None:
         super()._check_params()
         self._check_vae_params()
-        _check_param("logvar_floor", self.logvar_floor, Real, -20.0, 10.0, none_ok=True)
-        if self.logvar_floor is not None and not math.isfinite(self.logvar_floor):
+        _check_param("logvar_floor", self.logvar_floor, Real, -20.0, 10.0)
+        if not math.isfinite(self.logvar_floor):
             raise ValueError(f"logvar_floor must be a finite number, got {self.logvar_floor!r}")
         _check_param("max_categories", self.max_categories, Integral, 2)
         for name in ("categorical", "numeric"):
@@ -245,21 +242,9 @@ class VAEDetector(BaseDetector):
             return MixedConfig(kinds=schema.kinds, cardinalities=schema.cardinalities,
                                n_observed=schema.n_observed, hidden_dims=mlp.hidden_dims,
                                latent_dim=mlp.latent_dim, activation=mlp.activation,
-                               dropout=mlp.dropout, logvar_floor=self._logvar_floor())
+                               dropout=mlp.dropout, logvar_floor=float(self.logvar_floor))
         return self._mlp_config(n_features, likelihood=self.likelihood, variance=self.variance,
-                                variational=True, logvar_floor=self._logvar_floor())
-
-    def _logvar_floor(self) -> float:
-        """``logvar_floor`` resolved: ``None`` -> the default of the fitted table's kind."""
-        if self.logvar_floor is not None:
-            return float(self.logvar_floor)
-        return MIXED_LOGVAR_FLOOR if self._mixed() is not None else LOGVAR_MIN
-
-    def _beta(self) -> float:
-        """``beta`` resolved: ``None`` -> 1 (the ELBO), or ``MIXED_BETA`` for a mixed table."""
-        if self.beta is not None:
-            return float(self.beta)
-        return MIXED_BETA if self._mixed() is not None else 1.0
+                                variational=True, logvar_floor=float(self.logvar_floor))
 
     # -- mixed tables (anovae.mixed) ----------------------------------------------------------
     def _validate(self, X: Any, schema: Any, min_rows: int = 1) -> tuple[np.ndarray, Any]:
@@ -351,7 +336,7 @@ class VAEDetector(BaseDetector):
         base = super()._train_config(n_train)
         warmup = (self.warmup_epochs if self.warmup_epochs is not None
                   else max(1, math.ceil(0.1 * base.epochs)))
-        return TrainConfig(**{**base.__dict__, "beta": self._beta(),
+        return TrainConfig(**{**base.__dict__, "beta": float(self.beta),
                               "warmup_epochs": int(warmup)})
 
     def _loss(self, net: torch.nn.Module, xb: torch.Tensor, beta: float,

@@ -45,7 +45,7 @@ from torch import nn
 from anovae.likelihoods import bernoulli_nll, categorical_nll, gaussian_nll
 from anovae.nets.blocks import LOGVAR_MIN, decoder_logvar, mlp, posterior_logvar
 
-__all__ = ["MIXED_BETA", "MIXED_LOGVAR_FLOOR", "MixedAutoencoder", "MixedConfig"]
+__all__ = ["MixedAutoencoder", "MixedConfig"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -54,18 +54,6 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: for real gaps, and the decoder learns to predict each column from the others (a broken
 #: dependency between columns then shows). Measured on NSL-KDD's *train* file (docs/benchmarks.md).
 MASK_RATE = 0.3
-
-#: The mixed-table defaults of :class:`~anovae.VAEDetector` (``logvar_floor=None``,
-#: ``beta=None``): a coarser noise floor for the numeric columns than the all-numeric networks'
-#: :data:`~anovae.nets.blocks.LOGVAR_MIN` (-3; a standard deviation of 0.61 instead of 0.22
-#: asinh-of-scaled units), and a lighter KL weight. The floor keeps a normal row's one odd value
-#: in a near-constant count or rate column from scoring like an attack; alone it also starves
-#: the code (the numbers no longer pay for encoding, say, a row's city, and a swapped category
-#: then costs nothing), which the lighter KL undoes. Chosen on NSL-KDD's *train* file and on
-#: the planted anomalies of the mixed tests, 5 seeds each (docs/benchmarks.md, "Mixed tables:
-#: NSL-KDD"); numeric tables keep -3 and the ELBO's 1, chosen on ADBench.
-MIXED_LOGVAR_FLOOR = -1.0
-MIXED_BETA = 0.75
 
 
 @dataclass(frozen=True)
