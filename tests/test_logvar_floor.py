@@ -52,7 +52,10 @@ def test_floor_bounds_the_learned_variances_and_caps_one_odd_feature(
     fine = make_detector(VAEDetector).fit(data.X_train)
     assert coarse.net_config_.logvar_floor == 0.0 and fine.net_config_.logvar_floor == -3.0
     assert float(_decoder_logvar(coarse, data.X_test).min()) > 0.0
-    assert float(_decoder_logvar(fine, data.X_test).min()) > -3.0
+    assert float(_decoder_logvar(fine, data.X_test).min()) < 0.0  # below the coarse floor
+    far_below = torch.full((1, 2 * data.X_train.shape[1]), -50.0)  # (means, raw log-variances)
+    torch.testing.assert_close(coarse.net_._likelihood_params(far_below, dim=-1)[1],
+                               torch.zeros(1, data.X_train.shape[1]))
     # one feature 8 spreads off: its term grows with the square of its deviation over the
     # predicted spread, so the coarse noise model charges it less than the fine one
     odd = data.X_train[:20].copy()
@@ -68,6 +71,11 @@ def test_mixed_tables_floor_their_numeric_columns() -> None:
     det = VAEDetector(logvar_floor=-0.5, epochs=3, random_state=0, device="cpu").fit(df)
     assert isinstance(det.net_config_, MixedConfig) and det.net_config_.logvar_floor == -0.5
     assert float(_decoder_logvar(det, df).min()) > -0.5
+    # the floor is what bounds them: a decoder output far below it lands on it
+    loc = torch.full((2, det.net_.n_params), -50.0)
+    torch.testing.assert_close(det.net_._split(loc)[1], torch.full((2, 1), -0.5))
+    other = VAEDetector(epochs=1, random_state=0, device="cpu").fit(df)
+    torch.testing.assert_close(other.net_._split(loc)[1], torch.full((2, 1), LOGVAR_MIN))
 
 
 def test_configs_keep_the_old_document_at_the_default_floor() -> None:

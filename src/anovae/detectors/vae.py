@@ -61,7 +61,7 @@ class VAEDetector(BaseDetector):
         logvar_floor: soft lower bound of the learned log-variances of numeric features (in
             scaled units; of the asinh of them for a mixed table's numeric columns); -3, a
             standard deviation of about 0.22 spreads, by default; ignored with
-            ``variance="fixed"``. A higher floor makes the score ignore deviations smaller than
+            ``variance="fixed"`` and ``likelihood="bernoulli"``. A higher floor makes the score ignore deviations smaller than
             ``exp(logvar_floor / 2)`` spreads: better where anomalies differ from normal rows in
             many features at once and normal rows have one-feature oddities, worse where
             anomalies hide in precise relations between features. Measured (docs/benchmarks.md,
