@@ -61,13 +61,14 @@ class VAEDetector(BaseDetector):
         logvar_floor: soft lower bound of the learned log-variances of numeric features (in
             scaled units; of the asinh of them for a mixed table's numeric columns); -3, a
             standard deviation of about 0.22 spreads, by default; ignored with
-            ``variance="fixed"`` and ``likelihood="bernoulli"``. A higher floor makes the score ignore deviations smaller than
-            ``exp(logvar_floor / 2)`` spreads: better where anomalies differ from normal rows in
-            many features at once and normal rows have one-feature oddities, worse where
-            anomalies hide in precise relations between features. Measured (docs/benchmarks.md,
-            "Mixed tables: NSL-KDD"): at 0, NSL-KDD (train-file split) +1.3 AUROC points and
-            ADBench cardio +7 / +15 (novelty / unsupervised), but Wilt -40 and the ADBench mean
-            -5; on mixed tables a single broken column is then much harder to find.
+            ``variance="fixed"`` and ``likelihood="bernoulli"``. A higher floor makes the score
+            ignore deviations smaller than ``exp(logvar_floor / 2)`` spreads: better where
+            anomalies differ from normal rows in many features at once and normal rows have
+            one-feature oddities, worse where anomalies hide in precise relations between
+            features. Measured (docs/benchmarks.md, "Mixed tables: NSL-KDD"): at 0, a split of
+            NSL-KDD's training file +1.3 AUROC points and ADBench cardio +7 / +15 (novelty /
+            unsupervised), but Wilt -40 and the ADBench mean -5; on mixed tables a single broken
+            column is then much harder to find.
         score: ``"elbo"`` (negative ELBO), ``"reconstruction_probability"`` (An & Cho 2015),
             ``"iwae"`` (importance-weighted -log p(x)) or ``"reconstruction"`` (squared error).
         n_samples: Monte-Carlo samples ``L`` (or ``K`` for ``"iwae"``) for the sampled scores.
