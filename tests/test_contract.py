@@ -54,10 +54,16 @@ _COMMON_BAD = [
     ("patience", -1), ("clip_grad_norm", -1.0), ("scaler", "zscore"), ("random_state", -1),
     ("random_state", "seed"), ("device", 3), ("device", "banana"), ("latent_dim", 0),
     ("hidden_dims", (16, 0)), ("hidden_dims", "16,8"), ("dropout", 1.5), ("activation", "swish"),
+    # NaN passes every bound check (all comparisons are false); inf is never a setting.
+    ("contamination", float("nan")), ("learning_rate", float("nan")),
+    ("learning_rate", float("inf")), ("weight_decay", float("nan")),
+    ("validation_fraction", float("nan")), ("clip_grad_norm", float("nan")),
+    ("clip_grad_norm", float("inf")), ("dropout", float("nan")),
 ]
 _VAE_BAD = [
     ("likelihood", "poisson"), ("variance", "learned"), ("score", "mahalanobis"),
     ("n_samples", 0), ("beta", -1.0), ("warmup_epochs", -1), ("free_bits", -0.5),
+    ("beta", float("nan")), ("beta", float("inf")), ("free_bits", float("nan")),
 ]
 _BAD_PARAMS = ([(c, p, v) for c in DETECTORS for p, v in _COMMON_BAD]
                + [(VAEDetector, p, v) for p, v in _VAE_BAD])

@@ -136,6 +136,9 @@ def _check_param(name: str, value: Any, kind: type | tuple[type, ...], low: floa
         return
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ValueError(f"{name} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+    # NaN passes every comparison below, and no parameter means anything at infinity.
+    if not isinstance(value, Integral) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
     if high is not None and value > high:

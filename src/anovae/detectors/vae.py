@@ -225,8 +225,6 @@ class VAEDetector(BaseDetector):
         super()._check_params()
         self._check_vae_params()
         _check_param("logvar_floor", self.logvar_floor, Real, -20.0, 10.0)
-        if not math.isfinite(self.logvar_floor):
-            raise ValueError(f"logvar_floor must be a finite number, got {self.logvar_floor!r}")
         _check_param("max_categories", self.max_categories, Integral, 2)
         for name in ("categorical", "numeric"):
             value = getattr(self, name)

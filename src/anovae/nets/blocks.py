@@ -12,7 +12,7 @@ from torch import nn
 from anovae.likelihoods import bernoulli_nll, gaussian_nll
 
 __all__ = ["ACTIVATIONS", "LOGVAR_MIN", "POSTERIOR_LOGVAR_MAX", "LikelihoodHead", "activation",
-           "decoder_logvar", "mlp", "posterior_logvar"]
+           "decoder_logvar", "floor_from_doc", "floor_to_doc", "mlp", "posterior_logvar"]
 
 #: Lower bound of the decoder's log-variance (soft): stops the variance collapsing onto discrete
 #: values, which would make the likelihood (and so the score) explode for exact repeats.
@@ -20,6 +20,24 @@ __all__ = ["ACTIVATIONS", "LOGVAR_MIN", "POSTERIOR_LOGVAR_MAX", "LikelihoodHead"
 #: precisely predicted features from dominating the score (+0.9 / +0.3 AUROC on the two halves
 #: of the ADBench dev sets, docs/benchmarks.md).
 LOGVAR_MIN = -3.0
+
+def floor_to_doc(d: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``logvar_floor`` from a network config's document when it is the default.
+
+    Older anovae versions refuse unknown fields, so a default-floor model keeps the document
+    they read; :func:`floor_from_doc` restores the field. Every network config with the field
+    serialises through this pair (persistence's ``_NEWER_PARAMS`` does the same for params).
+    """
+    if d.get("logvar_floor") == LOGVAR_MIN:
+        del d["logvar_floor"]
+    return d
+
+
+def floor_from_doc(d: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`floor_to_doc`: an absent ``logvar_floor`` is the default."""
+    d["logvar_floor"] = float(d.get("logvar_floor", LOGVAR_MIN))
+    return d
+
 
 #: Soft ceiling of the encoder's log-variance: a standard deviation of e^5 (about 150) in latent
 #: space is far wider than the N(0, I) prior, so this never binds on sane inputs, but it stops

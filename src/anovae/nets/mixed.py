@@ -43,7 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from anovae.likelihoods import bernoulli_nll, categorical_nll, gaussian_nll
-from anovae.nets.blocks import LOGVAR_MIN, decoder_logvar, mlp, posterior_logvar
+from anovae.nets.blocks import (
+    LOGVAR_MIN,
+    decoder_logvar,
+    floor_from_doc,
+    floor_to_doc,
+    mlp,
+    posterior_logvar,
+)
 
 __all__ = ["MixedAutoencoder", "MixedConfig"]
 
@@ -85,9 +92,7 @@ class MixedConfig:
         d = asdict(self)
         for k in ("kinds", "cardinalities", "n_observed", "hidden_dims"):
             d[k] = list(d[k])
-        if d["logvar_floor"] == LOGVAR_MIN:
-            del d["logvar_floor"]  # the default: the document older anovae versions read
-        return d
+        return floor_to_doc(d)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MixedConfig:
@@ -96,8 +101,7 @@ class MixedConfig:
         for k in ("cardinalities", "n_observed", "hidden_dims"):
             d[k] = tuple(int(v) for v in d[k])
         d["mask_rate"] = float(d.get("mask_rate", 0.0))
-        d["logvar_floor"] = float(d.get("logvar_floor", LOGVAR_MIN))  # absent: the default
-        return cls(**d)
+        return cls(**floor_from_doc(d))
 
 
 class MixedAutoencoder(nn.Module):

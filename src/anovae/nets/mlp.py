@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from anovae.nets.blocks import LOGVAR_MIN, LikelihoodHead, mlp
+from anovae.nets.blocks import LOGVAR_MIN, LikelihoodHead, floor_from_doc, floor_to_doc, mlp
 
 __all__ = ["LOGVAR_MIN", "MLPAutoencoder", "MLPConfig", "VARIANCES"]
 
@@ -41,16 +41,13 @@ class MLPConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden_dims"] = list(self.hidden_dims)
-        if d["logvar_floor"] == LOGVAR_MIN:
-            del d["logvar_floor"]  # the default: the document older anovae versions read
-        return d
+        return floor_to_doc(d)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
         d = {k: v for k, v in d.items() if k != "kind"}
         d["hidden_dims"] = tuple(int(h) for h in d["hidden_dims"])
-        d["logvar_floor"] = float(d.get("logvar_floor", LOGVAR_MIN))  # absent: the default
-        return cls(**d)
+        return cls(**floor_from_doc(d))
 
 
 class MLPAutoencoder(LikelihoodHead, nn.Module):
