@@ -275,6 +275,43 @@ def test_iwae_with_one_sample_is_the_sampled_elbo():
     torch.testing.assert_close(iwae, expected, rtol=1e-5, atol=1e-4)
 
 
+class CollapsedPosterior(torch.nn.Module):
+    """``tiny_net`` whose encoder reports a posterior variance that underflows float32."""
+
+    def __init__(self, net: MLPAutoencoder, logvar: float) -> None:
+        super().__init__()
+        self.net, self.logvar = net, logvar
+
+    def encode(self, x):
+        mu, logvar = self.net.encode(x)
+        return mu + 1.0, torch.full_like(logvar, self.logvar)  # |mu| ~ 1: z - mu rounds to 0
+
+    def decode(self, z):
+        return self.net.decode(z)
+
+    def nll(self, x, loc, logvar):
+        return self.net.nll(x, loc, logvar)
+
+
+@pytest.mark.parametrize("logvar", [-40.0, -120.0, -400.0])
+def test_iwae_stays_finite_when_the_posterior_variance_underflows(logvar):
+    # A far outlier drives the posterior log-variance to -100 and below: exp(-logvar) is inf in
+    # float32 and z - mu rounds to 0, so log q(z|x) must come from eps, not from (z - mu).
+    net = CollapsedPosterior(tiny_net(seed=2), logvar)
+    x = torch.rand(5, 3, generator=torch.Generator().manual_seed(3))
+    eps = common_noise(8, 2, 4)
+    with torch.no_grad():
+        iwae = row_scores(net, x, "iwae", eps)
+        mu, lv = net.encode(x)
+        z = mu + torch.exp(0.5 * lv) * eps[:, None, :]  # (S, B, L): z == mu in float32
+        log_q = -0.5 * (math.log(2 * math.pi) + lv + eps.pow(2)[:, None, :]).sum(-1)  # (S, B)
+        loc, dec_logvar = net.decode(z)
+        log_w = -net.nll(x, loc, dec_logvar).sum(-1) + log_normal(z) - log_q
+        expected = -(torch.logsumexp(log_w, 0) - math.log(8))
+    assert torch.isfinite(iwae).all()
+    torch.testing.assert_close(iwae, expected, rtol=1e-5, atol=1e-3)
+
+
 @given(n=st.integers(1, 32), latent=st.integers(1, 8), seed=st.integers(0, 2**31 - 1))
 def test_common_noise_is_deterministic(n, latent, seed):
     a, b = common_noise(n, latent, seed), common_noise(n, latent, seed)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from anovae import VAEDetector
 from anovae.nets.blocks import POSTERIOR_LOGVAR_MAX, posterior_logvar
+from anovae.tabular import SCALED_MAX, Scaler
 
 
 def test_posterior_logvar_is_identity_on_sane_values_and_bounded_above() -> None:
@@ -30,3 +32,38 @@ def test_near_constant_column_with_extreme_values_trains() -> None:
     scores = det.decision_function(X)
     assert np.isfinite(scores).all()
     assert np.isfinite(det.history_["loss"]).all()
+
+
+def _fitted(score: str, X: np.ndarray) -> VAEDetector:
+    return VAEDetector(epochs=3, random_state=0, score=score).fit(X)
+
+
+@pytest.mark.parametrize("score", ["elbo", "iwae", "reconstruction_probability",
+                                   "reconstruction"])
+@pytest.mark.parametrize("value", [3e3, 1e19, 1e30, -1e300])
+def test_extreme_values_score_finite_and_are_flagged(score: str, value: float) -> None:
+    # 3e3: the encoder's posterior variance underflows and the IWAE bound's log q(z|x) was
+    # NaN; 1e19 and beyond: squares overflow float32 (inf - inf = NaN) in every score. A NaN
+    # score is never above the threshold, so the most anomalous row was predicted normal.
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    det = _fitted(score, X)
+    row = X[:1].copy()
+    row[0, 0] = value
+    assert np.isfinite(det.decision_function(row)).all()
+    assert np.isfinite(det.feature_scores(row)).all()
+    assert det.predict(row).tolist() == [1]
+
+
+def test_an_extreme_training_row_does_not_break_the_iwae_fit() -> None:
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    X[0, 0] = 1e4
+    det = _fitted("iwae", X)
+    assert np.isfinite(det.decision_scores_).all()
+    assert det.labels_[0] == 1
+
+
+def test_scaled_values_are_clipped_and_gaps_kept() -> None:
+    s = Scaler("standard").fit(np.array([[0.0], [1.0], [2.0]]))
+    out = s.transform(np.array([[1e300], [-1e300], [np.nan], [1.0]]))
+    assert out[0, 0] == np.float32(SCALED_MAX) and out[1, 0] == -np.float32(SCALED_MAX)
+    assert np.isnan(out[2, 0]) and out[3, 0] == 0.0

@@ -40,7 +40,7 @@ from torch import nn
 
 from anovae._version import __version__
 from anovae.scores import MONTE_CARLO_SCORES, common_noise, row_scores
-from anovae.tabular import Scaler
+from anovae.tabular import SCALED_MAX, Scaler
 
 __all__ = ["ONNX_OPSET", "ScoringModule", "export_onnx"]
 
@@ -100,6 +100,7 @@ class ScoringModule(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (B, *F) float32 raw rows -> ``anomaly_score`` (B,) and ``is_anomaly`` (B,)."""
         xt = (x.double() - self.center).float() * self.inv_scale  # (B, *F), as Scaler does
+        xt = xt.clamp(-SCALED_MAX, SCALED_MAX)
         scores = row_scores(self.net, xt, self.score_name, self.eps)  # (B,)
         return scores, scores > self.threshold
 

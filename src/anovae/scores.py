@@ -87,8 +87,12 @@ def feature_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
     if score == "elbo":
         kl = kl_standard_normal(mu, logvar).sum(-1)  # (B,)
         return nll.mean(0) + (kl / d)[expand]  # (B, *F)
-    # iwae: log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x)
-    log_w = -nll.flatten(2).sum(-1) + log_normal(z) - log_normal(z, mu, logvar)  # (S, B)
+    # iwae: log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x). log q from eps itself
+    # ((z - mu) / sigma = eps): for a far outlier the posterior variance underflows, z - mu
+    # rounds to 0 and exp(-logvar) to inf, and the textbook form gives 0 * inf = NaN.
+    log_q = -0.5 * (math.log(2 * math.pi) + logvar.unsqueeze(0)
+                    + eps.pow(2)[:, None, :]).sum(-1)  # (S, B)
+    log_w = -nll.flatten(2).sum(-1) + log_normal(z) - log_q  # (S, B)
     total = -(torch.logsumexp(log_w, dim=0) - math.log(s_))  # (B,)
     weights = torch.softmax(log_w, dim=0)  # (S, B), normalised importance weights
     per_feature = (weights[(...,) + (None,) * len(feat_dims)] * nll).sum(0)  # (B, *F)

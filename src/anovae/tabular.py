@@ -12,7 +12,7 @@ from scipy.sparse import issparse
 
 from anovae.exceptions import DataError
 
-__all__ = ["SCALERS", "ColumnSchema", "Scaler", "ScalerStats", "check_tabular",
+__all__ = ["SCALED_MAX", "SCALERS", "ColumnSchema", "Scaler", "ScalerStats", "check_tabular",
            "match_columns"]
 
 SCALERS = ("robust", "standard", "minmax", "none")
@@ -161,6 +161,13 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
     return arr, names
 
 
+#: Scaled values are clipped to +-SCALED_MAX (and inf to it): a value a trillion spreads from the
+#: median is as anomalous as any further one, and beyond about 1e19 its square overflows float32
+#: in the likelihood (then inf - inf = NaN, and a NaN score is never flagged). No real training
+#: value comes near it; NaN (a missing cell of a mixed table) stays NaN.
+SCALED_MAX = 1e12
+
+
 @dataclass
 class Scaler:
     """Per-feature affine scaling ``(x - center) / scale``, fitted on training rows.
@@ -230,15 +237,17 @@ class Scaler:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """``(n, d)`` -> scaled float32 ``(n, d)``.
+        """``(n, d)`` -> scaled float32 ``(n, d)``, clipped to :data:`SCALED_MAX`.
 
         The centring is computed in float64 and written straight into the float32 output; the
         scaling then runs in place, so no float64 temporary of the data's size is made.
         """
         assert self.center is not None and self.scale is not None, "Scaler is not fitted"
         out = np.empty(np.shape(X), dtype=np.float32)
-        np.subtract(X, self.center, out=out, casting="same_kind")
-        out *= (1.0 / self.scale).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: inf, clipped below
+            np.subtract(X, self.center, out=out, casting="same_kind")
+            out *= (1.0 / self.scale).astype(np.float32)
+        np.clip(out, -SCALED_MAX, SCALED_MAX, out=out)
         return out
 
     def inverse_transform(self, Xt: np.ndarray) -> np.ndarray:

@@ -247,12 +247,14 @@ class VAEDetector(BaseDetector):
 
     # -- mixed tables (anovae.mixed) ----------------------------------------------------------
     def _validate(self, X: Any, schema: Any, min_rows: int = 1) -> tuple[np.ndarray, Any]:
+        mixed = isinstance(schema, MixedSchema) or (
+            schema is None and needs_mixed(X, self.categorical, self.numeric))
+        if mixed and self.score == "reconstruction":  # also after set_params on a fitted model
+            raise ValueError("score='reconstruction' (squared error) has no meaning for "
+                             "categorical or missing cells; use 'elbo' on mixed tables")
         if isinstance(schema, MixedSchema):
             return check_mixed(X, schema, min_rows=min_rows)
-        if schema is None and needs_mixed(X, self.categorical, self.numeric):
-            if self.score == "reconstruction":
-                raise ValueError("score='reconstruction' (squared error) has no meaning for "
-                                 "categorical or missing cells; use 'elbo' on mixed tables")
+        if mixed:
             return check_mixed(X, None, min_rows=min_rows, categorical=self.categorical,
                                numeric=self.numeric, max_categories=int(self.max_categories))
         return super()._validate(X, schema, min_rows)
