@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from anovae import DataError, VAEDetector, load
 from anovae.cli import app
 from anovae.likelihoods import categorical_nll
-from anovae.mixed import OTHER, check_mixed, infer_schema
+from anovae.mixed import OTHER, UNSEEN, MixedSchema, check_mixed, infer_schema
 
 CITIES = np.array(["north", "south", "east", "west"])
 ZONES = {"north": "cold", "south": "warm", "east": "warm", "west": "cold"}
@@ -126,9 +126,41 @@ def test_high_cardinality_keeps_top_categories_plus_other() -> None:
     df = pd.DataFrame({"c": list("aaaabbbccd") * 5, "x": np.arange(50.0) % 7})
     codes, schema = check_mixed(df, max_categories=3)
     assert schema.vocabularies[0] == ("a", "b", OTHER)
-    new, _ = check_mixed(pd.DataFrame({"c": ["c", "zzz", "a"], "x": [1.0, 2.0, 3.0]}), schema)
-    assert new[:, 0].tolist() == [2.0, 2.0, 0.0]  # rare and new categories go to "other"
-    assert not schema.unseen(new).any()
+    assert schema.other_members == (("c", "d"), None)  # the bucket's training labels
+    rows = pd.DataFrame({"c": ["c", "zzz", "a"], "x": [1.0, 2.0, 3.0]})
+    new, _ = check_mixed(rows, schema)
+    # a rare training category goes to "other"; a new one is unseen, as in uncapped columns
+    assert new[:, 0].tolist() == [2.0, UNSEEN, 0.0]
+    assert schema.unseen(new)[:, 0].tolist() == [False, True, False]
+    assert MixedSchema.from_dict(schema.to_dict()) == schema
+    # a schema saved without the bucket's labels (anovae <= 0.3.0) sends both to "other"
+    old = MixedSchema.from_dict({k: v for k, v in schema.to_dict().items()
+                                 if k != "other_members"})
+    assert old.other_members is None
+    assert check_mixed(rows, old)[0][:, 0].tolist() == [2.0, 2.0, 0.0]
+
+
+def test_a_bucket_with_too_many_labels_keeps_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    import anovae.mixed
+
+    monkeypatch.setattr(anovae.mixed, "MAX_OTHER_MEMBERS", 1)
+    df = pd.DataFrame({"c": list("aaaabbbccd") * 5})
+    _, schema = check_mixed(df, max_categories=3)
+    assert schema.other_members is None and "other_members" not in schema.to_dict()
+    new, _ = check_mixed(pd.DataFrame({"c": ["c", "zzz"]}), schema)
+    assert new[:, 0].tolist() == [2.0, 2.0]  # untracked: every other label is "other"
+
+
+def test_a_new_category_in_a_capped_column_is_flagged_and_surprising() -> None:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=300), "c": rng.choice([f"c{i}" for i in range(8)],
+                                                                 300)})
+    det = VAEDetector(**{**SMALL, "epochs": 5, "max_categories": 5}).fit(X)
+    rare = next(iter(det.schema_.other_members[1]))
+    T = pd.DataFrame({"a": [0.0, 0.0], "c": [rare, "never-seen"]})
+    s = det.decision_function(T)
+    assert s[1] > s[0]
+    assert det.unseen_categories(T)["c"].tolist() == [False, True]
 
 
 # -- detection and explanations -----------------------------------------------------------
@@ -349,3 +381,48 @@ def test_bench_cli_reads_nslkdd_layout(tmp_path: Path) -> None:
     assert "iforest" in res.output and (tmp_path / "out" / "results.csv").exists()
     got = pd.read_csv(tmp_path / "out" / "results.csv")
     assert got["auroc"].item() > 0.6 and "| complete | iforest |" in res.output
+
+
+def test_numbers_stored_as_objects_are_numeric() -> None:
+    # a Parquet decimal column arrives as Decimal objects; an object column of floats is
+    # numbers too: neither is a category (an amount of a million would hide in "other")
+    import decimal
+
+    rng = np.random.default_rng(0)
+    n = 300
+    X = pd.DataFrame({
+        "amount": pd.Series([decimal.Decimal(f"{v:.2f}") for v in rng.lognormal(3, 1, n)],
+                            dtype=object),
+        "rate": pd.Series(rng.normal(size=n).tolist(), dtype=object),
+        "flag": pd.Series([0, 1] * (n // 2), dtype=object),
+        "city": rng.choice(["x", "y", "z"], n),
+    })
+    det = VAEDetector(**{**SMALL, "epochs": 2}).fit(X)
+    assert det.schema_.kinds == ("numeric", "numeric", "boolean", "categorical")
+    far = X.head(2).copy()
+    far["amount"] = [decimal.Decimal("1000000.00"), far["amount"].iloc[1]]
+    s = det.decision_function(far)
+    assert s[0] > s[1] + 20
+    # an all-number object table keeps the plain numeric path
+    plain = VAEDetector(**{**SMALL, "epochs": 1}).fit(X[["amount", "rate"]])
+    assert not isinstance(plain.schema_, type(det.schema_))
+
+
+def test_non_string_column_names_explain() -> None:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({0: rng.normal(size=200), 1: rng.choice(["x", "y", "z"], 200)})
+    det = VAEDetector(**{**SMALL, "epochs": 2}).fit(X)
+    ex = det.explain(X.head(2), k=2)
+    assert set(ex["feature"]) == {"0", "1"}
+    assert set(ex.loc[ex["feature"] == "1", "value"]) <= {"x", "y", "z"}
+
+
+def test_float32_codes_match_their_float64_values() -> None:
+    # a float32 column forced categorical used to label 0.1 as "0.10000000149011612", which
+    # the same codes read as float64 at scoring never matched
+    df = pd.DataFrame({"code": np.array([0.1, 0.2, 1.0] * 20, dtype=np.float32),
+                       "x": np.arange(60.0)})
+    _, schema = check_mixed(df, categorical=["code"])
+    assert set(schema.vocabularies[0]) == {"0.1", "0.2", "1"}
+    new, _ = check_mixed(pd.DataFrame({"code": [0.1, 1.0], "x": [0.0, 1.0]}), schema)
+    assert not schema.unseen(new).any()

@@ -145,3 +145,13 @@ def test_fit_table_bad_input_is_clear(tmp_path: Path) -> None:
         fit_table(det, folder, exclude=["zzz"])
     with pytest.raises(ValueError, match="numeric columns"):
         fit_table(VAEDetector(categorical=("b",)), folder)
+
+
+def test_fit_table_on_fewer_rows_than_the_batch(tmp_path: Path) -> None:
+    # the in-memory fit caps the batch at the training rows; the streamed one used to ask for
+    # 256-row batches of a 200-row table and fail
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(200, 3)), columns=list("abc"))
+    X.to_parquet(tmp_path / "t.parquet")
+    det = fit_table(VAEDetector(epochs=2, batch_size=256, random_state=0), tmp_path / "t.parquet")
+    assert det.batch_size_ < 256 and det.n_epochs_ == 2
+    assert np.isfinite(det.decision_function(X)).all()

@@ -20,7 +20,9 @@ Column kinds are inferred (:func:`infer_schema`): bool columns and numeric colum
 0 and 1 are boolean; other numeric columns are numeric; strings, pandas categories and other
 objects are categorical. ``categorical=[...]`` / ``numeric=[...]`` override the inference.
 Columns with more than ``max_categories`` categories keep the most frequent ones plus
-:data:`OTHER`, which collects the rest (at fit and at scoring).
+:data:`OTHER`, which collects the rest of the training categories (at fit and at scoring); the
+schema remembers which labels those were (up to :data:`MAX_OTHER_MEMBERS` per column), so a
+label the model never saw is still :data:`UNSEEN` in a capped column.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from anovae.exceptions import DataError
-from anovae.tabular import Scaler, _list, match_columns
+from anovae.tabular import Scaler, _list, holds_numbers, match_columns
 
 __all__ = [
     "KINDS",
@@ -51,9 +53,13 @@ __all__ = [
 KINDS = ("numeric", "boolean", "categorical")
 #: The bucket of the rarer categories of a column with more than ``max_categories`` categories.
 OTHER = "<other>"
-#: Code of a category never seen in training (categorical columns without an :data:`OTHER`
-#: bucket); the network scores it as maximally surprising for its column.
+#: Code of a category never seen in training; the network scores it as maximally surprising for
+#: its column.
 UNSEEN = -1.0
+#: Training labels remembered per :data:`OTHER` bucket. A column with more distinct labels than
+#: this (an id in all but name) stores none, and sends every label outside its vocabulary to
+#: :data:`OTHER`, unseen or not.
+MAX_OTHER_MEMBERS = 100_000
 
 _TRUE = {"true", "1", "1.0", "yes", "t", "y"}
 _FALSE = {"false", "0", "0.0", "no", "f", "n"}
@@ -67,6 +73,9 @@ class MixedSchema:
     called ``x0, x1, ...``). ``vocabularies[j]`` lists column ``j``'s categories (its code is the
     position; :data:`OTHER` last when the column was capped), ``None`` for other kinds.
     ``n_observed[j]`` counts the training cells of column ``j`` that were not missing.
+    ``other_members[j]``: the sorted training labels in column ``j``'s :data:`OTHER` bucket
+    (``None`` for uncapped columns, and for capped ones with more than
+    :data:`MAX_OTHER_MEMBERS`); ``None`` altogether for models saved before anovae 0.3.1.
     """
 
     columns: tuple[str, ...]
@@ -74,6 +83,7 @@ class MixedSchema:
     vocabularies: tuple[tuple[str, ...] | None, ...]
     n_observed: tuple[int, ...]
     from_frame: bool = True
+    other_members: tuple[tuple[str, ...] | None, ...] | None = None
 
     @property
     def n_features(self) -> int:
@@ -94,18 +104,25 @@ class MixedSchema:
         return sum(max(1, k) for k in self.cardinalities)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "mixed", "n_features": self.n_features, "columns": list(self.columns),
-                "names": None if self.names is None else list(self.names),
-                "kinds": list(self.kinds), "n_observed": list(self.n_observed),
-                "vocabularies": [None if v is None else list(v) for v in self.vocabularies],
-                "from_frame": self.from_frame}
+        d = {"kind": "mixed", "n_features": self.n_features, "columns": list(self.columns),
+             "names": None if self.names is None else list(self.names),
+             "kinds": list(self.kinds), "n_observed": list(self.n_observed),
+             "vocabularies": [None if v is None else list(v) for v in self.vocabularies],
+             "from_frame": self.from_frame}
+        if self.other_members is not None and any(m is not None for m in self.other_members):
+            # only then: the document of a table without a capped column stays as it was
+            d["other_members"] = [None if m is None else list(m) for m in self.other_members]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MixedSchema:
+        members = d.get("other_members")
         return cls(tuple(d["columns"]), tuple(d["kinds"]),
                    tuple(None if v is None else tuple(str(c) for c in v)
                          for v in d["vocabularies"]),
-                   tuple(int(n) for n in d["n_observed"]), bool(d["from_frame"]))
+                   tuple(int(n) for n in d["n_observed"]), bool(d["from_frame"]),
+                   None if members is None else tuple(
+                       None if m is None else tuple(str(c) for c in m) for m in members))
 
     # -- codes <-> values --------------------------------------------------------------------
     def encode(self, df: pd.DataFrame, what: str = "X") -> np.ndarray:
@@ -123,7 +140,11 @@ class MixedSchema:
                 labels, missing = _labels(s)
                 codes = pd.Index(vocab).get_indexer(labels).astype(np.float64)
                 if vocab and vocab[-1] == OTHER:
-                    codes[codes < 0] = len(vocab) - 1
+                    members = None if self.other_members is None else self.other_members[j]
+                    rest = codes < 0
+                    if members is not None:  # only the training labels of the bucket
+                        rest &= pd.Index(members).get_indexer(labels) >= 0
+                    codes[rest] = len(vocab) - 1
                 codes[missing] = np.nan
                 out[:, j] = codes
         return out
@@ -191,9 +212,9 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
 
 
 def _label(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
         return str(int(v))
-    return str(v)
+    return str(v)  # a float32 as float32 ("0.1"), not as the float64 it widens to
 
 
 def _labels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +229,8 @@ def _labels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return cats[s.cat.codes.to_numpy()], missing
     if pd.api.types.is_integer_dtype(s.dtype) and not missing.any():
         return s.to_numpy().astype(str).astype(object), missing
-    vals = s.to_numpy(dtype=object)
+    vals = (list(s.to_numpy()) if pd.api.types.is_float_dtype(s.dtype) and s.dtype.itemsize < 8
+            else s.to_numpy(dtype=object))  # float32: keep numpy scalars (see _label)
     out = np.empty(len(vals), dtype=object)
     out[:] = [_label(v) for v in vals]
     out[missing] = ""
@@ -227,8 +249,7 @@ def needs_mixed(X: Any, categorical: Sequence[str] | None = None,
         X = X.to_frame()
     if not isinstance(X, pd.DataFrame):
         return False
-    if any(not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))
-           for dt in X.dtypes):
+    if not all(holds_numbers(s) for _, s in X.items()):
         return True
     return bool(X.isna().to_numpy().any())
 
@@ -260,6 +281,8 @@ def _infer_kind(s: pd.Series, name: str) -> str:
     obs = s.dropna()
     if obs.size and obs.map(lambda x: isinstance(x, (bool, np.bool_))).all():
         return "boolean"
+    if holds_numbers(s):  # numbers stored as objects: Decimal from Parquet, Python floats
+        return _infer_kind(pd.to_numeric(s), name)
     return "categorical"
 
 
@@ -281,12 +304,14 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
     if both:
         raise DataError(f"columns {_list(both)} are listed as both categorical and numeric")
     kinds, vocabs, n_obs = [], [], []
+    members: list[tuple[str, ...] | None] = []
     n = len(X)
     for j, name in enumerate(names):
         s = X.iloc[:, j]
         kind = ("categorical" if name in cat else "numeric" if name in num
                 else _infer_kind(s, name))
         vocab: tuple[str, ...] | None = None
+        bucket: tuple[str, ...] | None = None
         if kind == "numeric":
             _numeric(s, name, "X")  # text in a column forced numeric: a clear error now
         if kind == "categorical":
@@ -296,6 +321,9 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
             order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             if len(order) > max_categories:
                 vocab = tuple(str(k) for k, _ in order[:max_categories - 1]) + (OTHER,)
+                rest = order[max_categories - 1:]
+                if len(rest) <= MAX_OTHER_MEMBERS:
+                    bucket = tuple(sorted(str(k) for k, _ in rest))
             else:
                 vocab = tuple(str(k) for k, _ in order)
             if n >= 20 and len(order) == n:
@@ -312,8 +340,10 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                           UserWarning, stacklevel=3)
         kinds.append(kind)
         vocabs.append(vocab)
+        members.append(bucket)
         n_obs.append(observed)
-    return MixedSchema(tuple(names), tuple(kinds), tuple(vocabs), tuple(n_obs), from_frame)
+    return MixedSchema(tuple(names), tuple(kinds), tuple(vocabs), tuple(n_obs), from_frame,
+                       tuple(members) if any(m is not None for m in members) else None)
 
 
 def check_mixed(X: Any, schema: MixedSchema | None = None, *, min_rows: int = 1,

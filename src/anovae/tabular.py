@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Number
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from scipy.sparse import issparse
 from anovae.exceptions import DataError
 
 __all__ = ["SCALED_MAX", "SCALERS", "ColumnSchema", "Scaler", "ScalerStats", "check_tabular",
-           "match_columns"]
+           "holds_numbers", "match_columns"]
 
 SCALERS = ("robust", "standard", "minmax", "none")
 
@@ -137,6 +138,19 @@ def match_columns(X: pd.DataFrame, expected: list[str], what: str = "X") -> pd.D
     return X
 
 
+def holds_numbers(s: pd.Series) -> bool:
+    """Whether ``s`` has a numeric or boolean dtype, or is an object column whose observed
+    values are all numbers (``Decimal`` from a Parquet decimal column, Python floats...)."""
+    dt = s.dtype
+    if pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt):
+        return True
+    if not pd.api.types.is_object_dtype(dt):
+        return False
+    obs = s.dropna()
+    return bool(obs.size) and all(isinstance(v, Number) and not isinstance(v, (bool, np.bool_))
+                                  for v in obs)
+
+
 def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
                     ) -> tuple[np.ndarray, list[str]]:
     names = [str(c) for c in X.columns]
@@ -146,8 +160,8 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
     if schema is not None and schema.names is not None:
         X = match_columns(X, list(schema.names), what)
         names = list(schema.names)
-    non_numeric = [n for n, dt in zip(names, X.dtypes, strict=False)
-                   if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))]
+    non_numeric = [n for n, (_, s) in zip(names, X.items(), strict=False)
+                   if not holds_numbers(s)]
     if non_numeric:
         raise DataError(
             f"{what} has non-numeric columns {_list(non_numeric)}; this model takes numeric "

@@ -219,9 +219,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         epochs = self.epochs if self.epochs is not None else self._auto_epochs(n_train)
         patience = (self.patience if self.patience is not None
                     else max(10, math.ceil(0.1 * epochs)))
-        batch_size = self._batch_size(n_train)
+        batch_size = self._trained_batch_size(n_train)  # streamed sources do not cap it
         lr = (float(self.learning_rate) if self.learning_rate is not None
-              else auto_learning_rate(self._trained_batch_size(n_train)))
+              else auto_learning_rate(batch_size))
         return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr,
                            weight_decay=self.weight_decay, beta=1.0, warmup_epochs=0,
                            patience=patience, clip_grad_norm=self.clip_grad_norm,

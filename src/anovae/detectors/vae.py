@@ -18,7 +18,7 @@ from anovae.nets.blocks import LOGVAR_MIN
 from anovae.nets.mixed import MixedConfig
 from anovae.nets.mlp import VARIANCES, MLPConfig
 from anovae.scores import SCORES
-from anovae.tabular import Scaler
+from anovae.tabular import Scaler, match_columns
 from anovae.training import TrainConfig
 
 __all__ = ["PRESETS", "VAEDetector"]
@@ -111,7 +111,8 @@ class VAEDetector(BaseDetector):
         numeric: columns to model as numeric (Gaussian) even when they hold only 0 and 1; giving
             it selects the mixed-table path. ``None``: inferred.
         max_categories: a categorical column with more categories keeps the
-            ``max_categories - 1`` most frequent ones plus ``"<other>"`` for the rest.
+            ``max_categories - 1`` most frequent ones plus ``"<other>"`` for the rest of the
+            training categories (a category never seen in training is still unseen).
 
     Example:
         >>> import numpy as np
@@ -303,7 +304,7 @@ class VAEDetector(BaseDetector):
         if schema is None:
             return super()._explain_columns(X, rows)
         if isinstance(X, pd.DataFrame) and schema.names is not None:
-            values = X[list(schema.names)].to_numpy(dtype=object)
+            values = match_columns(X, list(schema.names)).to_numpy(dtype=object)  # by str(name)
         else:
             values = np.asarray(X, dtype=object).reshape(rows.shape)
         expected = schema.decode(self._reconstruct_rows(rows)).to_numpy(dtype=object)
