@@ -426,3 +426,19 @@ def test_float32_codes_match_their_float64_values() -> None:
     assert set(schema.vocabularies[0]) == {"0.1", "0.2", "1"}
     new, _ = check_mixed(pd.DataFrame({"code": [0.1, 1.0], "x": [0.0, 1.0]}), schema)
     assert not schema.unseen(new).any()
+
+
+def test_a_text_column_missing_in_every_training_row() -> None:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=200), "c": rng.choice(["x", "y"], 200),
+                      "blank": pd.Series([None] * 200, dtype=object)})
+    with pytest.warns(UserWarning, match="'blank'"):
+        det = VAEDetector(**{**SMALL, "epochs": 2}).fit(X)
+    assert det.schema_.vocabularies[2] == ()
+    # nothing to predict: reconstructions and samples leave it missing (not "<unseen>")
+    assert det.reconstruct(X.head(3))["blank"].isna().all()
+    assert det.sample(3, random_state=0)["blank"].isna().all()
+    # any value at scoring is new
+    T = X.head(2).assign(blank=["q", None])
+    assert det.unseen_categories(T)["blank"].tolist() == [True, False]
+    assert np.isfinite(det.decision_function(T)).all()

@@ -162,6 +162,9 @@ class MixedSchema:
                 cols[name] = pd.array(np.where(np.isnan(c), None, c >= 0.5), dtype="boolean")
             else:
                 assert vocab is not None
+                if not vocab:  # no category observed in training: nothing to predict
+                    cols[name] = np.full(len(c), None, dtype=object)
+                    continue
                 lab = np.asarray(list(vocab) + ["<unseen>", None], dtype=object)
                 idx = np.where(np.isnan(c), len(vocab) + 1,
                                np.where(c < 0, len(vocab), np.nan_to_num(c))).astype(np.intp)
