@@ -442,3 +442,22 @@ def test_a_text_column_missing_in_every_training_row() -> None:
     T = X.head(2).assign(blank=["q", None])
     assert det.unseen_categories(T)["blank"].tolist() == [True, False]
     assert np.isfinite(det.decision_function(T)).all()
+
+
+def test_numbers_read_as_text_get_a_warning() -> None:
+    rng = np.random.default_rng(0)
+    vals = [str(round(v, 2)) for v in rng.normal(size=100)]
+    vals[3] = vals[7] = "?"  # a placeholder for missing values made pandas read text
+    df = pd.DataFrame({"a": vals, "b": [f"{v:,}" for v in rng.integers(1000, 10**6, 100)],
+                       "c": rng.choice(["x", "y", "z"], 100)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        infer_schema(df)
+    text = [str(w.message) for w in caught]
+    assert any("'a' holds numbers except '?'" in t for t in text)
+    assert any("'b' holds numbers written with thousands separators" in t for t in text)
+    assert not any("'c'" in t for t in text)
+    with warnings.catch_warnings(record=True) as caught:  # forced categorical: no warning
+        warnings.simplefilter("always")
+        infer_schema(df[["a"]], categorical=["a"])
+    assert not caught

@@ -289,6 +289,30 @@ def _infer_kind(s: pd.Series, name: str) -> str:
     return "categorical"
 
 
+#: A number written with thousands separators: "1,234" or "-12,345,678.5".
+_THOUSANDS = r"-?\d{1,3}(,\d{3})+(\.\d+)?"
+
+
+def _warn_numbers_as_text(s: pd.Series, name: str) -> None:
+    """Warn when an inferred categorical column is mostly numbers: a placeholder such as "?"
+    for missing values, or thousands separators, made pandas read it as text."""
+    obs = s.dropna()
+    if obs.size < 20 or not (pd.api.types.is_object_dtype(obs.dtype)
+                             or pd.api.types.is_string_dtype(obs.dtype)):
+        return
+    num = pd.to_numeric(obs, errors="coerce")
+    text = obs[num.isna()].astype(str)
+    if num.notna().mean() >= 0.9 and text.nunique() <= 3:
+        warnings.warn(f"column {name!r} holds numbers except {_list(sorted(text.unique()))}: it "
+                      "is modelled as categorical; if that text marks missing values, read it as "
+                      f"missing (pandas: na_values) or pass numeric=[{name!r}] once it is clean",
+                      UserWarning, stacklevel=4)
+    elif num.isna().all() and obs.astype(str).str.fullmatch(_THOUSANDS).mean() > 0.5:
+        warnings.warn(f"column {name!r} holds numbers written with thousands separators (e.g. "
+                      f"{str(obs.iloc[0])!r}): it is modelled as categorical; read it with "
+                      "pandas' thousands=',' to model it as a number", UserWarning, stacklevel=4)
+
+
 def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                  numeric: Sequence[str] | None = None, max_categories: int = 100,
                  from_frame: bool = True) -> MixedSchema:
@@ -329,6 +353,8 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                     bucket = tuple(sorted(str(k) for k, _ in rest))
             else:
                 vocab = tuple(str(k) for k, _ in order)
+            if name not in cat:
+                _warn_numbers_as_text(s, name)
             if n >= 20 and len(order) == n:
                 warnings.warn(f"column {name!r} has a distinct value in every row: it looks like "
                               "an id and carries no pattern; exclude it (CLI: --exclude "
