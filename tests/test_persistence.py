@@ -9,12 +9,22 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import anovae
-from anovae import AEDetector, ModelFileError, NotFittedError, VAEDetector
+import anovae.nets
+from anovae import (
+    AEDetector,
+    ImageAEDetector,
+    ImageVAEDetector,
+    ModelFileError,
+    NotFittedError,
+    VAEDetector,
+)
 from anovae.persistence import FORMAT_NAME, FORMAT_VERSION, read_metadata
 
 
@@ -39,6 +49,15 @@ def edit_anovae_doc(path: Path, edit) -> None:
     edit(doc)
     header["__metadata__"]["anovae"] = json.dumps(doc)
     write_header(path, header, data)
+
+
+def edit_tensors(path: Path, edit) -> None:
+    """Rewrite the tensors of a saved model in place (``edit`` changes the dict), same metadata."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(path))
+    edit(tensors)
+    save_file(tensors, str(path), metadata=metadata)
 
 
 @pytest.fixture
@@ -303,3 +322,192 @@ def test_overwrite_replaces_the_model(fitted_vae, fitted_ae, tmp_path, data):
     fitted_ae.save(path)
     assert isinstance(anovae.load(path), AEDetector)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+# -- hostile or damaged fields: refused at load, naming the field -------------------------------
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda doc: doc.update(estimator=["VAEDetector"]), r"unknown estimator \['VAEDetector'\]"),
+    (lambda doc: doc.update(noise_seed=float("inf")), "noise_seed must be an integer, got inf"),
+    (lambda doc: doc.update(noise_seed=-1), "noise_seed must be >= 0, got -1"),
+    (lambda doc: doc.update(noise_seed=1.5), "noise_seed must be an integer, got 1.5"),
+    (lambda doc: doc["training"].update(n_epochs=float("inf")),
+     "training.n_epochs must be an integer, got inf"),
+    (lambda doc: doc["training"].update(best_epoch="3"), "training.best_epoch must be an integer"),
+    (lambda doc: doc["training"].update(history=[1, 2]), "training.history must be a JSON object"),
+    (lambda doc: doc.update(training=[]), "training must be a JSON object"),
+    (lambda doc: doc.update(threshold=float("nan")), "threshold must be a finite number, got nan"),
+    (lambda doc: doc.update(threshold=-float("inf")), "threshold must be a finite number"),
+    (lambda doc: doc.update(threshold="1.5"), "threshold must be a number, got '1.5'"),
+    (lambda doc: doc["net"].update(hidden_dims=[float("inf")]), "inconsistent.*infinity"),
+    (lambda doc: doc["net"].update(likelihood="evil"), "likelihood 'evil' is unknown"),
+    (lambda doc: doc["net"].update(variational=False), "variational flag is False"),
+    (lambda doc: doc["net"].update(logvar_floor=float("inf")), "logvar_floor must be a finite"),
+    (lambda doc: doc["schema"].update(n_features=4), "schema has 4 features, the network 5"),
+    (lambda doc: doc["schema"].update(names=["a", "b"]), "schema names 2 columns for 5"),
+    (lambda doc: doc["scaler"].update(method="evil"), "scaler method 'evil' is unknown"),
+    (lambda doc: doc["params"].update(n_samples=-1), "n_samples must be >= 1"),
+    (lambda doc: doc["params"].update(score="evil"), "score must be one of"),
+], ids=["estimator-list", "seed-inf", "seed-negative", "seed-float", "epochs-inf",
+        "best-epoch-str", "history-list", "training-list", "threshold-nan", "threshold-minus-inf",
+        "threshold-str", "hidden-inf", "likelihood", "variational", "floor-inf", "n-features",
+        "names", "scaler-method", "n-samples", "score"])
+def test_hostile_field_is_refused(saved, edit, match):
+    edit_anovae_doc(saved, edit)
+    with pytest.raises(ModelFileError, match=match):
+        anovae.load(saved)
+
+
+@pytest.mark.parametrize("version", [True, -1, 0])
+def test_format_version_that_is_a_bool_or_not_positive(saved, version):
+    edit_anovae_doc(saved, lambda doc: doc.update(format_version=version))
+    for load in (anovae.load, read_metadata):
+        with pytest.raises(ModelFileError, match=f"no valid format version \\(got {version}\\)"):
+            load(saved)
+
+
+def test_deeply_nested_header(saved):
+    header, data = read_header(saved)
+    header["__metadata__"]["anovae"] = ('{"format": "anovae-model", "x": ' + "[" * 100_000
+                                        + "]" * 100_000 + "}")
+    write_header(saved, header, data)
+    for load in (anovae.load, read_metadata):
+        with pytest.raises(ModelFileError, match="corrupt anovae header: .*nested too deeply"):
+            load(saved)
+
+
+def test_infinite_threshold_of_an_fpr_model_still_loads(saved, data):
+    # fpr_threshold returns inf (nothing flagged) with too few calibration rows: a valid model
+    edit_anovae_doc(saved, lambda doc: doc.update(threshold=float("inf")))
+    loaded = anovae.load(saved)
+    assert loaded.threshold_ == float("inf")
+    assert not loaded.predict(data.X_test).any()
+
+
+def _scaled(key: str, factor: float):
+    return lambda t: t.__setitem__(key, t[key] * factor)
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda t: t.__setitem__("scaler.center", t["scaler.center"][:2].clone()),
+     r"scaler's center has shape \[2\], the model's inputs need \[5\]"),
+    (lambda t: t.__setitem__("scaler.scale", t["scaler.scale"].reshape(1, 5).clone()),
+     r"scaler's scale has shape \[1, 5\]"),
+    (lambda t: t.__setitem__("scaler.center", t["scaler.center"].long()),
+     "scaler's center has dtype torch.int64, not floating point"),
+    (_scaled("scaler.center", float("nan")), "scaler's center has values that are not finite"),
+    (_scaled("scaler.scale", float("inf")), "scaler's scale has values that are not finite"),
+    (_scaled("scaler.scale", 0.0), "scaler's scale has values <= 0"),
+    (_scaled("scaler.scale", -1.0), "scaler's scale has values <= 0"),
+    (_scaled("net.encoder.0.weight", float("nan")),
+     "network tensor 'net.encoder.0.weight' has values that are not finite"),
+    (lambda t: t.__setitem__("net.extra", torch.zeros(2)),
+     r"network tensors \['net.extra'\] that the network config does not have"),
+    (lambda t: t.__setitem__("decision_scores", t["decision_scores"].reshape(-1, 1).clone()),
+     "'decision_scores' must be a float vector"),
+    (lambda t: t.__setitem__("code_mean", torch.zeros(7)),
+     r"'code_mean' must hold 2 finite floats .*shape \[7\]"),
+], ids=["center-length", "scale-2d", "center-int", "center-nan", "scale-inf", "scale-zero",
+        "scale-negative", "weight-nan", "extra-net-tensor", "scores-2d", "code-mean"])
+def test_bad_tensor_is_refused(saved, edit, match):
+    edit_tensors(saved, edit)
+    with pytest.raises(ModelFileError, match=f"inconsistent anovae model: .*{match}"):
+        anovae.load(saved)
+
+
+@pytest.mark.parametrize(("edit", "match", "builds"), [
+    (lambda doc: doc["net"].update(hidden_dims=[12000, 12000]),
+     r"'net.encoder.0.weight' has shape \[16, 5\], the network config implies \[12000, 5\]",
+     ["meta"]),
+    (lambda doc: doc["net"].update(latent_dim=2 * 10**12),
+     r"'net.encoder.4.weight' has shape \[4, 8\], the network config implies "
+     r"\[4000000000000, 8\]", ["meta"]),
+    (lambda doc: doc["net"].update(hidden_dims=[4] * 100_000),
+     "the network config has 100000 hidden layers, the file only 12 network tensors", []),
+], ids=["wide", "huge-latent", "deep"])
+def test_huge_network_config_fails_before_allocating_it(saved, monkeypatch, edit, match,
+                                                       builds):
+    # a tiny file whose config implies gigabytes of weights: the shapes are compared on the meta
+    # device (no storage) before any real network is built
+    edit_anovae_doc(saved, edit)
+    built = []
+    real_build = anovae.nets.build_net
+
+    def recording_build(cfg):
+        net = real_build(cfg)
+        built.append(next(net.parameters()).device.type)
+        return net
+
+    monkeypatch.setattr(anovae.nets, "build_net", recording_build)
+    with pytest.raises(ModelFileError, match=f"inconsistent anovae model: .*{match}"):
+        anovae.load(saved)
+    assert built == builds  # only ever on the meta device (the deep one not even there)
+
+
+# -- image and mixed-table schemas against the network config -----------------------------------
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory) -> Path:
+    images = (np.random.default_rng(0).random((24, 8, 8)) * 255).astype(np.uint8)
+    det = ImageAEDetector(epochs=1, channels=(4,), latent_dim=2, random_state=0).fit(images)
+    return det.save(tmp_path_factory.mktemp("image") / "img.safetensors")
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda doc: doc["schema"].update(height=16), r"\(1, 16, 8\) disagree .*\(1, 8, 8\)"),
+    (lambda doc: doc["schema"].update(channels=3), r"\(3, 8, 8\) disagree .*\(1, 8, 8\)"),
+    (lambda doc: doc.update(estimator="AEDetector", params={}),  # a table's schema
+     "schema is for a 'mlp' network, the network config is 'conv'"),
+], ids=["height", "channels", "table-estimator"])
+def test_image_schema_that_disagrees_with_the_network(image_model, tmp_path, edit, match):
+    assert anovae.load(image_model).schema_.shape == (1, 8, 8)  # the untouched file loads
+    path = tmp_path / "img.safetensors"
+    path.write_bytes(image_model.read_bytes())
+    edit_anovae_doc(path, edit)
+    with pytest.raises(ModelFileError, match=f"inconsistent anovae model: .*{match}"):
+        anovae.load(path)
+
+
+@pytest.fixture(scope="module")
+def mixed_model(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=80), "c": rng.choice(list("abc"), 80),
+                          "b": rng.random(80) > 0.5})
+    det = VAEDetector(epochs=1, hidden_dims=(8,), latent_dim=2, random_state=0).fit(frame)
+    return det.save(tmp_path_factory.mktemp("mixed") / "mixed.safetensors")
+
+
+def _set_item(key: str, index: int, value):
+    return lambda doc: doc["schema"][key].__setitem__(index, value)
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (_set_item("vocabularies", 1, ["a", "b"]),
+     r"vocabularies \(sizes \[0, 2, 0\]\) disagree with the network's cardinalities "
+     r"\[0, 3, 0\]"),
+    (_set_item("vocabularies", 1, ["a", "b", "c", "d"]), r"sizes \[0, 4, 0\]"),
+    (_set_item("kinds", 0, "evil"), r"schema's kinds\[0\] 'evil' is not one of"),
+    (_set_item("kinds", 1, "numeric"), "column 1 is numeric but has a category vocabulary"),
+    (lambda doc: doc["schema"].update(kinds=["boolean", "categorical", "numeric"]),
+     r"column kinds \['boolean', 'categorical', 'numeric'\] disagree"),
+    (lambda doc: doc["schema"].update(columns=["x", "c"]), "schema has 2 columns, 3 kinds"),
+    (lambda doc: doc["net"]["kinds"].__setitem__(0, "evil"), "network has unknown column kinds"),
+    (lambda doc: doc["net"].update(cardinalities=[0, 3]), "3 column kinds, 2 cardinalities"),
+], ids=["vocab-short", "vocab-long", "kind-unknown", "kind-vs-vocab", "kinds-swapped",
+        "columns-short", "net-kind", "net-cardinalities"])
+def test_mixed_schema_that_disagrees_with_the_network(mixed_model, tmp_path, edit, match):
+    assert anovae.load(mixed_model).schema_.kinds == ("numeric", "categorical", "boolean")
+    path = tmp_path / "mixed.safetensors"
+    path.write_bytes(mixed_model.read_bytes())
+    edit_anovae_doc(path, edit)
+    with pytest.raises(ModelFileError, match=f"inconsistent anovae model: .*{match}"):
+        anovae.load(path)
+
+
+def test_image_vae_with_a_non_finite_complexity_slope(tmp_path):
+    images = (np.random.default_rng(0).random((24, 8, 8)) * 255).astype(np.uint8)
+    det = ImageVAEDetector(epochs=1, channels=(4,), latent_dim=2, random_state=0,
+                           latent_density=False).fit(images)
+    assert det.complexity_slopes_  # the correction is on by default
+    path = det.save(tmp_path / "img.safetensors")
+    edit_anovae_doc(path, lambda doc: doc["fitted"]["complexity_slopes"].update(elbo=float("nan")))
+    with pytest.raises(ModelFileError, match="slopes are not finite"):
+        anovae.load(path)

@@ -12,7 +12,9 @@ Layout of a model file (any name; ``.safetensors`` is conventional):
 
 One file keeps the write atomic (temporary file + ``os.replace``) and the model easy to move.
 Loading reads the JSON header first and refuses anything that is not an anovae model, was cut
-short, or comes from a newer format, with a clear :class:`anovae.ModelFileError`.
+short, or comes from a newer format, with a clear :class:`anovae.ModelFileError`; so is a file
+whose fields, schema, network config and tensors disagree (checked before the network is
+allocated, so a small hostile file cannot make the loader allocate gigabytes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +73,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.floating,)):
         return float(value)
     return value
+
+
+def _show(value: Any) -> str:
+    """A short ``repr`` of a value read from a file, for error messages (a hostile file's value
+    may be a megabyte of text or a deeply nested list)."""
+    return reprlib.repr(value)
 
 
 def file_version(doc: dict[str, Any]) -> int:
@@ -168,15 +178,19 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{str(path)!r} is a safetensors file but not an anovae model")
     try:
         doc = json.loads(meta["anovae"])
-    except json.JSONDecodeError as exc:
+    except RecursionError as exc:  # json recurses once per nesting level
+        raise ModelFileError(f"{str(path)!r} has a corrupt anovae header: its JSON is nested "
+                             f"too deeply") from exc
+    except ValueError as exc:  # a JSONDecodeError, or an integer too long to convert
         raise ModelFileError(f"{str(path)!r} has a corrupt anovae header: {exc}") from exc
     if not isinstance(doc, dict):
         raise ModelFileError(f"{str(path)!r} has a corrupt anovae header (not a JSON object)")
     if doc.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{str(path)!r} is not an anovae model (format {doc.get('format')!r})")
     version = doc.get("format_version")
-    if not isinstance(version, int):
-        raise ModelFileError(f"{str(path)!r} has no valid format version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{str(path)!r} has no valid format version (got "
+                             f"{_show(version)})")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{str(path)!r} was written by anovae {doc.get('library_version', '?')} in model "
@@ -186,8 +200,231 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def _int_field(value: Any, what: str, low: int = 0) -> int:
+    """``value`` if it is an integer ``>= low``; else a ``ValueError`` naming ``what`` (JSON
+    gives floats, ``Infinity`` and ``NaN`` too, and bools pass ``isinstance(v, int)``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, got {_show(value)}")
+    if value < low:
+        raise ValueError(f"{what} must be >= {low}, got {value}")
+    return value
+
+
+def _float_field(value: Any, what: str, *, allow_inf: bool = False) -> float:
+    """``value`` as a float if it is a finite number (or ``+inf`` with ``allow_inf``); else a
+    ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {_show(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
+    if not (math.isfinite(number) or (allow_inf and number == math.inf)):
+        raise ValueError(f"{what} must be a finite number, got {_show(value)}")
+    return number
+
+
+def _dict_field(value: Any, what: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object; else a ``ValueError`` naming ``what``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {_show(value)}")
+    return value
+
+
+def _check_net_config(cfg: Any, variational: bool) -> None:
+    """Refuse a network config that builds but would score wrongly or not at all: sizes below
+    one, unknown likelihood, variance or column kinds, a non-finite variance floor, or a
+    variational flag other than the estimator's (``ValueError`` naming the field)."""
+    from anovae.likelihoods import LIKELIHOODS
+    from anovae.mixed import KINDS
+    from anovae.nets.mlp import VARIANCES
+
+    if not isinstance(cfg.variational, bool) or cfg.variational is not variational:
+        raise ValueError(f"the network's variational flag is {_show(cfg.variational)}, this "
+                         f"estimator needs {variational}")
+    sizes: dict[str, Any] = {"latent_dim": cfg.latent_dim}
+    if cfg.kind == "conv":
+        sizes.update(in_channels=cfg.in_channels, height=cfg.height, width=cfg.width,
+                     seed_channels=cfg.seed_channels or 1)
+        sizes.update({f"channels[{i}]": c for i, c in enumerate(cfg.channels)})
+        sizes.update({f"decoder_channels[{i}]": c
+                      for i, c in enumerate(cfg.decoder_channels or ())})
+    else:
+        sizes.update({f"hidden_dims[{i}]": h for i, h in enumerate(cfg.hidden_dims)})
+        if cfg.kind == "mlp":
+            sizes["n_features"] = cfg.n_features
+    for what, size in sizes.items():
+        _int_field(size, f"the network's {what}", 1)
+    if cfg.kind == "mixed":
+        n = len(cfg.kinds)
+        if n < 1 or len(cfg.cardinalities) != n or len(cfg.n_observed) != n:
+            raise ValueError(f"the network has {n} column kinds, {len(cfg.cardinalities)} "
+                             f"cardinalities and {len(cfg.n_observed)} observed counts")
+        bad = sorted({k for k in cfg.kinds if k not in KINDS})
+        if bad:
+            raise ValueError(f"the network has unknown column kinds {_show(bad)}; known: "
+                             f"{list(KINDS)}")
+        for j, (k, n_obs) in enumerate(zip(cfg.cardinalities, cfg.n_observed, strict=True)):
+            _int_field(k, f"the network's cardinalities[{j}]")
+            _int_field(n_obs, f"the network's n_observed[{j}]")
+        mask_rate = _float_field(cfg.mask_rate, "the network's mask_rate")
+        if not 0.0 <= mask_rate < 1.0:
+            raise ValueError(f"the network's mask_rate must be in [0, 1), got {mask_rate}")
+    else:
+        if cfg.likelihood not in LIKELIHOODS:
+            raise ValueError(f"the network's likelihood {_show(cfg.likelihood)} is unknown; "
+                             f"known: {list(LIKELIHOODS)}")
+        if cfg.variance not in VARIANCES:
+            raise ValueError(f"the network's variance {_show(cfg.variance)} is unknown; known: "
+                             f"{list(VARIANCES)}")
+    if cfg.kind != "conv":
+        dropout = _float_field(cfg.dropout, "the network's dropout")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"the network's dropout must be in [0, 1), got {dropout}")
+    _float_field(getattr(cfg, "logvar_floor", 0.0), "the network's logvar_floor")
+
+
+def _check_schema(schema: Any, cfg: Any) -> None:
+    """Refuse a column schema that disagrees with the network config (``ValueError``): the
+    number of columns, an image's size and channels, a mixed table's kinds and vocabularies."""
+    from anovae.images import ImageSchema
+    from anovae.mixed import KINDS, MixedSchema
+
+    family = {ImageSchema: "conv", MixedSchema: "mixed"}.get(type(schema), "mlp")
+    if cfg.kind != family:
+        raise ValueError(f"the schema is for a {family!r} network, the network config is "
+                         f"{cfg.kind!r}")
+    if isinstance(schema, ImageSchema):
+        stored = (schema.channels, schema.height, schema.width)
+        implied = (cfg.in_channels, cfg.height, cfg.width)
+        if stored != implied:
+            raise ValueError(f"the schema's images (channels, height, width) {stored} disagree "
+                             f"with the network's {implied}")
+        return
+    if isinstance(schema, MixedSchema):
+        n = len(schema.columns)
+        if not len(schema.kinds) == len(schema.vocabularies) == len(schema.n_observed) == n:
+            raise ValueError(f"the schema has {n} columns, {len(schema.kinds)} kinds, "
+                             f"{len(schema.vocabularies)} vocabularies and "
+                             f"{len(schema.n_observed)} observed counts")
+        for j, (kind, vocab) in enumerate(zip(schema.kinds, schema.vocabularies, strict=True)):
+            if kind not in KINDS:
+                raise ValueError(f"the schema's kinds[{j}] {_show(kind)} is not one of "
+                                 f"{list(KINDS)}")
+            if (vocab is None) != (kind != "categorical"):
+                raise ValueError(f"the schema's column {j} is {kind} but has "
+                                 f"{'no' if vocab is None else 'a'} category vocabulary")
+        if schema.kinds != cfg.kinds:
+            raise ValueError(f"the schema's column kinds {_show(list(schema.kinds))} disagree "
+                             f"with the network's {_show(list(cfg.kinds))}")
+        if schema.cardinalities != cfg.cardinalities:
+            raise ValueError(f"the schema's category vocabularies (sizes "
+                             f"{_show(list(schema.cardinalities))}) disagree with the "
+                             f"network's cardinalities {_show(list(cfg.cardinalities))}")
+        names = schema.columns
+    else:
+        if schema.n_features != cfg.n_features:
+            raise ValueError(f"the schema has {_show(schema.n_features)} features, the network "
+                             f"{cfg.n_features}")
+        names = schema.names or ()
+        if schema.names is not None and len(names) != schema.n_features:
+            raise ValueError(f"the schema names {len(names)} columns for "
+                             f"{schema.n_features} features")
+    if not all(isinstance(c, str) for c in names):
+        raise ValueError("the schema's column names must be strings")
+
+
+def _check_net_shapes(cfg: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse network tensors that are missing, unexpected or of another shape than the config
+    implies (``ValueError``), before any memory is allocated for the network: the expected
+    shapes come from the network built on the ``meta`` device (no storage), the stored ones from
+    the safetensors header."""
+    from anovae.nets import build_net
+
+    stored = {k: v for k, v in shapes.items() if k.startswith("net.")}
+    # every layer holds at least a weight and a bias: a config of more layers than that is not
+    # this file's, and would only cost time to build on the meta device
+    depth = len(cfg.channels) if cfg.kind == "conv" else len(cfg.hidden_dims)
+    if 2 * depth > len(stored):
+        raise ValueError(f"the network config has {depth} hidden layers, the file only "
+                         f"{len(stored)} network tensors")
+    with torch.device("meta"):
+        expected = {f"net.{k}": tuple(v.shape)
+                    for k, v in build_net(cfg).state_dict().items()}
+    missing = sorted(set(expected) - set(stored))
+    if missing:
+        raise ValueError(f"the network tensors {_show(missing)} are missing")
+    unexpected = sorted(set(stored) - set(expected))
+    if unexpected:
+        raise ValueError(f"the file has network tensors {_show(unexpected)} that the network "
+                         f"config does not have")
+    for key, shape in expected.items():
+        if stored[key] != shape:
+            raise ValueError(f"the tensor {key!r} has shape {list(stored[key])}, the network "
+                             f"config implies {list(shape)}")
+
+
+def _check_scaler(method: Any, center: torch.Tensor, scale: torch.Tensor,
+                  shape: tuple[int, ...]) -> None:
+    """Refuse a scaler that cannot scale the model's inputs (``ValueError``): unknown method,
+    ``center``/``scale`` of another shape than ``shape`` or not floating point, non-finite
+    values, a scale ``<= 0``."""
+    from anovae.tabular import SCALERS
+
+    if method not in SCALERS:
+        raise ValueError(f"the scaler method {_show(method)} is unknown; known: {list(SCALERS)}")
+    for name, t in (("center", center), ("scale", scale)):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"the scaler's {name} has shape {list(t.shape)}, the model's "
+                             f"inputs need {list(shape)}")
+        if not t.dtype.is_floating_point:
+            raise ValueError(f"the scaler's {name} has dtype {t.dtype}, not floating point")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"the scaler's {name} has values that are not finite")
+    if not bool((scale > 0).all()):
+        raise ValueError("the scaler's scale has values <= 0")
+
+
+def _check_arrays(tensors: dict[str, torch.Tensor], latent_dim: int) -> None:
+    """Refuse fitted arrays that would score wrongly (``ValueError``): non-finite network
+    weights; training and calibration scores that are not float vectors without NaN (the
+    training scores not empty); code statistics other than one finite value per latent unit."""
+    for key, t in tensors.items():
+        if key.startswith("net.") and t.dtype.is_floating_point and not bool(
+                torch.isfinite(t).all()):
+            raise ValueError(f"the network tensor {key!r} has values that are not finite")
+    for key, min_size in (("decision_scores", 1), ("calibration_scores", 0)):
+        t = tensors.get(key)
+        if t is not None and (t.dim() != 1 or t.numel() < min_size
+                              or not t.dtype.is_floating_point or bool(torch.isnan(t).any())):
+            raise ValueError(f"the tensor {key!r} must be a float vector without NaN"
+                             f"{' (not empty)' if min_size else ''}, got shape {list(t.shape)} "
+                             f"of {t.dtype}")
+    for key in ("code_mean", "code_std"):
+        t = tensors.get(key)
+        if t is not None and (tuple(t.shape) != (latent_dim,) or not t.dtype.is_floating_point
+                              or not bool(torch.isfinite(t).all())):
+            raise ValueError(f"the tensor {key!r} must hold {latent_dim} finite floats (one per "
+                             f"latent unit), got shape {list(t.shape)} of {t.dtype}")
+
+
+def _check_history(history: Any) -> dict[str, Any]:
+    """The training history if it is an object of number lists; else a ``ValueError``."""
+    history = _dict_field(history, "training.history")
+    for key, values in history.items():
+        if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"training.history[{key!r}] must be a list of numbers")
+    return history
+
+
 def load(path: str | Path, *, device: str | None = None) -> Any:
     """Load a detector saved with ``detector.save(path)``.
+
+    Everything in the file is checked before it is used: the JSON fields' types and ranges, the
+    schema against the network config, every tensor's shape against the shapes the config
+    implies (read from the header, before the network or any tensor is allocated, so a small
+    hostile file cannot make it allocate gigabytes), and the scaler's values.
 
     Args:
         path: the model file.
@@ -197,66 +434,98 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         The fitted detector; it scores bit-identically to the one that was saved.
 
     Raises:
-        ModelFileError: missing, truncated, corrupt, foreign or newer-format file.
+        ModelFileError: missing, truncated, corrupt, foreign, inconsistent or newer-format file.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from anovae.detectors import REGISTRY
+    from anovae.detectors import REGISTRY, AEDetector
     from anovae.detectors.base import resolve_device
+    from anovae.images import ImageSchema
     from anovae.nets import build_net, config_from_dict
     from anovae.tabular import Scaler
 
     doc = read_metadata(path)
     name = doc.get("estimator")
-    if name not in REGISTRY:
-        raise ModelFileError(f"{str(path)!r} holds an unknown estimator {name!r}")
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ModelFileError(f"{str(path)!r} holds an unknown estimator {_show(name)}")
     try:
-        tensors = load_file(str(path))
-    except Exception as exc:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types
         raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
     try:
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
+        params = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in _dict_field(doc["params"], "params").items()}
         if device is not None:
             params["device"] = device
         det = REGISTRY[name](**params)
+        if hasattr(det, "_check_vae_params"):  # the score and its samples, read when scoring
+            det._check_vae_params()
+        cfg = config_from_dict(_dict_field(doc["net"], "net"))
+        _check_net_config(cfg, variational=not isinstance(det, AEDetector))
+        schema = det._schema_from_dict(_dict_field(doc["schema"], "schema"))
+        _check_schema(schema, cfg)
+        _check_net_shapes(cfg, shapes)  # before anything is allocated for the network
+        noise_seed = _int_field(doc["noise_seed"], "noise_seed")
+        threshold = _float_field(doc["threshold"], "threshold", allow_inf=True)  # inf: "fpr"
+        training = _dict_field(doc.get("training", {}), "training")
+        history = _check_history(training.get("history", {}))
+        n_epochs = _int_field(training.get("n_epochs", 0), "training.n_epochs")
+        best_epoch = _int_field(training.get("best_epoch", 0), "training.best_epoch")
+        batch_size, learning_rate = training.get("batch_size"), training.get("learning_rate")
+        if batch_size is not None:  # None in files written before they were kept
+            _int_field(batch_size, "training.batch_size", 1)
+        if learning_rate is not None:
+            _float_field(learning_rate, "training.learning_rate")
+        scaler_doc = _dict_field(doc["scaler"], "scaler")
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:
+            raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
+        inputs = ((schema.channels, 1, 1) if isinstance(schema, ImageSchema)
+                  else (schema.n_features,))
+        _check_scaler(scaler_doc.get("method"), tensors["scaler.center"],
+                      tensors["scaler.scale"], inputs)
+        _check_arrays(tensors, cfg.latent_dim)
         try:
             dev = resolve_device(det.device)
         except ValueError:
             logger.warning("model was saved for device %r, not available here: using the CPU",
                            det.device)
             dev = torch.device("cpu")
-        cfg = config_from_dict(doc["net"])
         net = build_net(cfg)
         state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
         net.load_state_dict(state, strict=True)
         det.net_ = net.to(dev).eval()
         det.net_config_ = cfg
-        det.scaler_ = Scaler(doc["scaler"]["method"], tensors["scaler.center"].numpy(),
+        det.scaler_ = Scaler(scaler_doc["method"], tensors["scaler.center"].numpy(),
                              tensors["scaler.scale"].numpy())
-        det.schema_ = det._schema_from_dict(doc["schema"])
+        det.schema_ = schema
         det.n_features_in_ = det.schema_.n_features
         if det.schema_.names is not None:
             det.feature_names_in_ = np.asarray(det.schema_.names, dtype=object)
-        det.noise_seed_ = int(doc["noise_seed"])
-        training = doc.get("training", {})
-        det.history_ = training.get("history", {})
-        det.n_epochs_ = int(training.get("n_epochs", 0))
-        det.best_epoch_ = int(training.get("best_epoch", 0))
-        det.batch_size_ = training.get("batch_size")  # None in files written before they were kept
-        det.learning_rate_ = training.get("learning_rate")
+        det.noise_seed_ = noise_seed
+        det.history_ = history
+        det.n_epochs_ = n_epochs
+        det.best_epoch_ = best_epoch
+        det.batch_size_ = batch_size
+        det.learning_rate_ = learning_rate
         for attr in _ARRAY_ATTRS:
             key = attr.rstrip("_")
             if key in tensors:
                 setattr(det, attr, tensors[key].numpy())
         det._load_fitted_json(doc.get("fitted", {}), {
             k[len("fitted."):]: v.numpy() for k, v in tensors.items() if k.startswith("fitted.")})
-        det._set_threshold(float(doc["threshold"]))
+        det._set_threshold(threshold)
         if doc.get("threshold_method"):
             det.threshold_method_ = str(doc["threshold_method"])
     except ModelFileError:
         raise
-    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
-        # e.g. a missing tensor (no decision_scores_ to threshold) or a non-dict "params"
+    except (AttributeError, KeyError, OverflowError, RuntimeError, TypeError,
+            ValueError) as exc:
+        # e.g. a missing tensor (no decision_scores_ to threshold), a non-dict "params", a
+        # schema that disagrees with the network, Infinity where an integer belongs
         raise ModelFileError(f"{str(path)!r} is an inconsistent anovae model: {exc}") from exc
     det.metadata_ = {k: doc[k] for k in ("library_version", "created_utc", "format_version")
                      if k in doc}

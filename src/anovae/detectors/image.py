@@ -384,6 +384,8 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         if "complexity_slopes" in doc:
             self.complexity_slopes_ = {str(k): float(v)
                                        for k, v in doc["complexity_slopes"].items()}
+            if not all(np.isfinite(v) for v in self.complexity_slopes_.values()):
+                raise ValueError("the complexity correction's slopes are not finite")
             saved, here = doc.get("png_codec"), png_codec()
             if self.complexity_slopes_ and saved and saved != here:
                 logger.warning("this model's complexity correction was fitted with %s and "
