@@ -37,6 +37,7 @@ from anovae.images import (
     read_idx,
     read_images,
     save_grid,
+    score_images,
 )
 from anovae.nets.conv import ConvAutoencoder, ConvConfig, stage_sizes
 from anovae.report import build_report
@@ -86,6 +87,34 @@ def test_layouts_agree_and_uint8_is_scaled() -> None:
 def test_bad_images_are_named(bad: np.ndarray, match: str) -> None:
     with pytest.raises(DataError, match=match):
         check_images(bad)
+
+
+def test_integer_pixels_are_scaled_by_dtype_not_by_batch(fitted: ImageVAEDetector) -> None:
+    grey = np.full((1, 28, 28), 200, dtype=np.int64)  # integers from JSON are int64
+    out, _ = check_images(grey)
+    np.testing.assert_allclose(out, 200 / 255, rtol=1e-6)
+    np.testing.assert_array_equal(out, check_images(grey.astype(np.uint8))[0])
+    np.testing.assert_array_equal(out, check_images(grey.astype(np.int16))[0])
+    # 16-bit data: uint16 only, scaled by 65535 even when every value is <= 255
+    np.testing.assert_allclose(check_images(grey.astype(np.uint16))[0], 200 / 65535, rtol=1e-6)
+    wide = np.full((1, 28, 28), 60_000, dtype=np.uint16)
+    both, _ = check_images(np.concatenate([grey.astype(np.uint16), wide]))
+    np.testing.assert_allclose(both[0], 200 / 65535, rtol=1e-6)
+    # a wider integer dtype holds 8-bit pixels: the rest of a batch never changes the divisor
+    with pytest.raises(DataError, match=r"int64 in \[200, 300\]\); integer pixels must lie in "
+                                        r"\[0, 255\]"):
+        check_images(np.concatenate([grey, np.full_like(grey, 300)]))
+    with pytest.raises(DataError, match=r"\[0, 1000000\]"):
+        check_images(np.concatenate([np.zeros_like(grey), np.full_like(grey, 10**6)]))
+    with pytest.raises(DataError, match=r"negative integer pixel values \(int32 in \[-1, 5\]\)"):
+        check_images(np.concatenate([np.full_like(grey, -1), np.full_like(grey, 5)]
+                                    ).astype(np.int32))
+    # the same image scores the same alone and beside any other valid image
+    bright = np.full_like(grey, 255)
+    alone = fitted.decision_function(grey)
+    np.testing.assert_array_equal(fitted.decision_function(np.concatenate([grey, bright]))[:1],
+                                  alone)
+    np.testing.assert_array_equal(fitted.decision_function(grey.astype(np.uint8)), alone)
 
 
 def test_wrong_size_for_fitted_model(fitted: ImageVAEDetector) -> None:
@@ -475,6 +504,53 @@ def test_bad_image_files(tmp_path: Path) -> None:
         read_idx(tmp_path / "short-idx3-ubyte")
 
 
+def _bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A tiny PNG file whose header declares ``width x height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data)))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bombs_and_sizes_in_folders(tmp_path: Path,
+                                                  fitted: ImageVAEDetector) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / "ok.png")
+    _bomb_png(folder / "bomb.png")
+    with pytest.raises(DataError, match=r"bomb\.png' declares 100000x100000 pixels \(width x "
+                                        r"height\), over the limit of \d+ pixels"):
+        read_images(folder)
+    with pytest.raises(DataError, match=r"bomb\.png' declares 100000x100000 pixels \(width x "
+                                        r"height\); the model was fitted on 28x28"):
+        read_images(folder, schema=fitted.schema_)
+    with pytest.raises(DataError, match=r"declares 100000x100000 pixels.*fitted on 28x28"):
+        score_images(fitted, folder, tmp_path / "s.csv")
+    assert not (tmp_path / "s.csv").exists()
+    # with a model, a file of another size is named (from its header, before decoding)
+    (folder / "bomb.png").unlink()
+    Image.fromarray(np.zeros((40, 32), np.uint8)).save(folder / "wide.png")
+    with pytest.raises(DataError, match=r"wide\.png' is 32x40 pixels \(width x height\); the "
+                                        "model was fitted on 28x28"):
+        read_images(folder, schema=fitted.schema_)
+    # the CLI: a message, not a PIL traceback
+    model = fitted.save(tmp_path / "m.safetensors")
+    (folder / "wide.png").unlink()
+    _bomb_png(folder / "bomb.png")
+    res = CliRunner().invoke(app, ["score", str(model), str(folder), "-o",
+                                   str(tmp_path / "x.csv")])
+    assert res.exit_code == 2, res.output
+    assert "bomb.png' declares 100000x100000 pixels" in res.output
+    assert "fitted on 28x28" in res.output and "Traceback" not in res.output
+
+
 def test_save_grid(tmp_path: Path, fitted: ImageVAEDetector,
                    digits: tuple[np.ndarray, np.ndarray]) -> None:
     X, _ = digits
@@ -582,3 +658,15 @@ def test_bench_images_tiny(tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]
     assert len(pd.read_csv(tmp_path / "cli" / "results.csv")) == 1
     with pytest.raises(ValueError, match="unknown score 'nope'"):
         run_image_benchmark(tmp_path, datasets=["toy"], extra_scores=("nope",), progress=False)
+
+
+def test_16_bit_png_folders_scale_by_their_depth(tmp_path: Path) -> None:
+    from anovae.images import read_image_folder
+
+    dark = (np.arange(64).reshape(8, 8) * 4).astype(np.uint16)  # every value <= 255
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    Image.fromarray((dark * 256).astype(np.uint16)).save(tmp_path / "full.png")
+    data = read_image_folder(tmp_path)
+    by_name = {Path(n).stem: x for n, x in zip(data.names, data.images, strict=True)}
+    assert by_name["dark"].max() <= 1  # 252 / 65535 of full scale, not 252 / 255
+    assert by_name["full"].max() == np.round(252 * 256 / 65535 * 255)

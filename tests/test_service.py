@@ -234,6 +234,22 @@ def _png(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _bomb_png(width: int = 100_000, height: int = 100_000) -> str:
+    """A tiny PNG whose header declares ``width x height`` pixels (a decompression bomb)."""
+    import base64
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data)))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0,
+                                                               0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    return base64.b64encode(png).decode()
+
+
 def test_image_models_take_arrays_and_pngs(image_client: Any) -> None:
     c, det, images = image_client
     want = det.decision_function(images[:3]).tolist()
@@ -259,6 +275,15 @@ def test_image_models_take_arrays_and_pngs(image_client: Any) -> None:
     ({"instances": [[[-1] * 8] * 8]}, "negative"),
     ({"instances": [[[1.5] * 8] * 8]}, "[0, 1]"),
     ({"instances": [[[0.5] * 8] * 7 + [[0.5] * 7 + [None]]]}, "instance 0, column 'value 63'"),
+    # a string makes numpy turn every pixel to text: the bad one is still found and named
+    ({"instances": [[[0] * 8] * 8, [[0] * 8] * 7 + [[0] * 7 + ["x"]]]},
+     "instance 1, column 'value 63': \"x\" (not a number)"),
+    # integer pixels are 8-bit, whatever else is in the batch
+    ({"instances": [[[200] * 8] * 8, [[300] * 8] * 8]}, "int64 in [200, 300]"),
+    ({"instances": [[[10**6] * 8] * 8]}, "[0, 255]"),
+    # a decompression bomb: refused by its declared size, never decoded (was a 500)
+    ({"images": [_bomb_png()]}, "image 0 declares 100000x100000 pixels (width x height); "
+                                "the model takes 8x8"),
     ({"records": [{"x0": 1.0}]}, "nested arrays"),
 ])
 def test_bad_images_are_422(image_client: Any, body: dict[str, Any], message: str) -> None:
@@ -266,6 +291,18 @@ def test_bad_images_are_422(image_client: Any, body: dict[str, Any], message: st
     r = c.post("/v1/score", json=body)
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
+
+
+def test_an_image_scores_the_same_alone_and_in_a_batch(image_client: Any) -> None:
+    c, det, images = image_client
+    alone = c.post("/v1/score", json={"instances": images[:1].tolist()})
+    bright = np.full_like(images[:1], 255)
+    batch = c.post("/v1/score", json={"instances": np.concatenate([images[:1], bright]).tolist()})
+    assert alone.status_code == 200 and batch.status_code == 200, batch.text
+    assert (alone.json()["results"][0]["anomaly_score"]
+            == batch.json()["results"][0]["anomaly_score"])
+    np.testing.assert_allclose(alone.json()["results"][0]["anomaly_score"],
+                               det.decision_function(images[:1])[0], rtol=1e-6)
 
 
 def test_images_on_a_table_model_are_422(client: TestClient) -> None:
@@ -366,6 +403,11 @@ BAD = [
     ('{"records": [{"f0": 1e999, "f1": 0, "f2": 0, "f3": 0, "f4": 0}]}', 422, "inf"),
     (json.dumps({"instances": [[0.0] * 4]}), 422, "shape [5]"),
     (json.dumps({"instances": [[0.0] * 5, [0.0] * 4]}), 422, "shape"),
+    # numpy turns the whole batch into text: the first bad cell is still the one named
+    (json.dumps({"instances": [[1, 2, 3, 4, 5], [4, 5, 6, 7, "oops"]]}), 422,
+     "instance 1, column 'f4': \"oops\" (not a number)"),
+    (json.dumps({"instances": [[1, 2, 3, 4, 5], [4, None, 6, 7, "oops"]]}), 422,
+     "instance 1, column 'f1': null"),
     (json.dumps({"instances": [0.0] * 5}), 422, "shape"),
     (json.dumps({"instances": [[[0.0] * 5]]}), 422, "shape"),
     (json.dumps({"instances": [[0.0, 0.0, None, 0.0, 0.0]]}), 422, "instance 0, column 'f2'"),
@@ -433,6 +475,22 @@ def test_limits(small_client: TestClient) -> None:
     r = small_client.post("/v1/score", content=chunks(), headers=key)
     assert r.status_code == 413
     assert small_client.post("/v1/score", json={"records": [GOOD]}, headers=key).status_code == 200
+
+
+def test_the_record_limit_counts_the_longest_column(small_client: TestClient) -> None:
+    key = {"X-API-Key": "s3cret"}
+    six = {c: [0.0] * 6 for c in COLS}
+    for columns in (six, {"junk": [0], **six}, {**six, "junk": []}):  # extra keys first or last
+        r = small_client.post("/v1/score", json={"columns": columns}, headers=key)
+        assert r.status_code == 413, r.text
+        assert r.json()["detail"].startswith("6 records exceed the limit of 5")
+    r = small_client.post("/v1/score", json={"columns": {"junk": [0] * 6,
+                                                         **{c: [0.0] * 5 for c in COLS}}},
+                          headers=key)
+    assert r.status_code == 413  # an ignored column still counts: the batch is too large
+    five = {"junk": [0], **{c: [0.0] * 5 for c in COLS}}
+    r = small_client.post("/v1/score", json={"columns": five}, headers=key)
+    assert r.status_code == 200 and r.json()["n_records"] == 5
 
 
 # -- fuzzing the OpenAPI spec ----------------------------------------------------------------

@@ -84,6 +84,44 @@ def test_overlong_lines_get_an_error_and_are_skipped(fitted_vae_frame: VAEDetect
     assert (summary.scored, summary.errors) == (2, 1)
 
 
+def test_undecodable_bytes_spoil_their_line_only(fitted_vae_frame: VAEDetector,
+                                                 data: Any) -> None:
+    good = [line.encode() for line in lines_for(data.X_test[:2])]
+    bad = json.dumps({c: 0.0 for c in COLS}).encode().replace(b"0.0}", b'"\xff"}')
+    raw = b"\n".join([good[0], bad, good[1]]) + b"\n"
+    src = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")  # what open() and stdin give
+    out = io.StringIO()
+    summary = score_stream(fitted_vae_frame, src, out)
+    got = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [g["line"] for g in got] == [1, 2, 3]
+    pos = bad.index(b"\xff") + 1
+    assert got[1] == {"line": 2, "error": "the line is not valid utf-8 text: byte 0xff at "
+                                          f"character {pos} cannot be decoded"}
+    np.testing.assert_allclose([got[0]["anomaly_score"], got[2]["anomaly_score"]],
+                               fitted_vae_frame.decision_function(data.frame(data.X_test[:2])),
+                               rtol=1e-6)
+    assert (summary.scored, summary.errors) == (2, 1)
+
+
+@pytest.mark.parametrize("from_stdin", [True, False])
+def test_cli_stream_goes_on_after_undecodable_bytes(tmp_path: Path,
+                                                    fitted_vae_frame: VAEDetector, data: Any,
+                                                    from_stdin: bool) -> None:
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    raw = b"\n".join([lines_for(data.X_test[:1])[0].encode(), b'{"f0": "\xff\xfe"}',
+                      lines_for(data.X_test[1:2])[0].encode()]) + b"\n"
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(raw)
+    args = ["score", str(model), "-" if from_stdin else str(src), "--stream"]
+    res = CliRunner().invoke(app, args, input=raw if from_stdin else None)
+    assert res.exit_code == 0, res.output
+    got = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [g["line"] for g in got] == [1, 2, 3]
+    assert "anomaly_score" in got[0] and "anomaly_score" in got[2]
+    assert got[1]["error"].startswith("the line is not valid utf-8 text: byte 0xff at character 9")
+    assert "2 scored" in res.stderr
+
+
 def test_ids_explain_and_arrays(fitted_vae_frame: VAEDetector, data: Any) -> None:
     rec = dict(zip(COLS, data.X_test[0].tolist(), strict=True))
     lines = [json.dumps({**rec, "id": "a-1"}), json.dumps(data.X_test[0].tolist())]

@@ -2,9 +2,10 @@
 and PNG grids of images and anomaly maps.
 
 Layouts accepted everywhere: ``(N, H, W)`` (grey), ``(N, H, W, C)`` and ``(N, C, H, W)`` with
-``C`` in {1, 3}. Integer images are scaled to [0, 1] (``uint8`` by 255, ``uint16`` by 65535);
-float images must already lie in [0, 1]. Inside anovae an image batch is always float32
-``(N, C, H, W)``.
+``C`` in {1, 3}. Integer images are scaled to [0, 1] by their dtype, whatever else is in the
+batch: ``uint8`` by 255, ``uint16`` by 65535, any other integer dtype (``int64`` from JSON, say)
+holds 8-bit values 0-255 and is scaled by 255; float images must already lie in [0, 1]. Inside
+anovae an image batch is always float32 ``(N, C, H, W)``.
 
 Example:
     >>> import numpy as np
@@ -21,7 +22,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -34,6 +35,7 @@ __all__ = [
     "PNG_THREADS_MIN_VALUES",
     "check_images",
     "complexity_slope",
+    "declared_size",
     "is_image_source",
     "map_colours",
     "png_codec",
@@ -112,6 +114,10 @@ def check_images(X: Any, schema: ImageSchema | None = None, *, min_rows: int = 1
 
     With ``schema`` (the fitted one) the size and channel count must match it. Every problem
     raises :class:`DataError` naming it (wrong shape, size or channels, NaN, values out of range).
+
+    Integer pixels are scaled by their dtype alone, so an image scores the same in any batch:
+    ``uint8`` by 255, ``uint16`` by 65535, other integer dtypes (``int64``, ``int16``...) must
+    hold 8-bit values 0-255 and are scaled by 255. Floats must lie in [0, 1] and are kept.
     """
     try:
         arr = np.asarray(X)
@@ -140,9 +146,17 @@ def check_images(X: Any, schema: ImageSchema | None = None, *, min_rows: int = 1
         raise DataError(f"{what} holds {got.describe()}, but the model was fitted on "
                         f"{schema.describe()}; resize or convert the images first")
     if arr.dtype.kind in "iu":
-        if arr.dtype.kind == "i" and arr.min() < 0:
-            raise DataError(f"{what} has negative integer pixel values")
-        scale = 65535.0 if arr.dtype.itemsize >= 2 and arr.max() > 255 else 255.0
+        if arr.dtype == np.uint16:
+            scale = 65535.0
+        else:
+            if arr.dtype != np.uint8:  # any other integer dtype holds 8-bit pixels
+                least, most = int(arr.min()), int(arr.max())
+                if least < 0 or most > 255:
+                    raise DataError(f"{what} has {'negative ' if least < 0 else ''}integer "
+                                    f"pixel values ({arr.dtype} in [{least}, {most}]); integer "
+                                    "pixels must lie in [0, 255] (8-bit), unless the array is "
+                                    "uint16 (scaled by 65535); or give floats in [0, 1]")
+            scale = 255.0
         out = np.multiply(arr, np.float32(1.0 / scale), dtype=np.float32)
     else:
         out = arr.astype(np.float32, copy=False)
@@ -303,14 +317,67 @@ def _image_files(folder: Path) -> tuple[list[Path], list[str] | None]:
     return direct, None
 
 
-def read_image_folder(folder: str | os.PathLike) -> ImageData:
+def declared_size(fp: BinaryIO, formats: Sequence[str] = ("PNG", "JPEG")
+                  ) -> tuple[int, int] | None:
+    """``(width, height)`` that the header of the image in ``fp`` declares, read without
+    decoding the pixels and without Pillow's decompression-bomb check (which refuses to open
+    an image of too many pixels at all, so cannot say its size); ``None`` when the header is
+    not one of ``formats``. ``fp`` is left at its start.
+    """
+    from PIL import Image
+
+    Image.init()
+    try:
+        for fmt in formats:
+            opener = Image.OPEN.get(fmt.upper())
+            if opener is None:
+                continue
+            factory, accept = opener
+            fp.seek(0)
+            head = fp.read(16)
+            fp.seek(0)
+            if accept is not None and not accept(head):
+                continue
+            try:
+                size = factory(fp, "").size  # header only: nothing is decoded here
+            except (OSError, SyntaxError, ValueError):
+                continue
+            return int(size[0]), int(size[1])
+        return None
+    finally:
+        fp.seek(0)
+
+
+def _too_many_pixels(fp: BinaryIO, what: str, schema: ImageSchema | None,
+                     formats: Sequence[str] = ("PNG", "JPEG")) -> DataError:
+    """The error for an image Pillow refuses as a decompression bomb: its declared size
+    against the model's (``schema``) or, without a model, Pillow's pixel limit."""
+    from PIL import Image
+
+    size = declared_size(fp, formats)
+    declared = ("too many pixels" if size is None
+                else f"{size[0]}x{size[1]} pixels (width x height)")
+    if schema is not None:
+        return DataError(f"{what} declares {declared}; the model was fitted on "
+                         f"{schema.width}x{schema.height} (a decompression bomb?)")
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return DataError(f"{what} declares {declared}, over the limit of {limit} pixels per image "
+                     "(a decompression bomb?); resize it")
+
+
+def read_image_folder(folder: str | os.PathLike, *, schema: ImageSchema | None = None
+                      ) -> ImageData:
     """PNG/JPEG files of a folder, or of its sub-folders (one per class: labels = their names).
 
     Grey images (modes ``1``, ``L``, ``I;16``...) give 1 channel, colour ones 3 (alpha is
-    dropped). All images must have one size and one channel count.
+    dropped). All images must have one size and one channel count; with ``schema`` (a fitted
+    model's), the size the model was fitted on, checked from each file's header before its
+    pixels are decoded.
 
     Raises:
-        DataError: no images, a file that is not a readable image, or mixed sizes/channels.
+        DataError: no images, a file that is not a readable image (or declares too many
+            pixels: a decompression bomb), mixed sizes/channels, or a size other than
+            ``schema``'s.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -321,17 +388,30 @@ def read_image_folder(folder: str | os.PathLike) -> ImageData:
     arrays: list[np.ndarray] = []
     for p in files:
         try:
-            with Image.open(p) as im:
+            with p.open("rb") as fh, Image.open(fh) as im:
+                if schema is not None and im.size != (schema.width, schema.height):
+                    raise DataError(f"image {str(p)!r} is {im.size[0]}x{im.size[1]} pixels "
+                                    "(width x height); the model was fitted on "
+                                    f"{schema.width}x{schema.height}; resize the images first")
                 im.load()
                 grey = im.mode in ("1", "L", "LA", "I", "I;16", "F") or (
                     im.mode == "P" and _palette_is_grey(im))
                 if im.mode in ("I", "I;16", "F"):
                     a = np.asarray(im, dtype=np.float64)
-                    a = np.clip(a / (65535.0 if a.max() > 255 else 255.0), 0, 1) * 255
+                    # 16-bit files by their depth (a dark one is not an 8-bit one); 32-bit
+                    # integer and float ones carry no range: by their values
+                    top = 65535.0 if im.mode == "I;16" or a.max() > 255 else 255.0
+                    a = np.clip(a / top, 0, 1) * 255
                     arrays.append(np.round(a).astype(np.uint8))
                 else:
                     arrays.append(np.asarray(im.convert("L" if grey else "RGB")))
+        except Image.DecompressionBombError:
+            with p.open("rb") as fh:
+                raise _too_many_pixels(fh, f"image {str(p)!r}", schema,
+                                       formats=("PNG", "JPEG", *Image.ID)) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if isinstance(exc, DataError):
+                raise
             raise DataError(f"cannot read image {str(p)!r}: corrupt or not an image ({exc})"
                             ) from exc
     shapes: dict[tuple[int, ...], Path] = {}
@@ -405,13 +485,16 @@ def _npz_key(keys: Sequence[str], path: Path) -> str:
     raise DataError(f"{str(path)!r} holds arrays {list(keys)}; name the images 'X' or 'images'")
 
 
-def read_images(path: str | os.PathLike, labels: str | os.PathLike | None = None) -> ImageData:
+def read_images(path: str | os.PathLike, labels: str | os.PathLike | None = None, *,
+                schema: ImageSchema | None = None) -> ImageData:
     """Read images from a folder (PNG/JPEG), an IDX file (``.gz`` or raw), ``.npy`` or ``.npz``.
 
     Args:
         path: the source. A ``.npz`` holds the images under ``X`` (or ``images``) and optional
             labels under ``y`` (or ``labels``).
         labels: an optional IDX or ``.npy`` file of labels (one per image).
+        schema: a fitted model's :class:`ImageSchema`: the files of a folder must have its
+            size (checked from their headers, before decoding; see :func:`read_image_folder`).
 
     Returns:
         :class:`ImageData` (images unscaled; :func:`check_images` validates and scales them).
@@ -421,7 +504,7 @@ def read_images(path: str | os.PathLike, labels: str | os.PathLike | None = None
         raise FileNotFoundError(f"no such file or folder: {str(path)!r}")
     y: np.ndarray | None = None
     if path.is_dir():
-        data = read_image_folder(path)
+        data = read_image_folder(path, schema=schema)
     elif _is_idx(path):
         arr = read_idx(path)
         data = ImageData(arr, [str(i) for i in range(arr.shape[0])])
@@ -544,7 +627,8 @@ def score_images(detector: Any, source: str | os.PathLike, output: str | os.Path
     from anovae.io import write_table
 
     t0 = time.perf_counter()
-    data = read_images(source)
+    schema = getattr(detector, "schema_", None)
+    data = read_images(source, schema=schema if isinstance(schema, ImageSchema) else None)
     scores, feats = detector.score_with_feature_scores(data.images)  # (N,), (N, C, H, W)
     table = pd.DataFrame({"image": data.names})
     if data.labels is not None:

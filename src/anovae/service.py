@@ -540,8 +540,8 @@ def create_app(
 
     def score(served: _Served, body: ScoreRequest) -> Response:
         scorer = served.scorer
-        if body.columns is not None:
-            n = len(next(iter(body.columns.values()), []))
+        if body.columns is not None:  # the longest column: extra ones count too
+            n = max(map(len, body.columns.values()), default=0)
         else:
             n = len(body.records or body.instances or body.images or ())
         if n > max_records:

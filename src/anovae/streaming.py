@@ -95,6 +95,17 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (str, bool, int, float)) else None
 
 
+def _leaves(value: Any) -> list[Any]:
+    """The values of a nested array (lists, tuples or numpy arrays) in row-major order, as they
+    came: not converted to one dtype as ``np.asarray`` does (a string among numbers makes every
+    number a string)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
 def _bad_value(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -201,16 +212,19 @@ class RecordScorer:
             raise DataError(f"the instances are not arrays of one shape {list(self.shape)}: "
                             f"{exc}") from None
         if len(self.shape) > 1 and arr.ndim > 1:
-            return self._images(arr)
+            return self._images(arr, instances)
         if self.kinds is not None and arr.ndim == 2 and arr.shape[1] == self.shape[0]:
             return self._mixed_frame([list(r) for r in instances],
                                      lambda i, j: (f"instance {i}", self.names[j]))
         if arr.ndim >= 1 and tuple(arr.shape[1:]) != self.shape:
             raise DataError(f"each instance must have shape {list(self.shape)} (the model's "
                             f"input), got {list(arr.shape[1:])}")
-        flat = arr.reshape(arr.shape[0], -1)
-        return self._finite(flat.tolist() if arr.dtype.kind not in "iufb" else flat,
-                            lambda i, j: (f"instance {i}", self.names[j])).reshape(arr.shape)
+        # not numeric: numpy turned every value into text (or objects), so look for the first
+        # bad value in the instances as they came
+        flat = arr.reshape(arr.shape[0], -1) if arr.dtype.kind in "iufb" else [
+            _leaves(r) for r in instances]
+        return self._finite(flat, lambda i, j: (f"instance {i}", self.names[j])
+                            ).reshape(arr.shape)
 
     def rows_from_images(self, images: Sequence[Any]) -> np.ndarray:
         """``(n, C, H, W)`` rows from base64-encoded PNG or JPEG images (``data:`` URLs too),
@@ -225,6 +239,8 @@ class RecordScorer:
         import io
 
         from PIL import Image, UnidentifiedImageError
+
+        from anovae.images import declared_size
 
         channels, height, width = self.shape
         arrays = []
@@ -243,6 +259,11 @@ class RecordScorer:
                         raise DataError(f"image {i} is {im.size[0]}x{im.size[1]} pixels (width x "
                                         f"height); the model takes {width}x{height}")
                     arrays.append(np.asarray(im.convert("L" if channels == 1 else "RGB")))
+            except Image.DecompressionBombError:  # too many pixels for Pillow even to open
+                size = declared_size(io.BytesIO(raw))
+                declared = "too many pixels" if size is None else f"{size[0]}x{size[1]} pixels"
+                raise DataError(f"image {i} declares {declared} (width x height); the model "
+                                f"takes {width}x{height}") from None
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
                 if isinstance(exc, DataError):
                     raise
@@ -267,11 +288,13 @@ class RecordScorer:
                     raise DataError(f"{rec}, column {col!r}: {_describe(v)}")
         return pd.DataFrame(values, columns=list(self.names), dtype=object)
 
-    def _images(self, arr: np.ndarray) -> np.ndarray:
-        """Image rows through the detector's own validation (layouts, pixel range, size)."""
+    def _images(self, arr: np.ndarray, instances: Sequence[Any] | None = None) -> np.ndarray:
+        """Image rows through the detector's own validation (layouts, pixel range, size);
+        ``instances``: the nested lists ``arr`` was made of, where a bad value is looked for."""
         if arr.dtype.kind not in "iufb":  # a null or a string somewhere: name the first one
-            flat = arr.reshape(arr.shape[0], -1)
-            self._finite(flat.tolist(), lambda i, j: (f"instance {i}", f"value {j}"))
+            flat = ([_leaves(r) for r in instances] if instances is not None
+                    else arr.reshape(arr.shape[0], -1).tolist())
+            self._finite(flat, lambda i, j: (f"instance {i}", f"value {j}"))
         return self.detector._validate(arr, self.detector.schema_)[0]
 
     def _finite(self, values: Any, where: Any) -> np.ndarray:
@@ -377,13 +400,40 @@ class StreamSummary:
 MAX_LINE_CHARS = 16 * 2**20
 
 
-def _read_lines(in_stream: TextIO | Iterable[str], max_chars: int) -> Iterator[str | None]:
+#: A character that stands for an undecodable byte (``errors="surrogateescape"``).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _escape_undecodable(in_stream: Any) -> bool:
+    """Let a text stream that decodes strictly (a file, stdin) pass undecodable bytes as lone
+    surrogates (``errors="surrogateescape"``), so a bad byte spoils its line only, not the
+    rest of the stream (a strict decoder raises, and drops the chunk it was decoding). Possible
+    only before anything is read from the stream. Returns whether undecodable bytes now come
+    through as lone surrogates.
+    """
+    errors = getattr(in_stream, "errors", None)
+    if errors == "strict" and hasattr(in_stream, "reconfigure"):
+        try:
+            in_stream.reconfigure(errors="surrogateescape")
+        except (OSError, ValueError):  # io.UnsupportedOperation: already read from
+            return False
+        return True
+    return errors == "surrogateescape"
+
+
+def _read_lines(in_stream: TextIO | Iterable[str], max_chars: int
+                ) -> Iterator[str | DataError]:
     """The lines of ``in_stream`` one at a time (nothing read ahead of the line being scored);
-    ``None`` for a line longer than ``max_chars``, which is read and dropped in pieces."""
+    a :class:`DataError` in place of a line that cannot be read: one longer than
+    ``max_chars`` (read and dropped in pieces), or with bytes that are not text in the stream's
+    encoding."""
     if not hasattr(in_stream, "readline"):
         for line in in_stream:
-            yield None if len(line.rstrip("\n")) > max_chars else line
+            yield (DataError(f"the line is longer than {max_chars} characters")
+                   if len(line.rstrip("\n")) > max_chars else line)
         return
+    escaped = _escape_undecodable(in_stream)
+    encoding = getattr(in_stream, "encoding", None) or "UTF-8"
     while True:
         line = in_stream.readline(max_chars + 1)
         if not line:
@@ -391,7 +441,13 @@ def _read_lines(in_stream: TextIO | Iterable[str], max_chars: int) -> Iterator[s
         if len(line) > max_chars and not line.endswith("\n"):
             while line and not line.endswith("\n"):  # the rest of the long line
                 line = in_stream.readline(max_chars + 1)
-            yield None
+            yield DataError(f"the line is longer than {max_chars} characters")
+            continue
+        bad = _UNDECODABLE.search(line) if escaped else None
+        if bad is not None:
+            yield DataError(f"the line is not valid {encoding} text: byte "
+                            f"0x{ord(bad.group()) - 0xDC00:02x} at character {bad.start() + 1} "
+                            "cannot be decoded")
         else:
             yield line
 
@@ -403,8 +459,10 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
 
     Each output line is written and flushed as soon as its input line is scored, so the stream
     can be piped between processes in real time. Blank lines are skipped. A line that cannot be
-    scored (malformed JSON, missing columns, NaN, a wrong shape) gets an error line,
-    ``{"line": N, "error": "..."}``, and the stream goes on.
+    scored (malformed JSON, missing columns, NaN, a wrong shape, invalid UTF-8) gets an error
+    line, ``{"line": N, "error": "..."}``, and the stream goes on. A text stream that decodes
+    strictly (a file opened as text, stdin) is switched to ``errors="surrogateescape"`` before
+    the first line is read, so that an undecodable byte spoils its own line only.
 
     Args:
         detector: a fitted detector.
@@ -425,12 +483,12 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
     t0 = time.perf_counter()
     scored = anomalies = errors = 0
     for number, line in enumerate(_read_lines(in_stream, max_line_chars), start=1):
-        if line is not None and not line.strip():
+        if isinstance(line, str) and not line.strip():
             continue
         result: dict[str, Any] = {"line": number}
         try:
-            if line is None:
-                raise DataError(f"the line is longer than {max_line_chars} characters")
+            if isinstance(line, DataError):  # too long, or not text
+                raise line
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as exc:
