@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,8 @@ def test_score_writes_ids_scores_labels_and_top_features(table: Path, model: Pat
     df = pd.read_csv(table)
     det = anovae.load(model)
     expected = det.decision_function(df[[f"f{i}" for i in range(5)]])
-    assert scored["id"].tolist() == df["id"].tolist()
+    # the id column is read from the CSV as text: the same in every chunk
+    assert scored["id"].astype(str).tolist() == df["id"].astype(str).tolist()
     np.testing.assert_allclose(scored["anomaly_score"].to_numpy(), expected, rtol=1e-6)
     assert scored["is_anomaly"].tolist() == (expected > det.threshold_).astype(int).tolist()
     assert set(scored["top_feature_1"]) <= {f"f{i}" for i in range(5)}
@@ -179,3 +181,217 @@ def test_set_options_read_json_and_python_spellings() -> None:
                               "hidden_dims=[64,32]", "activation=tanh", "verbose=true"]) == {
         "complexity_correction": False, "beta": 0.5, "latent_dim": None,
         "hidden_dims": (64, 32), "activation": "tanh", "verbose": True}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "{table}", "-o", "{dir}", *FAST],
+        ["fit", "{table}", "-o", "{table}/m.safetensors", *FAST],
+        ["score", "{model}", "{table}", "-o", "{dir}"],
+        ["score", "{model}", "{table}", "-o", "{table}/deeper/s.csv"],
+        ["score", "{model}", "{jsonl}", "--stream", "-o", "{dir}"],
+        ["score", "{model}", "{table}", "--engine", "dask", "-o", "{table}"],
+        ["export", "{model}", "-o", "{dir}"],
+        ["threshold", "{model}", "{table}", "-o", "{dir}"],
+        ["report", "{model}", "{table}", "-o", "{dir}"],
+        ["demo", "-o", "{table}"],
+    ],
+)
+def test_unwritable_output_is_reported_before_any_work(args: list[str], table: Path,
+                                                       model: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import anovae.demo
+    import anovae.detectors
+    import anovae.persistence
+
+    def no_work(*a: object, **k: object) -> None:
+        raise AssertionError("started work before checking the output path")
+
+    # training, loading a model and the demo fail loudly (exit 1): exit 2 means checked first
+    monkeypatch.setattr(anovae.detectors.VAEDetector, "fit", no_work)
+    monkeypatch.setattr(anovae.persistence, "load", no_work)
+    monkeypatch.setattr(anovae.demo, "run_demo", no_work)
+    (tmp_path / "outdir").mkdir()
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"f0": 1, "f1": 2, "f2": 3, "f3": 4, "f4": 5}\n')
+    before = table.read_bytes()
+    res = runner.invoke(app, [a.format(table=table, model=model, dir=tmp_path / "outdir",
+                                       jsonl=jsonl) for a in args])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: cannot write"), res.output
+    assert "Traceback" not in res.output
+    assert ("outdir" in res.output) or (str(table) in res.output)
+    assert table.read_bytes() == before
+    assert list((tmp_path / "outdir").iterdir()) == []
+
+
+def test_os_errors_become_one_line_naming_the_path(model: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from anovae.cli.app import handle_errors
+
+    @handle_errors
+    def denied() -> None:
+        raise PermissionError(13, "Permission denied", "/srv/models/m.safetensors")
+
+    with pytest.raises(typer.Exit) as err:
+        denied()
+    assert err.value.exit_code == 2
+    assert capsys.readouterr().err == "error: '/srv/models/m.safetensors': Permission denied\n"
+    (tmp_path / "indir").mkdir()  # reading a folder as JSON lines: the system's own error
+    res = runner.invoke(app, ["score", str(model), str(tmp_path / "indir"), "--stream"])
+    assert res.exit_code == 2, res.output
+    assert "indir': Is a directory" in res.output and "Traceback" not in res.output
+
+
+def test_stream_to_a_file_is_atomic(model: Path, table: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import anovae.streaming
+
+    src = tmp_path / "in.jsonl"
+    rows = pd.read_csv(table)[[f"f{i}" for i in range(5)]].head(4)
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows.to_dict("records")))
+    out = tmp_path / "prev.jsonl"
+    out.write_text("PRECIOUS\n")
+    real = anovae.streaming.score_stream
+
+    def fails_half_way(det: object, source: object, dst: Any, **kw: object) -> None:
+        dst.write('{"anomaly_score": 1.0}\n')
+        dst.flush()
+        raise anovae.DataError("the input broke off")
+
+    monkeypatch.setattr(anovae.streaming, "score_stream", fails_half_way)
+    res = runner.invoke(app, ["score", str(model), str(src), "--stream", "-o", str(out)])
+    assert res.exit_code == 2 and "the input broke off" in res.output
+    assert out.read_text() == "PRECIOUS\n"  # not truncated by the failed run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "prev.jsonl"]
+    monkeypatch.setattr(anovae.streaming, "score_stream", real)
+    res = runner.invoke(app, ["score", str(model), str(src), "--stream", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 4 and all("anomaly_score" in x for x in lines)
+
+
+def test_score_header_only_csv_says_no_rows_and_keeps_the_output(model: Path,
+                                                                 tmp_path: Path) -> None:
+    data = tmp_path / "hdr.csv"
+    data.write_text("id,f0,f1,f2,f3,f4,label\n")
+    out = tmp_path / "s.csv"
+    out.write_text("old scores\n")
+    for extra in ([], ["--id-column", "id"]):
+        res = runner.invoke(app, ["score", str(model), str(data), "-o", str(out), *extra])
+        assert res.exit_code == 2, res.output
+        assert "'hdr.csv' has no rows" in res.output.replace(str(tmp_path) + "/", "")
+        assert "non-numeric" not in res.output
+    assert out.read_text() == "old scores\n"
+
+
+def _codes_table(path: Path, n: int = 1000) -> pd.DataFrame:
+    """Codes with leading zeros in the first 990 rows, a code with a letter in the last 10."""
+    rng = np.random.default_rng(0)
+    code = np.where(np.arange(n) < n - 10, rng.choice(["001", "002", "003"], n), "A07")
+    df = pd.DataFrame({"a": rng.normal(size=n), "code": code})
+    df.to_csv(path, index=False)
+    return df
+
+
+@pytest.mark.filterwarnings("ignore:column 'code' holds numbers")
+def test_mixed_scores_do_not_depend_on_chunk_rows(tmp_path: Path) -> None:
+    from anovae.io import read_table
+    from anovae.scoring import score_file
+
+    _codes_table(tmp_path / "t.csv")
+    det = anovae.VAEDetector(epochs=3, random_state=0).fit(read_table(tmp_path / "t.csv"))
+    assert set(det.schema_.vocabularies[1]) == {"001", "002", "003", "A07"}
+    outs = []
+    for chunk in (1000, 500, 333):
+        score_file(det, tmp_path / "t.csv", tmp_path / f"s{chunk}.csv", chunk_rows=chunk)
+        outs.append(pd.read_csv(tmp_path / f"s{chunk}.csv"))
+    for o in outs:
+        assert o["unseen_category"].notna().sum() == 0  # every code is in the vocabulary
+        assert o["is_anomaly"].sum() == outs[0]["is_anomaly"].sum()
+        np.testing.assert_allclose(o["anomaly_score"], outs[0]["anomaly_score"], rtol=1e-6)
+
+
+def test_fit_reads_categorical_columns_as_text_and_old_models_still_match(
+        tmp_path: Path) -> None:
+    from anovae.scoring import score_file
+
+    df = _codes_table(tmp_path / "t.csv", n=300)
+    df.iloc[:-10].to_csv(tmp_path / "digits.csv", index=False)  # codes of digits only
+    out = tmp_path / "m.safetensors"
+    res = runner.invoke(app, ["fit", str(tmp_path / "digits.csv"), "-o", str(out),
+                              "--categorical", "code", *FAST])
+    assert res.exit_code == 0, res.output
+    assert set(anovae.load(out).schema_.vocabularies[1]) == {"001", "002", "003"}
+    # a model that saw the codes as integers (1, 2, 3) still recognises "001" when scoring
+    ints = df.iloc[:-10].assign(code=df["code"].iloc[:-10].astype(int))
+    det = anovae.VAEDetector(epochs=2, random_state=0, categorical=("code",)).fit(ints)
+    assert set(det.schema_.vocabularies[1]) == {"1", "2", "3"}
+    score_file(det, tmp_path / "t.csv", tmp_path / "s.csv", chunk_rows=100)
+    unseen = pd.read_csv(tmp_path / "s.csv")["unseen_category"]
+    assert unseen.fillna("").tolist() == [""] * 290 + ["code"] * 10  # only "A07" is new
+
+
+def test_boolean_columns_read_as_text_keep_numbers_as_numbers(tmp_path: Path) -> None:
+    from anovae.scoring import score_file
+
+    rng = np.random.default_rng(1)
+    n = 200
+    train = pd.DataFrame({"a": rng.normal(size=n), "flag": rng.integers(0, 2, n),
+                          "c": rng.choice(list("xyz"), n)})
+    det = anovae.VAEDetector(epochs=2, random_state=0).fit(train)
+    assert det.schema_.kinds == ("numeric", "boolean", "categorical")
+    test = train.head(6).astype({"flag": object})
+    test.loc[[0, 1], "flag"] = ["yes", "no"]  # words in one chunk only, a 2 in another
+    test.loc[5, "flag"] = 2
+    test.to_csv(tmp_path / "b.csv", index=False)
+    outs = []
+    for chunk in (6, 2):
+        score_file(det, tmp_path / "b.csv", tmp_path / f"b{chunk}.csv", chunk_rows=chunk)
+        outs.append(pd.read_csv(tmp_path / f"b{chunk}.csv"))
+    np.testing.assert_allclose(outs[0]["anomaly_score"], outs[1]["anomaly_score"], rtol=1e-6)
+    assert outs[0]["unseen_category"].fillna("").tolist() == [""] * 5 + ["flag"]
+
+
+def test_parquet_output_with_explain_on_a_mixed_model_and_text_ids(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"id": [str(i) for i in range(n)], "a": rng.normal(size=n),
+                       "c": rng.choice(list("xyz"), n)})
+    df.loc[250, "id"] = "X250"  # ids look like integers in every chunk but the last
+    df.to_csv(tmp_path / "t.csv", index=False)
+    model = tmp_path / "m.safetensors"
+    res = runner.invoke(app, ["fit", str(tmp_path / "t.csv"), "-o", str(model),
+                              "--id-column", "id", *FAST])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "o.parquet"
+    res = runner.invoke(app, ["score", str(model), str(tmp_path / "t.csv"), "-o", str(out),
+                              "--explain", "2", "--id-column", "id", "--chunk-rows", "100"])
+    assert res.exit_code == 0, res.output
+    scored = pd.read_parquet(out)
+    assert scored["id"].tolist() == df["id"].tolist()
+    values = scored["top_value_1"].tolist() + scored["top_expected_2"].tolist()
+    assert all(isinstance(v, str) for v in values)
+    assert {"x", "y", "z"} & set(values)  # categories, and numbers written as text
+    a_rows = scored["top_feature_1"] == "a"
+    np.testing.assert_allclose(scored.loc[a_rows, "top_value_1"].astype(float),
+                               df.loc[a_rows.to_numpy(), "a"])
+
+
+def test_select_features_matches_non_string_column_names() -> None:
+    from anovae.scoring import select_features
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({0: rng.normal(size=100), 1: rng.choice(list("xyz"), 100)})
+    det = anovae.VAEDetector(epochs=1, random_state=0).fit(X)
+    picked = select_features(det, X.assign(extra=1.0)[[1, "extra", 0]])
+    assert list(picked.columns) == [0, 1]
+    np.testing.assert_allclose(det.decision_function(picked), det.decision_function(X))
+    with pytest.raises(anovae.DataError, match="lacks columns.*'1'"):
+        select_features(det, X[[0]])
+    num = pd.DataFrame({0: rng.normal(size=50), 1: rng.normal(size=50), 2: 0.0})
+    assert list(select_features(anovae.AEDetector(epochs=1).fit(num[[0, 1]]), num).columns) \
+        == [0, 1]

@@ -193,3 +193,100 @@ def test_folder_without_parquet_and_missing_columns(tmp_path: Path) -> None:
         list(iter_table_chunks(tmp_path / "t.csv", columns=["zz"]))
     with pytest.raises(ValueError, match="chunk_rows"):
         iter_table_chunks(tmp_path / "t.csv", chunk_rows=0)
+
+
+def test_trailing_delimiter_does_not_shift_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,c\n1.5,10.0,x,\n2.5,11.0,y,\n")  # one empty field too many per row
+    for df in (read_table(path), next(iter_table_chunks(path, chunk_rows=1))):
+        assert list(df.columns) == ["a", "b", "c"]
+        assert df["a"].iloc[0] == 1.5 and df["b"].iloc[0] == 10.0 and df["c"].iloc[0] == "x"
+    whole = pd.concat(iter_table_chunks(path, chunk_rows=1))
+    assert whole["c"].tolist() == ["x", "y"] and list(whole.index) == [0, 1]
+
+
+def test_rows_longer_than_the_header_are_an_error_not_lost_data(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,b\n1,2,3\n4,5\n")
+    with pytest.raises(DataError, match="ragged.csv.*more fields than its header"):
+        read_table(path)
+    with pytest.raises(DataError, match="more fields than its header"):
+        list(iter_table_chunks(path, chunk_rows=1))
+
+
+def test_dtype_reads_columns_as_text_in_every_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    pd.DataFrame({"code": ["001", "002", "003", "A07"], "v": [1.0, 2.0, 3.0, 4.0]}).to_csv(
+        path, index=False)
+    assert pd.concat(iter_table_chunks(path, chunk_rows=1))["code"].tolist()[:3] == [1, 2, 3]
+    for chunks in (list(iter_table_chunks(path, chunk_rows=1, dtype={"code": str, "zz": str})),
+                   [read_table(path, dtype={"code": str})]):
+        assert pd.concat(chunks)["code"].tolist() == ["001", "002", "003", "A07"]
+        assert pd.concat(chunks)["v"].dtype == np.float64  # the other columns keep their types
+
+
+def test_check_output_path_refuses_folders_and_files_in_the_way(tmp_path: Path) -> None:
+    from anovae.io import check_output_path
+
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "f.csv").write_text("a\n1\n")
+    with pytest.raises(DataError, match="'.*outdir': it is a folder"):
+        check_output_path(tmp_path / "outdir")
+    with pytest.raises(DataError, match=r"f\.csv/m\.safetensors'.*f\.csv' is not a folder"):
+        check_output_path(tmp_path / "f.csv" / "m.safetensors")
+    with pytest.raises(DataError, match="f.csv' is not a folder"):
+        check_output_path(tmp_path / "f.csv" / "deeper" / "m.safetensors")
+    with pytest.raises(DataError, match="a file of that name exists"):
+        check_output_path(tmp_path / "f.csv", folder=True)
+    assert check_output_path(tmp_path / "new" / "sub" / "m.csv") == tmp_path / "new/sub/m.csv"
+    assert check_output_path(tmp_path / "outdir", folder=True) == tmp_path / "outdir"
+    assert check_output_path(tmp_path / "f.csv") == tmp_path / "f.csv"  # replaced: fine
+    assert not (tmp_path / "new").exists()  # a check creates nothing
+
+
+def test_check_output_path_refuses_a_read_only_folder(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from anovae.io import check_output_path
+
+    seen: list[str] = []
+
+    def no_access(path: object, mode: int) -> bool:  # as a non-root user in a 0555 folder
+        seen.append(str(path))
+        return False
+
+    monkeypatch.setattr(os, "access", no_access)
+    with pytest.raises(DataError, match="no permission to write in") as err:
+        check_output_path(tmp_path / "ro" / "sub" / "m.csv")
+    assert repr(str(tmp_path)) in str(err.value)
+    assert seen == [str(tmp_path)]  # the nearest folder that exists
+
+
+def test_atomic_output_onto_a_folder_is_a_data_error_and_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "outdir" / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match="it is a folder"), atomic_output(tmp_path / "outdir"):
+        pass
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.txt", "outdir"]
+
+
+def test_parquet_writer_stringifies_mixed_text_and_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "o.parquet"
+    with TableWriter(out) as w:
+        w.write(pd.DataFrame({"v": pd.Series([1.5, "x", None], dtype=object), "n": [1, 2, 3]}))
+        w.write(pd.DataFrame({"v": pd.Series(["y", 2.0, True], dtype=object), "n": [4, 5, 6]}))
+    back = pd.read_parquet(out)
+    assert back["v"].tolist()[:2] == ["1.5", "x"] and back["v"].isna().tolist()[2]
+    assert back["v"].tolist()[3:] == ["y", "2.0", "True"]
+    assert back["n"].tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_parquet_type_clash_between_chunks_is_a_data_error_naming_the_column(
+        tmp_path: Path) -> None:
+    out = tmp_path / "o.parquet"
+    (tmp_path / "o.parquet").write_bytes(b"old")
+    with pytest.raises(DataError, match="column 'id'.*first chunk had int64"), \
+            TableWriter(out) as w:
+        w.write(pd.DataFrame({"id": [1, 2], "s": [0.1, 0.2]}))
+        w.write(pd.DataFrame({"id": ["X3", "4"], "s": [0.3, 0.4]}))
+    assert out.read_bytes() == b"old"  # the old file is left as it was
+    assert [p.name for p in tmp_path.iterdir()] == ["o.parquet"]

@@ -10,7 +10,8 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "SUPPORTED_EXTENSIONS",
     "TableWriter",
     "atomic_output",
+    "check_output_path",
     "count_rows",
     "iter_table_chunks",
     "read_table",
@@ -106,19 +108,48 @@ def _select(df: pd.DataFrame, columns: Sequence[str] | None, path: Path) -> pd.D
     return df[list(columns)]
 
 
-def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None
-               ) -> pd.DataFrame:
+def _csv_options(kind: str, dtype: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments of ``pd.read_csv`` for a CSV or TSV file.
+
+    ``index_col=False``: a delimiter ending every data row (``1.5,10.0,x,``) is an empty last
+    field, not a sign that the first column is an index (pandas' guess, which shifted every
+    column by one). ``dtype`` names the columns to read as given rather than guessed per chunk
+    (codes such as ``"001"``); names that are not in the file are ignored.
+    """
+    return {"sep": "\t" if kind == "tsv" else ",", "index_col": False,
+            "dtype": dict(dtype) if dtype else None}
+
+
+@contextlib.contextmanager
+def _parser_checks(path: Path) -> Iterator[None]:
+    """Turn pandas' warning about rows longer than the header (their extra fields would be
+    dropped silently) into a :class:`DataError`; other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, pd.errors.ParserWarning) and "Length of header" in str(
+                w.message):
+            raise DataError(f"{str(path)!r} has rows with more fields than its header; fix the "
+                            "file (or add names for the extra columns to the header)")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
+               dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Read a whole table file into a DataFrame.
 
     ``.npy`` arrays get columns ``x0, x1, ...``; ``.npz`` files use the array ``X`` (or their only
     array) and add a ``y`` column when a matching 1-D ``y`` is present (ADBench's layout).
-    Never unpickles anything.
+    ``dtype`` (CSV/TSV only: other formats store their types) reads the named columns as the
+    given types, e.g. ``{"code": str}``. Never unpickles anything.
     """
     path = Path(path)
     kind = _kind(path)
     try:
         if kind in ("csv", "tsv"):
-            df = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+            with _parser_checks(path):
+                df = pd.read_csv(path, **_csv_options(kind, dtype))
         elif kind == "parquet":
             df = pd.read_parquet(path, columns=list(columns) if columns else None)
         elif kind == "npy":
@@ -138,20 +169,23 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None
 
 
 def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 100_000,
-                      columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+                      columns: Sequence[str] | None = None,
+                      dtype: Mapping[str, Any] | None = None) -> Iterator[pd.DataFrame]:
     """Stream a table in chunks of at most ``chunk_rows`` rows, in bounded memory.
 
-    Chunks carry a RangeIndex that continues across chunks (global row numbers).
+    Chunks carry a RangeIndex that continues across chunks (global row numbers). ``dtype``
+    (CSV/TSV only) reads the named columns as the given types in every chunk, as in
+    :func:`read_table`: without it each chunk's types are guessed from that chunk alone.
     """
     path = Path(path)
     kind = _kind(path)
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    return _iter_chunks(path, kind, chunk_rows, columns)
+    return _iter_chunks(path, kind, chunk_rows, columns, dtype)
 
 
-def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] | None
-                 ) -> Iterator[pd.DataFrame]:
+def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] | None,
+                 dtype: Mapping[str, Any] | None = None) -> Iterator[pd.DataFrame]:
     start = 0
 
     def indexed(df: pd.DataFrame) -> pd.DataFrame:
@@ -162,10 +196,16 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
 
     try:
         if kind in ("csv", "tsv"):
-            reader = pd.read_csv(path, sep="\t" if kind == "tsv" else ",",
-                                 chunksize=chunk_rows, usecols=list(columns) if columns else None)
+            with _parser_checks(path):
+                reader = pd.read_csv(path, chunksize=chunk_rows,
+                                     usecols=list(columns) if columns else None,
+                                     **_csv_options(kind, dtype))
             with reader:
-                for df in reader:
+                while True:
+                    with _parser_checks(path):  # per chunk: a generator must not hold the filter
+                        df = next(reader, None)
+                    if df is None:
+                        break
                     yield indexed(df)
         elif kind == "parquet":
             import pyarrow.dataset as ds
@@ -232,6 +272,32 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def check_output_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Check that ``path`` can be written, before any long work: raise :class:`DataError`
+    naming the problem when it is a folder (``folder=False``) or a file (``folder=True``), when
+    one of its parent folders is a file, or when the nearest existing folder is not writable.
+    Missing parent folders are fine (the writers create them). Returns ``path`` as a Path.
+    """
+    path = Path(path)
+    shown = str(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise DataError(f"cannot write the folder {shown!r}: a file of that name exists")
+        nearest = path
+    else:
+        if path.is_dir():
+            raise DataError(f"cannot write {shown!r}: it is a folder; give the name of a file "
+                            "to write")
+        nearest = path.parent
+    while not nearest.exists() and not nearest.is_symlink() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise DataError(f"cannot write {shown!r}: {str(nearest)!r} is not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {shown!r}: no permission to write in {str(nearest)!r}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); move it onto ``path`` on success.
@@ -240,7 +306,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     The result gets the mode of the file it replaces, or a new file's usual mode (the private
     0600 of the temporary file would hide models and scores from the user's group).
     """
-    path = Path(path)
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}",
@@ -310,15 +376,60 @@ class TableWriter:
                       compression="gzip" if self.path.name.lower().endswith(".gz") else None)
             self._header = False
         elif self.kind == "parquet":
-            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(df, preserve_index=False)
+            table = self._arrow_table(df)
             if self._pq is None:
                 self._pq = pq.ParquetWriter(self._tmp, table.schema)
-            self._pq.write_table(table.cast(self._pq.schema))
+            self._pq.write_table(table)
         else:
             self._parts.append(df)
+
+    def _arrow_table(self, df: pd.DataFrame) -> Any:
+        """``df`` as an Arrow table of the file's schema (the first chunk's).
+
+        Object columns mixing text with other values (numbers, booleans) are written as text;
+        a column Arrow still cannot convert, or one whose type differs from the first chunk's,
+        raises :class:`DataError` naming it.
+        """
+        import pyarrow as pa
+
+        mixed = [c for c in df.columns if df[c].dtype == object and _mixes_text(df[c])]
+        if mixed:
+            df = df.copy()
+            for c in mixed:
+                df[c] = _stringified(df[c])
+        schema = self._pq.schema if self._pq is not None else None
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            return table if schema is None else table.cast(schema)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise self._column_error(df, schema, exc) from exc
+
+    def _column_error(self, df: pd.DataFrame, schema: Any, exc: Exception) -> DataError:
+        """The :class:`DataError` for a chunk Arrow refused: which column, and why."""
+        import pyarrow as pa
+
+        where = str(self.path)
+        for c in df.columns:
+            name = str(c)
+            try:
+                arr = pa.Array.from_pandas(df[c])
+            except (pa.ArrowException, ValueError, TypeError) as err:
+                return DataError(f"cannot write column {name!r} to {where!r}: its values cannot "
+                                 f"be stored in Parquet ({err})")
+            if schema is not None and name in schema.names:
+                want = schema.field(name).type
+                try:
+                    arr.cast(want)
+                except (pa.ArrowException, ValueError, TypeError):
+                    return DataError(f"cannot write column {name!r} to {where!r}: it holds "
+                                     f"{arr.type} values in a later chunk where the first chunk "
+                                     f"had {want}")
+        if schema is not None and [str(c) for c in df.columns] != list(schema.names):
+            return DataError(f"cannot write {where!r}: the columns changed from one chunk to the "
+                             f"next ({list(schema.names)} then {[str(c) for c in df.columns]})")
+        return DataError(f"cannot write {where!r}: {exc}")
 
     def _finish(self) -> None:
         assert self._tmp is not None
@@ -356,6 +467,21 @@ class TableWriter:
             self._ctx.__exit__(type(err), err, err.__traceback__)
             raise
         self._ctx.__exit__(exc_type, exc, tb)
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+
+
+def _mixes_text(s: pd.Series) -> bool:
+    """Whether an object column holds text alongside other (non-missing) values."""
+    kinds = {isinstance(v, str) for v in s if not _is_missing(v)}
+    return len(kinds) == 2
+
+
+def _stringified(s: pd.Series) -> pd.Series:
+    """``s`` as text (pandas' ``string`` dtype), missing values kept missing."""
+    return s.map(lambda v: None if _is_missing(v) else str(v)).astype("string")
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:

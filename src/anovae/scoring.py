@@ -18,9 +18,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from anovae.exceptions import DataError
-from anovae.io import TableWriter, count_rows, iter_table_chunks
+from anovae.io import TableWriter, _stringified, count_rows, iter_table_chunks
+from anovae.mixed import _FALSE, _TRUE, MixedSchema, _label
 
-__all__ = ["ScoreSummary", "score_file", "score_frame", "select_features"]
+__all__ = ["ScoreSummary", "read_dtypes", "score_file", "score_frame", "select_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +32,94 @@ def select_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) -
     Extra columns (ids, labels, anything else) are ignored when the model knows its column names;
     missing ones raise :class:`DataError` naming them.
     """
+    by_name = {str(c): c for c in df.columns}  # the fitted names are strings, as in match_columns
     names = getattr(detector.schema_, "names", None)
     if names is not None:
-        missing = [n for n in names if n not in df.columns]
+        missing = [n for n in names if n not in by_name]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:10])
             raise DataError(f"the data lacks columns the model was fitted on: {shown}"
                             + (f" ... ({len(missing)} in all)" if len(missing) > 10 else ""))
-        return df[list(names)]
-    absent = [c for c in drop if c not in df.columns]
+        return df[[by_name[n] for n in names]]
+    absent = [c for c in drop if str(c) not in by_name]
     if absent:
         raise DataError(f"columns {absent} are not in the data")
-    return df.drop(columns=list(drop))
+    return df.drop(columns=[by_name[str(c)] for c in drop])
+
+
+def read_dtypes(detector: Any, id_column: str | None = None) -> dict[str, type]:
+    """The columns to read as text from a CSV file to score with ``detector``: the categorical
+    and boolean columns of a model fitted on a mixed table, and ``id_column``.
+
+    Read as text in every chunk, a code such as ``"001"`` stays ``"001"`` whatever else its
+    chunk holds (pandas' guess reads it as the number 1 in a chunk of numeric codes only), so
+    the results do not depend on the chunk size.
+    """
+    schema = getattr(detector, "schema_", None)
+    out: dict[str, type] = {}
+    if isinstance(schema, MixedSchema) and schema.names is not None:
+        out = {n: str for n, k in zip(schema.names, schema.kinds, strict=True) if k != "numeric"}
+    if id_column:
+        out[id_column] = str
+    return out
+
+
+def _as_fitted(detector: Any, features: pd.DataFrame) -> pd.DataFrame:
+    """``features`` (in the fitted column order) with the text read by :func:`read_dtypes`
+    turned into what the model saw in training, value by value (never chunk by chunk).
+
+    Boolean columns: numbers become numbers again (so a 2 is an unseen value, not an error) and
+    true/false words their 0/1 codes when the column also holds numbers. Categorical columns:
+    text that is no category of the model but reads as a number that is (``"001"`` for a model
+    that saw the code as the integer 1) becomes that category.
+    """
+    schema = getattr(detector, "schema_", None)
+    if not isinstance(schema, MixedSchema) or schema.names is None:
+        return features
+    changed: dict[int, pd.Series] = {}
+    for j, (kind, vocab) in enumerate(zip(schema.kinds, schema.vocabularies, strict=True)):
+        s = features.iloc[:, j]
+        if kind == "numeric" or not (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)):
+            continue
+        new = _boolean_values(s) if kind == "boolean" else _known_labels(s, vocab or ())
+        if new is not s:
+            changed[j] = new
+    if not changed:
+        return features
+    features = features.copy()
+    for j, new in changed.items():
+        features.isetitem(j, new)
+    return features
+
+
+def _boolean_values(s: pd.Series) -> pd.Series:
+    num = pd.to_numeric(s, errors="coerce")
+    is_num = num.notna()
+    present = s.notna()
+    if not is_num.any():
+        return s  # true/false words only: the model reads them as they are
+    if bool((is_num == present).all()):
+        return num
+    low = s.astype(str).str.strip().str.lower()
+    words = pd.Series(np.where(low.isin(_TRUE), 1.0, np.where(low.isin(_FALSE), 0.0, np.nan)),
+                      index=s.index)
+    if bool((present & ~is_num & words.isna()).any()):
+        return s  # text that is no boolean: the model's error names it
+    return num.astype(np.float64).where(is_num, words)
+
+
+def _known_labels(s: pd.Series, vocab: Sequence[str]) -> pd.Series:
+    known = pd.Index(vocab)
+    unknown = s.notna() & ~s.isin(known)
+    if not unknown.any():
+        return s
+    alt = pd.to_numeric(s[unknown], errors="coerce").dropna().map(_label)
+    alt = alt[alt.isin(known)]
+    if alt.empty:
+        return s
+    s = s.copy()
+    s[alt.index] = alt
+    return s
 
 
 def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
@@ -112,26 +189,39 @@ def score_file(
     Memory stays bounded by ``chunk_rows`` whatever the file size (CSV and Parquet are streamed;
     .npy is memory-mapped). The output holds the row id (``id_column`` of the input, else the row
     number as ``row``), ``anomaly_score``, ``is_anomaly`` and the top contributing features.
+
+    The results do not depend on ``chunk_rows``: from CSV the id column and a mixed-table model's
+    categorical and boolean columns are read as text in every chunk (:func:`read_dtypes`).
+    Parquet output stores a mixed-table model's explained values as text. An input without rows
+    raises :class:`DataError` and leaves an existing ``out`` as it was.
     """
     t0 = time.perf_counter()
     total = count_rows(data)
     rows = anomalies = 0
     drop = [id_column] if id_column else []
+    dtypes = read_dtypes(detector, id_column)
     with TableWriter(out) as writer, tqdm(total=total, unit="row", disable=not progress,
                                           desc="scoring") as bar:
-        for chunk in iter_table_chunks(data, chunk_rows=chunk_rows):
+        for chunk in iter_table_chunks(data, chunk_rows=chunk_rows, dtype=dtypes):
+            if len(chunk) == 0:  # a CSV of only a header: one empty chunk of untyped columns
+                continue
             if id_column and id_column not in chunk.columns:
                 raise DataError(f"id column {id_column!r} is not in {os.fspath(data)!r}")
-            feats = select_features(detector, chunk, drop)
+            feats = _as_fitted(detector, select_features(detector, chunk, drop))
             scored = score_frame(detector, feats, top_k=top_k, explain=explain)
+            if writer.kind == "parquet":  # observed/expected values mixing text and numbers
+                for c in scored.columns:
+                    if (c.startswith(("top_value_", "top_expected_"))
+                            and not pd.api.types.is_numeric_dtype(scored[c].dtype)):
+                        scored[c] = _stringified(scored[c])
             ids = chunk[id_column].to_numpy() if id_column else chunk.index.to_numpy()
             scored.insert(0, id_column or "row", ids)
             writer.write(scored.reset_index(drop=True))
             rows += len(scored)
             anomalies += int(scored["is_anomaly"].sum())
             bar.update(len(scored))
-    if rows == 0:
-        raise DataError(f"{os.fspath(data)!r} has no rows")
+        if rows == 0:  # raised inside the writer: an existing output is left as it was
+            raise DataError(f"{os.fspath(data)!r} has no rows")
     seconds = time.perf_counter() - t0
     logger.info("scored %d rows in %.2fs (%d anomalies)", rows, seconds, anomalies)
     return ScoreSummary(rows, anomalies, seconds, os.fspath(out))

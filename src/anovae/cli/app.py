@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,15 +43,31 @@ def _root(
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+def os_error_message(exc: OSError) -> str:
+    """``IsADirectoryError(21, "Is a directory", "out")`` -> ``"'out': Is a directory"``: the
+    path(s) first, then what the system said (not the ``[Errno 21]`` prefix)."""
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if not paths:
+        return what
+    shown = " -> ".join(repr(os.fsdecode(p)) if isinstance(p, (str, bytes, os.PathLike))
+                        else repr(p) for p in paths)
+    return f"{shown}: {what}"
+
+
 def handle_errors(func: F) -> F:
-    """Turn anovae's own errors (bad data, bad model file...) into one line and exit code 2."""
+    """Turn anovae's own errors (bad data, bad model file...) and the system's (a folder where
+    a file belongs, no permission, disk full...) into one line and exit code 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (AnovaeError, FileNotFoundError) as exc:
+        except AnovaeError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # missing files, folders, permissions, full disks
+            typer.echo(f"error: {os_error_message(exc)}", err=True)
             raise typer.Exit(2) from None
         except ValueError as exc:  # parameter validation of the estimators
             typer.echo(f"error: {exc}", err=True)

@@ -121,8 +121,9 @@ def fit(
         save_on_main,
     )
     from anovae.images import is_image_source, read_images
-    from anovae.io import read_table
+    from anovae.io import check_output_path, read_table
 
+    check_output_path(output)  # a folder or an unwritable place: say so before training
     images = is_image_source(data)
     if images:
         _refuse_table_options(data, {"--label-column": label_column, "--id-column": id_column,
@@ -161,7 +162,9 @@ def fit(
             est.fit(read_images(data).images)
             shape = (est.decision_scores_.shape[0], est.n_features_in_)
         else:
-            df = read_table(data)
+            # --categorical columns as text: codes such as "001" keep their leading zeros (and
+            # match what `anovae score` reads)
+            df = read_table(data, dtype=dict.fromkeys(categorical, str) if categorical else None)
             X, y = _split_columns(df, label_column, exclude, id_column, str(data))
             est.fit(X, y)
             shape = X.shape
@@ -211,6 +214,7 @@ def score(
 
     For an image model DATA is a folder of PNG/JPEG files (sub-folders = classes), an IDX file
     or a .npy/.npz array; the output holds image, label (if any), anomaly_score, is_anomaly."""
+    from anovae.io import check_output_path
     from anovae.persistence import load
     from anovae.scoring import score_file
 
@@ -225,6 +229,7 @@ def score(
                                  param_hint="--output")
     if engine not in ("local", "dask"):
         raise typer.BadParameter(f"choose local or dask, got {engine!r}", param_hint="--engine")
+    check_output_path(output, folder=engine == "dask")  # before any scoring
     if engine == "dask":
         from anovae.dask import score_files
 
@@ -240,7 +245,8 @@ def score(
         from anovae.images import score_images
 
         _refuse_table_options(data, {"--id-column": id_column, "--explain": explain})
-
+        if maps is not None:
+            check_output_path(maps, folder=True)
         done = score_images(det, data, output, maps_dir=maps)
         typer.echo(f"scored {done['rows']} images ({done['anomalies']} flagged as anomalies) in "
                    f"{done['seconds']:.2f}s; written to {output}"
@@ -308,7 +314,9 @@ def demo(
     """Train a VAE on benign breast-cancer biopsies (bundled with scikit-learn) and flag the
     malignant ones: no network and no extra files needed."""
     from anovae.demo import run_demo
+    from anovae.io import check_output_path
 
+    check_output_path(output_dir, folder=True)
     typer.echo("anovae demo: breast-cancer data (scikit-learn), 30 features; training a VAE on "
                "70% of the benign rows...")
     m = run_demo(output_dir, random_state=random_state, verbose=verbose)

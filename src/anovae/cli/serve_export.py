@@ -3,11 +3,13 @@ adapters over :mod:`anovae.service`, :mod:`anovae.export` and :mod:`anovae.strea
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import typer
 
@@ -99,10 +101,12 @@ def export(
     Input 'x': float32 raw rows in the model's column order; outputs 'anomaly_score' (higher =
     more anomalous) and 'is_anomaly'."""
     from anovae.export import export_onnx
+    from anovae.io import check_output_path
     from anovae.persistence import load
 
     if format_ != "onnx":
         raise typer.BadParameter(f"unknown format {format_!r}; choose onnx", param_hint="--format")
+    check_output_path(output)
     det = load(model, device="cpu")
     try:
         path = export_onnx(det, output)
@@ -117,22 +121,28 @@ def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
                      explain: bool, id_column: str | None = None) -> None:
     """``anovae score MODEL DATA --stream``: JSON lines from DATA (``-``: standard input) to
     OUTPUT (default or ``-``: standard output); the summary goes to standard error. With
-    ``id_column``, that key of each input object is copied to its output line as ``id``."""
+    ``id_column``, that key of each input object is copied to its output line as ``id``.
+
+    Standard output gets each line as soon as it is scored; a file OUTPUT is written atomically
+    (it appears, or replaces the old one, when the input ends; a failed run leaves it as it was).
+    """
+    from anovae.io import atomic_output, check_output_path
     from anovae.persistence import load
     from anovae.streaming import score_stream
 
+    out_file = None if output is None or str(output) == "-" else output
+    if out_file is not None:
+        check_output_path(out_file)  # before loading and scoring
     det = load(model)
-    src = sys.stdin if str(data) == "-" else open(data, encoding="utf-8")  # noqa: SIM115
-    to_stdout = output is None or str(output) == "-"
-    dst = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")  # noqa: SIM115
-    try:
+    with contextlib.ExitStack() as stack:
+        src: TextIO = sys.stdin if str(data) == "-" else stack.enter_context(
+            open(data, encoding="utf-8"))
+        dst: TextIO = sys.stdout
+        if out_file is not None:  # closed (last in, first out) before the move into place
+            tmp = stack.enter_context(atomic_output(out_file))
+            dst = stack.enter_context(open(tmp, "w", encoding="utf-8"))
         summary = score_stream(det, src, dst, top_k=top_k, explain=explain,
                                id_field=id_column)
-    finally:
-        if src is not sys.stdin:
-            src.close()
-        if dst is not sys.stdout:
-            dst.close()
     typer.echo(f"streamed {summary.scored + summary.errors} lines: {summary.scored} scored "
                f"({summary.anomalies} anomalies), {summary.errors} errors in "
                f"{summary.seconds:.2f}s", err=True)

@@ -53,6 +53,9 @@ def threshold(
                                             "replace MODEL, atomically)."),
 ) -> None:
     """Re-fit the decision threshold of MODEL on DATA without retraining, and save the model."""
+    from anovae.io import check_output_path
+
+    check_output_path(output or model)
     det, X, y = _load_rows(model, data, label_column, id_column, exclude)
     old = det.threshold_
     det.refit_threshold(X, y, method=method, param=param)
@@ -79,8 +82,10 @@ def report(
     title: str | None = typer.Option(None, help="Page title."),
 ) -> None:
     """Write a self-contained HTML report of MODEL on DATA (plots embedded; no network needed)."""
+    from anovae.io import check_output_path
     from anovae.report import build_report
 
+    check_output_path(output)
     det, X, y = _load_rows(model, data, label_column, id_column, exclude)
     path = build_report(det, X, y, out_path=output, top_k=top_k, explain_k=explain_k,
                         title=title, data_name=Path(data).name)
