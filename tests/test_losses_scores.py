@@ -261,6 +261,29 @@ def test_iwae_is_the_tighter_bound(seed, likelihood):
     assert iwae.mean() <= elbo.mean() + 0.05 * elbo.abs().mean() + 1e-3
 
 
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_reconstruction_probability_is_an_and_cho_mean_likelihood(likelihood):
+    # An & Cho (2015), Algorithm 4: the mean of p(x|z_l) over posterior draws; the score is its
+    # -log, which Jensen puts at or below the mean of -log p(x|z_l) (the ELBO's first term)
+    net = tiny_net(3, 2, likelihood=likelihood, seed=11)
+    x = torch.rand(6, 3, generator=torch.Generator().manual_seed(12))
+    eps = common_noise(32, 2, 13)
+    with torch.no_grad():
+        got = row_scores(net, x, "reconstruction_probability", eps)
+        mu, logvar = net.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * eps[:, None, :]  # (S, B, L)
+        loc, dec_logvar = net.decode(z)
+        nll = net.nll(x, loc, dec_logvar).sum(-1).double()  # (S, B)
+        want = -torch.log(torch.exp(-nll).mean(0))
+        parts = feature_scores(net, x, "reconstruction_probability", eps)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    assert torch.all(got <= nll.mean(0).float() + 1e-4)
+    torch.testing.assert_close(parts.sum(-1), got, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():  # one draw: the likelihood of that draw
+        one = row_scores(net, x, "reconstruction_probability", eps[:1])
+    torch.testing.assert_close(one.double(), nll[0], rtol=1e-5, atol=1e-4)
+
+
 def test_iwae_with_one_sample_is_the_sampled_elbo():
     net = tiny_net(seed=5)
     x = torch.rand(4, 3, generator=torch.Generator().manual_seed(6))

@@ -14,9 +14,14 @@ Scores:
 ``"reconstruction"``
     squared error of the decoder mean at ``z = mu``: ``(x - E[x|mu])^2`` per feature.
 ``"reconstruction_probability"``
-    An & Cho (2015): ``mean_s -log p(x | z_s)`` with ``z_s = mu + sigma * eps_s``.
+    An & Cho (2015, Algorithm 4): the mean likelihood of ``x`` over posterior draws
+    ``z_s = mu + sigma * eps_s``, as a surprise: ``-log mean_s p(x | z_s)``. Per feature: the
+    likelihood-weighted average of ``-log p(x_j|z_s)``, plus the rest spread evenly (as
+    ``"iwae"``). (Before anovae 0.3.1 this was ``mean_s -log p(x|z_s)``, the ELBO's
+    reconstruction term, which Jensen's inequality puts above it.)
 ``"elbo"``
-    negative ELBO: the above plus ``KL(q(z|x) || p(z))`` (spread evenly over the features).
+    negative ELBO: ``mean_s -log p(x | z_s)`` plus ``KL(q(z|x) || p(z))`` (spread evenly over
+    the features).
 ``"iwae"``
     importance-weighted bound on ``-log p(x)`` (Burda et al. 2016) with ``K = S`` samples:
     ``-log mean_s p(x|z_s) p(z_s) / q(z_s|x)``. Per feature: the importance-weighted average of
@@ -82,8 +87,9 @@ def feature_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
     nll = net.nll(x, loc, dec_logvar)  # (S, B, *F)
     d = x[0].numel()
     expand = (slice(None),) + (None,) * len(feat_dims)  # (B,) -> (B, 1, ...)
+    log_lik = -nll.flatten(2).sum(-1)  # (S, B): log p(x|z_s)
     if score == "reconstruction_probability":
-        return nll.mean(0)  # (B, *F)
+        return _neg_log_mean_exp(log_lik, nll)  # (B, *F)
     if score == "elbo":
         kl = kl_standard_normal(mu, logvar).sum(-1)  # (B,)
         return nll.mean(0) + (kl / d)[expand]  # (B, *F)
@@ -92,12 +98,22 @@ def feature_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
     # rounds to 0 and exp(-logvar) to inf, and the textbook form gives 0 * inf = NaN.
     log_q = -0.5 * (math.log(2 * math.pi) + logvar.unsqueeze(0)
                     + eps.pow(2)[:, None, :]).sum(-1)  # (S, B)
-    log_w = -nll.flatten(2).sum(-1) + log_normal(z) - log_q  # (S, B)
+    return _neg_log_mean_exp(log_lik + log_normal(z) - log_q, nll)  # (B, *F)
+
+
+def _neg_log_mean_exp(log_w: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
+    """``-log mean_s exp(log_w_s)`` per row, split into per-feature parts ``(B, *F)``.
+
+    ``log_w``: ``(S, B)`` log weights of the ``S`` draws; ``nll``: ``(S, B, *F)`` per-feature
+    ``-log p(x_j|z_s)``. Feature ``j`` gets the weight-averaged ``nll`` of its draws, plus an
+    even share of the rest of the total, so the parts add up to it.
+    """
+    s_, feat = log_w.shape[0], nll.shape[2:]
     total = -(torch.logsumexp(log_w, dim=0) - math.log(s_))  # (B,)
-    weights = torch.softmax(log_w, dim=0)  # (S, B), normalised importance weights
-    per_feature = (weights[(...,) + (None,) * len(feat_dims)] * nll).sum(0)  # (B, *F)
+    weights = torch.softmax(log_w, dim=0)  # (S, B), normalised
+    per_feature = (weights[(...,) + (None,) * len(feat)] * nll).sum(0)  # (B, *F)
     rest = total - per_feature.flatten(1).sum(-1)  # (B,)
-    return per_feature + (rest / d)[expand]
+    return per_feature + (rest / math.prod(feat))[(slice(None),) + (None,) * len(feat)]
 
 
 def row_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
