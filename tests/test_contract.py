@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 import anovae
-from anovae import AEDetector, VAEDetector
+from anovae import AEDetector, TrainingError, VAEDetector
 from anovae.detectors.vae import PRESETS
 
 DETECTORS = [VAEDetector, AEDetector]
@@ -335,3 +335,19 @@ def test_fit_predict_uses_y_and_gives_the_training_labels(cls, data, make_detect
     det = make_detector(cls).fit(X, y)
     np.testing.assert_array_equal(labels, det.labels_)
     np.testing.assert_array_equal(labels, det.predict(X))
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_a_failed_refit_leaves_the_fitted_model_as_it_was(cls, data, make_detector):
+    det = make_detector(cls).fit(data.X_train)
+    before = det.decision_function(data.X_test[:5])
+    threshold = det.threshold_
+    det.set_params(learning_rate=1e30)  # the loss turns NaN: TrainingError
+    with pytest.raises(TrainingError):
+        det.fit(data.X_train * 1000 + 50)
+    np.testing.assert_array_equal(det.decision_function(data.X_test[:5]), before)
+    assert det.threshold_ == threshold
+    fresh = make_detector(cls, learning_rate=1e30)
+    with pytest.raises(TrainingError):
+        fresh.fit(data.X_train * 1000 + 50)
+    assert not [k for k in vars(fresh) if k.endswith("_")]  # still unfitted

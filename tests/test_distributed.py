@@ -117,6 +117,9 @@ _SCRIPT = textwrap.dedent("""
         # out of core: each rank streams its own row groups of the Parquet folder
         streamed = fit_table(VAEDetector(**params), {folder!r}, chunk_rows=100)
         save_on_main(streamed, {model!r} + ".ooc")
+        # one file of one row group (what pandas writes): the ranks stripe its rows
+        one = fit_table(VAEDetector(**params), {single!r}, chunk_rows=100)
+        save_on_main(one, {model!r} + ".one")
         Crashing(**params).fit(data.X_train)
 """)
 
@@ -133,8 +136,11 @@ def test_ddp_on_two_processes(tmp_path: Path) -> None:
     folder.mkdir()
     for i, idx in enumerate(np.array_split(np.arange(600), 2)):
         data.frame(data.X_train[idx]).to_parquet(folder / f"{i}.parquet", row_group_size=60)
+    single = tmp_path / "one.parquet"
+    data.frame(data.X_train).to_parquet(single)
     script.write_text(_SCRIPT.format(tests=str(Path(__file__).parent), model=str(model),
-                                     out=str(out), folder=str(folder), train=str(train)))
+                                     out=str(out), folder=str(folder), train=str(train),
+                                     single=str(single)))
     port = str(_free_port())
     procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
@@ -175,3 +181,5 @@ def test_ddp_on_two_processes(tmp_path: Path) -> None:
     assert spearmanr(s_ddp, s_single).statistic >= 0.9
     streamed = load(f"{model}.ooc")  # the out-of-core DDP model
     assert roc_auc_score(data.y_test, streamed.decision_function(data.X_test)) > 0.9
+    one = load(f"{model}.one")  # one row group: failed with "too few training rows" before
+    assert roc_auc_score(data.y_test, one.decision_function(data.X_test)) > 0.9

@@ -582,13 +582,13 @@ def test_cli_fit_score_png_folder_with_maps(tmp_path: Path,
                               "--maps", str(tmp_path / "maps")])
     assert res.exit_code == 0, res.output
     out = pd.read_csv(tmp_path / "s.csv")
-    assert list(out.columns) == ["image", "label", "anomaly_score", "is_anomaly"]
+    assert list(out.columns) == ["image", "label", "anomaly_score", "is_anomaly", "map"]
     det = load(model)
     data = read_images(test)
     np.testing.assert_allclose(out["anomaly_score"], det.decision_function(data.images),
                                rtol=1e-6)
     maps = sorted((tmp_path / "maps").glob("*_map.png"))
-    assert len(maps) == 8
+    assert len(maps) == 8 and sorted(p.name for p in maps) == sorted(out["map"])
     with Image.open(maps[0]) as im:
         assert im.size == (28, 28) and im.mode == "RGB"
 
@@ -670,3 +670,34 @@ def test_16_bit_png_folders_scale_by_their_depth(tmp_path: Path) -> None:
     by_name = {Path(n).stem: x for n, x in zip(data.names, data.images, strict=True)}
     assert by_name["dark"].max() <= 1  # 252 / 65535 of full scale, not 252 / 255
     assert by_name["full"].max() == np.round(252 * 256 / 65535 * 255)
+
+
+def test_map_names_are_distinct() -> None:
+    from anovae.images import map_names
+
+    names = ["cat.png", "cat.jpg", "a/b.png", "a__b.png", "dog.png"]
+    out = map_names(names)
+    assert len(set(out)) == len(out) == 5
+    assert out[0] == "cat.png_map.png" and out[1] == "cat.jpg_map.png"
+    assert out[4] == "dog_map.png"  # no clash: the extension is dropped
+
+
+@pytest.mark.parametrize(("param", "value"), [("latent_dim", 0), ("latent_dim", 2.5),
+                                              ("latent_dim", -3), ("activation", "foo")])
+def test_image_vae_checks_latent_dim_and_activation_up_front(param: str, value: object) -> None:
+    X = np.random.default_rng(0).random((20, 28, 28)).astype(np.float32)
+    det = ImageVAEDetector(channels=(4, 8), epochs=1, random_state=0, **{param: value})
+    with pytest.raises(ValueError, match=param):
+        det.fit(X)
+    assert not hasattr(det, "net_")
+
+
+def test_image_vae_takes_channels_as_an_array_and_leaves_python_random_alone() -> None:
+    import random
+
+    X = np.random.default_rng(0).random((40, 28, 28)).astype(np.float32)
+    random.seed(5)
+    state = random.getstate()
+    det = ImageVAEDetector(channels=np.array([4, 8]), epochs=1, random_state=0).fit(X)
+    assert det.net_config_.channels == (4, 8)
+    assert random.getstate() == state  # sklearn's first import of its mixtures draws from it

@@ -155,3 +155,36 @@ def test_fit_table_on_fewer_rows_than_the_batch(tmp_path: Path) -> None:
     det = fit_table(VAEDetector(epochs=2, batch_size=256, random_state=0), tmp_path / "t.parquet")
     assert det.batch_size_ < 256 and det.n_epochs_ == 2
     assert np.isfinite(det.decision_function(X)).all()
+
+
+def test_uneven_row_groups_still_train_on_every_row_under_two_ranks() -> None:
+    # one large and one small row group (a folder of two files, or one pandas-written file and
+    # a little one): dealing whole groups left one rank 40 rows, and both stopped there
+    from anovae.outofcore import share_row_groups
+
+    sizes = [2000, 40]
+    data = [np.arange(sum(sizes[:g]), sum(sizes[:g + 1]), dtype=np.float32)[:, None]
+            for g in range(2)]
+    groups = [type("G", (), {"i": g})() for g in range(2)]
+    owner = share_row_groups(sizes, 2)
+    assert owner is None  # too uneven to share whole: striped
+    ranks = [ParquetBatches(groups, sizes, lambda grp: data[grp.i], 100, torch.device("cpu"),
+                            rank=r, world=2, owner=owner) for r in range(2)]
+    per_rank = [torch.cat(list(s.batches(16, torch.Generator().manual_seed(0))))[:, 0]
+                for s in ranks]
+    assert len(per_rank[0]) == len(per_rank[1])
+    rows = [set(p.tolist()) for p in per_rank]
+    assert not rows[0] & rows[1]
+    assert len(rows[0] | rows[1]) >= sum(sizes) - 2 * 16  # every row but a partial batch each
+    # balanced groups go whole
+    assert share_row_groups([100, 100, 90, 110], 2) is not None
+    assert share_row_groups([500], 1) == [0]
+
+
+def test_files_with_different_columns_are_a_clear_error(tmp_path: Path) -> None:
+    A = pd.DataFrame(np.random.default_rng(0).normal(size=(500, 3)), columns=list("abc"))
+    (tmp_path / "s").mkdir()
+    A.to_parquet(tmp_path / "s" / "a.parquet")
+    A[["a", "b"]].to_parquet(tmp_path / "s" / "b.parquet")
+    with pytest.raises(DataError, match=r"b\.parquet' lacks the columns \['c'\]"):
+        fit_table(VAEDetector(epochs=2, device="cpu"), tmp_path / "s")

@@ -107,3 +107,33 @@ def test_the_resolved_batch_and_rate_are_kept_and_saved(tmp_path: Path) -> None:
     assert big.learning_rate_ == pytest.approx(auto_learning_rate(300))
     again = load(det.save(tmp_path / "m.safetensors"))
     assert (again.batch_size_, again.learning_rate_) == (det.batch_size_, det.learning_rate_)
+
+
+def test_batch_size_one_makes_an_update_per_row() -> None:
+    # every batch after the first used to count as a "tiny trailing batch" and be skipped
+    from anovae.training import _tensor_batches
+
+    x = torch.arange(10.0)[:, None]
+    batches = list(_tensor_batches(x, 1, torch.Generator().manual_seed(0), None))
+    assert len(batches) == 10
+    batches = list(_tensor_batches(x, 4, torch.Generator().manual_seed(0), None))
+    assert [b.shape[0] for b, _ in batches] == [4, 4, 2]
+    batches = list(_tensor_batches(x, 3, torch.Generator().manual_seed(0), None))
+    assert [b.shape[0] for b, _ in batches] == [3, 3, 3]  # a trailing single row: skipped
+
+
+def test_a_batch_smaller_than_the_processes_is_a_clear_error() -> None:
+    from anovae.exceptions import TrainingError
+    from anovae.training import _tensor_batches
+
+    dist = type("Dist", (), {"world_size": 4, "rank": 0})()
+    with pytest.raises(TrainingError, match="batch_size 2 is smaller than the 4 processes"):
+        next(_tensor_batches(torch.zeros(10, 1), 2, torch.Generator(), dist))
+
+
+def test_warmup_longer_than_training_is_capped(caplog: pytest.LogCaptureFixture) -> None:
+    X = np.random.default_rng(0).normal(size=(200, 4))
+    with caplog.at_level("WARNING"):
+        det = VAEDetector(epochs=3, warmup_epochs=10, random_state=0, device="cpu").fit(X)
+    assert det.history_["beta"][-1] == 1.0 and det.best_epoch_ == 3
+    assert "warmup_epochs=10 is more than the 3 epochs" in caplog.text

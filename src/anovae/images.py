@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "declared_size",
     "is_image_source",
     "map_colours",
+    "map_names",
     "png_codec",
     "png_nats",
     "read_idx",
@@ -608,6 +610,32 @@ def map_colours(maps: np.ndarray, cmap: str = "inferno", lo: float | None = None
     return matplotlib.colormaps[cmap](unit)[..., :3].transpose(0, 3, 1, 2)
 
 
+def map_names(names: Sequence[str]) -> list[str]:
+    """One distinct anomaly-map file name per image name: ``<name without extension>_map.png``
+    (sub-folders joined by ``__``), the extension kept where two images would share that
+    (``cat.png`` and ``cat.jpg``), and a number added where even that is not enough.
+
+    >>> map_names(["a/x.png", "cat.png", "cat.jpg"])
+    ['a__x_map.png', 'cat.png_map.png', 'cat.jpg_map.png']
+    """
+    def flat(p: Path) -> str:
+        return p.as_posix().replace("/", "__")
+
+    stems = [flat(Path(str(n)).with_suffix("")) for n in names]
+    counts = Counter(stems)
+    out = [s if counts[s] == 1 else flat(Path(str(n))) for s, n in zip(stems, names, strict=True)]
+    unique: list[str] = []
+    used: set[str] = set()
+    for name in out:
+        candidate, k = name, 1
+        while candidate in used:
+            k += 1
+            candidate = f"{name}_{k}"
+        used.add(candidate)
+        unique.append(candidate)
+    return [f"{u}_map.png" for u in unique]
+
+
 def score_images(detector: Any, source: str | os.PathLike, output: str | os.PathLike, *,
                  maps_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Score the images of ``source`` (see :func:`read_images`) with a fitted image detector.
@@ -615,7 +643,8 @@ def score_images(detector: Any, source: str | os.PathLike, output: str | os.Path
     Writes ``output`` (any table format of :func:`anovae.io.write_table`) with one line per
     image: ``image`` (file name or index), ``label`` (when the source has labels),
     ``anomaly_score`` and ``is_anomaly``; with ``maps_dir``, one PNG anomaly map per image
-    (``<image>_map.png``, colours on one scale for all images: brighter = more anomalous).
+    (``<image>_map.png``, colours on one scale for all images: brighter = more anomalous; the
+    table's ``map`` column names each image's file, see :func:`map_names`).
 
     Returns:
         ``{"rows", "anomalies", "seconds", "output", "maps"}``.
@@ -635,6 +664,8 @@ def score_images(detector: Any, source: str | os.PathLike, output: str | os.Path
         table["label"] = data.labels
     table["anomaly_score"] = scores
     table["is_anomaly"] = (scores > detector.threshold_).astype(np.int8)
+    if maps_dir is not None:
+        table["map"] = map_names(data.names)
     write_table(table, output)
     n_maps = 0
     if maps_dir is not None:
@@ -645,9 +676,8 @@ def score_images(detector: Any, source: str | os.PathLike, output: str | os.Path
         folder = Path(maps_dir)
         folder.mkdir(parents=True, exist_ok=True)
         rgb = to_uint8(map_colours(feats.sum(axis=1)))  # (N, H, W, 3)
-        for name, pixels in zip(data.names, rgb, strict=True):
-            stem = Path(name).with_suffix("").as_posix().replace("/", "__")
-            with atomic_output(folder / f"{stem}_map.png") as tmp:
+        for name, pixels in zip(table["map"], rgb, strict=True):
+            with atomic_output(folder / name) as tmp:
                 Image.fromarray(pixels).save(tmp, format="PNG")
             n_maps += 1
     return {"rows": len(scores), "anomalies": int(table["is_anomaly"].sum()),

@@ -18,6 +18,7 @@ adds it to its score (``latent_density=True``).
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +121,9 @@ def fit_latent_mixture(codes: np.ndarray, n_components: int = LATENT_COMPONENTS,
     >>> bool(m.neg_log_density(np.zeros((1, 2)))[0] > m.neg_log_density(np.full((1, 2), 3.0))[0])
     True
     """
-    from sklearn.mixture import GaussianMixture
+    state = random.getstate()
+    from sklearn.mixture import GaussianMixture  # its first import draws from Python's random
+    random.setstate(state)  # (sklearn.metrics does): leave the caller's global state as it was
 
     codes = np.asarray(codes, dtype=np.float64)
     if codes.ndim != 2 or codes.shape[0] < 2:

@@ -87,8 +87,17 @@ class RowGroup:
         import pyarrow.parquet as pq
 
         try:
-            df = pq.ParquetFile(self.path).read_row_group(
+            pf = pq.ParquetFile(self.path)
+            if columns is not None:  # pyarrow leaves absent columns out without a word
+                have = set(pf.schema_arrow.names)
+                missing = [c for c in columns if c not in have]
+                if missing:
+                    raise DataError(f"{self.path!r} lacks the columns {missing} (the first file "
+                                    "has them): every file must have the same columns")
+            df = pf.read_row_group(
                 self.index, columns=None if columns is None else list(columns)).to_pandas()
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"cannot read {self.path!r} (row group {self.index}): {exc}") from exc
         df.index = pd.RangeIndex(self.offset, self.offset + len(df))
@@ -147,27 +156,62 @@ class _Roles:
         return cal, val, ~(cal | val), sample
 
 
+def share_row_groups(train_rows: Sequence[int], world: int, balance: float = 0.9
+                     ) -> list[int] | None:
+    """Which rank reads each row group (``(n_groups,)`` ranks), or ``None`` for striping.
+
+    Row groups go whole to ranks, largest first to the least loaded one, when that gives every
+    rank at least ``balance`` times the largest share of training rows. Otherwise (one row group,
+    say, or one much larger than the rest) ``None``: every rank reads every row group and keeps
+    every ``world``-th of its training rows. Each epoch trains on what the smallest share fills,
+    so whole groups alone could leave most rows unused.
+
+    >>> share_row_groups([100, 100, 100, 100], 2)
+    [0, 1, 1, 0]
+    >>> share_row_groups([1000, 40], 2) is None
+    True
+    """
+    if world == 1:
+        return [0] * len(train_rows)
+    load = [0] * world
+    owner = [0] * len(train_rows)
+    for g in sorted(range(len(train_rows)), key=lambda g: (-train_rows[g], g)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owner[g] = r
+        load[r] += train_rows[g]
+    return owner if min(load) >= balance * max(load) > 0 else None
+
+
 class ParquetBatches:
-    """Shuffled mini-batches of one rank's share of the row groups, streamed every epoch.
+    """Shuffled mini-batches of one rank's share of the training rows, streamed every epoch.
 
     Each epoch draws one order of the row groups from the shared generator (the same on every
-    rank), takes every ``world``-th one from ``rank``, and passes their training rows through a
-    shuffle buffer of ``chunk_rows`` rows; batches are drawn from the shuffled buffer and the
-    remainder is carried on. Every rank yields the same number of batches of
-    ``batch_size // world`` rows (the fewest any rank can fill), so DDP's steps line up.
+    rank); a rank reads its own row groups in that order (``owner``, see
+    :func:`share_row_groups`; ``None``: every row group, keeping every ``world``-th training
+    row) and passes their training rows through a shuffle buffer of ``chunk_rows`` rows; batches
+    are drawn from the shuffled buffer and the remainder is carried on. Every rank yields the
+    same number of batches of ``batch_size // world`` rows (the fewest any rank can fill), so
+    DDP's steps line up.
     """
 
     def __init__(self, groups: list[RowGroup], train_rows: list[int], read: Any,
-                 chunk_rows: int, device: torch.device, rank: int = 0, world: int = 1) -> None:
+                 chunk_rows: int, device: torch.device, rank: int = 0, world: int = 1,
+                 owner: list[int] | None = None) -> None:
         self.groups, self.train_rows, self.read = groups, train_rows, read
         self.chunk_rows, self.device, self.rank, self.world = chunk_rows, device, rank, world
+        self.owner = [0] * len(groups) if owner is None and world == 1 else owner
         self.peak_buffer_rows = 0  # the most rows held at once (for tests and logs)
 
+    def _rows_of(self, r: int) -> int:
+        """Training rows rank ``r`` reads per epoch."""
+        if self.owner is None:  # striped: rows r, r + world, ... of every group
+            return sum(len(range(r, n, self.world)) for n in self.train_rows)
+        return sum(n for n, o in zip(self.train_rows, self.owner, strict=True) if o == r)
+
     def steps(self, order: Sequence[int], batch_size: int) -> int:
-        """Batches per rank this epoch: the fewest that every rank can fill."""
+        """Batches per rank per epoch: the fewest that every rank can fill."""
         b = max(1, batch_size // self.world)
-        return min(sum(self.train_rows[g] for g in order[r::self.world]) // b
-                   for r in range(self.world))
+        return min(self._rows_of(r) // b for r in range(self.world))
 
     def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
         order = torch.randperm(len(self.groups), generator=generator).tolist()
@@ -180,8 +224,12 @@ class ParquetBatches:
                             f"{self.world} process(es)")
         done = 0
         buffer = np.empty((0, 0), dtype=np.float32)
-        for g in order[self.rank::self.world]:
+        mine = (order if self.owner is None
+                else [g for g in order if self.owner[g] == self.rank])
+        for g in mine:
             rows = self.read(self.groups[g])  # (n_g, d) scaled training rows
+            if self.owner is None:
+                rows = rows[self.rank::self.world]
             buffer = rows if buffer.size == 0 else np.concatenate([buffer, rows])
             self.peak_buffer_rows = max(self.peak_buffer_rows, buffer.shape[0])
             if buffer.shape[0] < self.chunk_rows:
@@ -349,7 +397,12 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
         return scaler.transform(X[normal & train])
 
     device = resolve_device(detector.device)
-    source = ParquetBatches(groups, train_rows, read_train, chunk_rows, device, rank, world)
+    owner = share_row_groups(train_rows, world)
+    if owner is None:
+        logger.info("row groups too uneven to share whole among %d processes: each reads every "
+                    "row group and trains on every %d-th row", world, world)
+    source = ParquetBatches(groups, train_rows, read_train, chunk_rows, device, rank, world,
+                            owner)
     val_local = np.concatenate(val_parts) if val_parts else np.empty((0, d))
     # every rank evaluates its own share (maybe none) whenever any rank holds validation rows
     x_val = scaler.transform(val_local) if sum(_gather(val_local.shape[0])) > 0 else None

@@ -197,10 +197,14 @@ def _tensor_batches(x: torch.Tensor, batch_size: int, generator: torch.Generator
     """
     n = x.shape[0]
     world = 1 if dist is None else dist.world_size
+    if batch_size < world:
+        raise TrainingError(f"batch_size {batch_size} is smaller than the {world} processes: "
+                            "every process needs a share of each batch")
     perm = torch.randperm(n, generator=generator, device=x.device)
-    for i in range(math.ceil(n / batch_size)):
+    last = math.ceil(n / batch_size) - 1
+    for i in range(last + 1):
         idx = perm[i * batch_size:(i + 1) * batch_size]
-        if idx.numel() < max(2, world) and n >= 2 and i > 0:
+        if i == last > 0 and idx.numel() < min(batch_size, max(2, world)):
             continue  # a tiny trailing batch adds noise and nothing else (and some ranks none)
         if dist is None:
             yield x[idx], 1.0

@@ -135,7 +135,9 @@ def _check_param(name: str, value: Any, kind: type | tuple[type, ...], low: floa
             raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
         return
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{name} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+        what = {Integral: "an integer", Real: "a number", str: "a string"}.get(
+            kind, f"a {getattr(kind, '__name__', kind)}")  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     # NaN passes every comparison below, and no parameter means anything at infinity.
     if not isinstance(value, Integral) and not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -269,7 +271,20 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
         Returns:
             self
+
+        A fit that raises leaves the detector as it was before the call (fitted or not).
         """
+        before = {k: v for k, v in vars(self).items() if k.endswith("_")}
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            for k in [k for k in vars(self) if k.endswith("_")]:
+                delattr(self, k)
+            vars(self).update(before)
+            raise
+
+    def _fit(self, X: Any, y: Any | None) -> BaseDetector:
+        """:meth:`fit`'s steps (the fitted attributes are set as they are computed)."""
         self._check_params()
         X_arr, schema = self._validate(X, None, min_rows=2)
         train_rows = X_arr

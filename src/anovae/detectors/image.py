@@ -121,7 +121,8 @@ class _ImageInput:
         dec = self.decoder_channels
         return ConvConfig(
             in_channels=s.channels, height=s.height, width=s.width,
-            channels=tuple(int(c) for c in self.channels) if self.channels else channels,
+            channels=(tuple(int(c) for c in self.channels)
+                      if self.channels is not None and len(self.channels) else channels),
             latent_dim=int(latent_dim) if latent_dim is not None else latent,
             decoder_channels=None if dec is None else tuple(int(c) for c in dec),
             seed_channels=None if self.seed_channels is None else int(self.seed_channels),
@@ -288,6 +289,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
     def _check_params(self) -> None:
         BaseDetector._check_params(self)  # not VAEDetector's: its table-only parameters
         self._check_vae_params()
+        self._check_mlp_params()  # latent_dim, activation (as ImageAEDetector's AEDetector does)
         self._check_conv_params()
         for name in ("latent_density", "complexity_correction"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -22,6 +23,8 @@ from anovae.tabular import Scaler, match_columns
 from anovae.training import TrainConfig
 
 __all__ = ["PRESETS", "VAEDetector"]
+
+logger = logging.getLogger(__name__)
 
 #: Named configurations. ``tutorial-mlp``: the Keras-tutorial VAE (input -> 32 -> 16 -> latent 10,
 #: mirrored decoder, Bernoulli likelihood on [0, 1]-scaled data), with a correct ELBO.
@@ -338,6 +341,10 @@ class VAEDetector(BaseDetector):
         base = super()._train_config(n_train)
         warmup = (self.warmup_epochs if self.warmup_epochs is not None
                   else max(1, math.ceil(0.1 * base.epochs)))
+        if warmup > base.epochs:  # else no epoch reaches the full KL weight (nor is "best")
+            logger.warning("warmup_epochs=%d is more than the %d epochs: the KL weight reaches "
+                           "beta at the last epoch instead", warmup, base.epochs)
+            warmup = base.epochs
         return TrainConfig(**{**base.__dict__, "beta": float(self.beta),
                               "warmup_epochs": int(warmup)})
 
