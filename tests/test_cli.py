@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import anovae
+from anovae import load
 from anovae.cli import app
 
 runner = CliRunner()
@@ -149,7 +150,7 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
         (["score", "{not_model}", "{table}", "-o", "{tmp}/s.csv"], "not a readable anovae model"),
         (["score", "{model}", "{narrow}", "-o", "{tmp}/s.csv"], "lacks columns"),
         (["score", "{model}", "{table}", "-o", "{tmp}/x.xlsx"], "unsupported output type"),
-        (["evaluate", "{model}", "{table}", "--label-column", "f0"], "must hold 0"),
+        (["evaluate", "{model}", "{table}", "--label-column", "f0"], "cannot be the label column"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(args: list[str], message: str, table: Path,
@@ -395,3 +396,61 @@ def test_select_features_matches_non_string_column_names() -> None:
     num = pd.DataFrame({0: rng.normal(size=50), 1: rng.normal(size=50), 2: 0.0})
     assert list(select_features(anovae.AEDetector(epochs=1).fit(num[[0, 1]]), num).columns) \
         == [0, 1]
+
+
+def test_evaluate_threshold_report_read_codes_as_score_does(tmp_path: Path) -> None:
+    # codes with leading zeros: `score` reads them as text; `evaluate`, `threshold` and `report`
+    # used pandas' guess (the integers 1, 2, 10: no category of the model) and flagged every row
+    rng = np.random.default_rng(0)
+    n = 400
+    c = rng.integers(0, 3, n)
+    df = pd.DataFrame({"id": [f"{i:06d}" for i in range(n)],
+                       "code": np.array(["001", "002", "010"])[c],
+                       "x": rng.normal(size=n) + 2 * c, "z": rng.normal(size=n)})
+    df["label"] = (np.arange(n) < 20).astype(int)
+    df.loc[:19, "x"] += 6
+    data = tmp_path / "cat.csv"
+    df.to_csv(data, index=False)
+    model = tmp_path / "m.safetensors"
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", str(data), "-o", str(model), "--id-column", "id",
+                              "--label-column", "label", "--categorical", "code", "--epochs", "5",
+                              "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    det = load(model)
+    X = df.drop(columns=["id", "label"])
+    expected = det.decision_function(X)
+    res = runner.invoke(app, ["evaluate", str(model), str(data), "--label-column", "label",
+                              "--id-column", "id", "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    flagged = int((expected > det.threshold_).sum())
+    assert got["confusion_matrix"][0][1] + got["confusion_matrix"][1][1] == flagged < n
+    out = tmp_path / "t.safetensors"
+    res = runner.invoke(app, ["threshold", str(model), str(data), "--id-column", "id",
+                              "--label-column", "label", "--method", "contamination",
+                              "--param", "0.1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert load(out).threshold_ == pytest.approx(np.percentile(expected, 90), rel=1e-6)
+
+
+def test_evaluate_json_is_valid_json_and_labels_may_be_text(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(300, 3)), columns=list("abc"))
+    df[:200].to_csv(tmp_path / "tr.csv", index=False)
+    model = tmp_path / "m.safetensors"
+    assert CliRunner().invoke(app, ["fit", str(tmp_path / "tr.csv"), "-o", str(model),
+                                    "--epochs", "2", "--seed", "0"]).exit_code == 0
+    df.assign(label=0).to_csv(tmp_path / "one.csv", index=False)  # one class: no AUROC
+    res = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "one.csv"),
+                                   "--label-column", "label", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output, parse_constant=lambda c: pytest.fail(c))["auroc"] is None
+    df.assign(label=["1"] * 20 + ["0"] * 280).to_parquet(tmp_path / "s.parquet")
+    res = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "s.parquet"),
+                                   "--label-column", "label"])
+    assert res.exit_code == 0, res.output
+    df.assign(label=["yes"] * 300).to_parquet(tmp_path / "t.parquet")
+    res = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "t.parquet"),
+                                   "--label-column", "label"])
+    assert res.exit_code == 2 and "holds text such as 'yes'" in res.output

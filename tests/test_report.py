@@ -155,3 +155,14 @@ def test_report_of_an_image_model_shows_inputs_reconstructions_and_maps(tmp_path
     assert grid.shape[1] > grid.shape[0]  # 8 columns of images, 3 rows
     assert (tmp_path / "img-images.png").is_file()
     assert "why (top features)" not in page
+
+
+def test_operating_point_precision_follows_the_metrics_when_nothing_is_flagged() -> None:
+    from anovae.metrics import evaluate
+    from anovae.plots import _operating_point
+
+    y = np.r_[np.zeros(20, bool), np.ones(5, bool)]
+    s = np.arange(25.0)
+    fpr, recall, precision = _operating_point(y, s, 100.0)  # above every score
+    m = evaluate(y.astype(int), s, (s > 100.0).astype(int))
+    assert (fpr, recall) == (0.0, 0.0) and precision == m["precision"] == 0.0

@@ -105,7 +105,7 @@ def _operating_point(y: np.ndarray, s: np.ndarray, threshold: float | None
     tp = float((pred & y).sum())
     fpr = float((pred & ~y).sum()) / max(1, int((~y).sum()))
     recall = tp / max(1, int(y.sum()))
-    precision = tp / pred.sum() if pred.any() else 1.0
+    precision = tp / pred.sum() if pred.any() else 0.0  # as metrics.evaluate (zero_division=0)
     return fpr, recall, precision
 
 

@@ -83,7 +83,8 @@ def _threshold_method(detector: Any) -> str:
 
 
 _METHOD_TEXT = {
-    "contamination": "the top {p:.3g} share of the training scores is flagged (PyOD's rule)",
+    "contamination": "the top {p:.3g} share of the scores it was set on (the training rows, or "
+                     "those given to `anovae threshold`) is flagged (PyOD's rule)",
     "fpr": "conformal calibration on held-out normal rows, so that at most {p:.3g} of new "
            "normal rows are flagged",
     "recall": "the highest threshold that still flagged {p:.3g} of the labelled anomalies",

@@ -21,7 +21,8 @@ from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, count_rows, iter_table_chunks
 from anovae.mixed import _FALSE, _TRUE, MixedSchema, _label
 
-__all__ = ["ScoreSummary", "read_dtypes", "score_file", "score_frame", "select_features"]
+__all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
+           "select_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,13 @@ def _known_labels(s: pd.Series, vocab: Sequence[str]) -> pd.Series:
     return s
 
 
+def model_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) -> pd.DataFrame:
+    """The columns of ``df`` that ``detector`` scores (:func:`select_features`), with the text
+    read by :func:`read_dtypes` turned back into what the model saw in training: what every
+    command that scores a file hands the detector."""
+    return _as_fitted(detector, select_features(detector, df, drop))
+
+
 def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
                 explain: bool = False) -> pd.DataFrame:
     """Scores, 0/1 labels and the ``top_k`` contributing features of each row.
@@ -207,7 +215,7 @@ def score_file(
                 continue
             if id_column and id_column not in chunk.columns:
                 raise DataError(f"id column {id_column!r} is not in {os.fspath(data)!r}")
-            feats = _as_fitted(detector, select_features(detector, chunk, drop))
+            feats = model_features(detector, chunk, drop)
             scored = score_frame(detector, feats, top_k=top_k, explain=explain)
             if writer.kind == "parquet":  # observed/expected values mixing text and numbers
                 for c in scored.columns:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import typer
 
 from anovae.cli.app import app, handle_errors, parse_set_options
@@ -54,12 +56,43 @@ def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
     y = None
     if label_column:
         raw = df[label_column]
+        if not (pd.api.types.is_numeric_dtype(raw.dtype) or pd.api.types.is_bool_dtype(raw.dtype)):
+            raw = pd.to_numeric(raw, errors="coerce").where(raw.notna())  # "0" / "1" as text
+            bad = df[label_column][raw.isna() & df[label_column].notna()]
+            if len(bad):
+                raise DataError(f"label column {label_column!r} must hold 0 (normal) and 1 "
+                                f"(anomaly) only; it holds text such as {str(bad.iloc[0])!r}")
         found = sorted({str(v) for v in raw.unique()[:50]})
         if raw.isna().any() or not raw.isin([0, 1]).all():
             raise DataError(f"label column {label_column!r} must hold 0 (normal) and 1 "
                             f"(anomaly) only, found {found[:10]}")
         y = raw.to_numpy().astype(int)
     return df.drop(columns=drop), y
+
+
+def read_for_model(det: Any, data: Path, label_column: str | None, id_column: str | None
+                   ) -> Any:
+    """``data`` read as ``anovae score`` reads it for ``det`` (its categorical, boolean and id
+    columns as text), refusing a label column the model was fitted on as a feature."""
+    from anovae.io import read_table
+    from anovae.scoring import read_dtypes
+
+    names = getattr(getattr(det, "schema_", None), "names", None) or ()
+    if label_column and label_column in names:
+        raise DataError(f"the model was fitted with {label_column!r} as a feature, so it cannot "
+                        f"be the label column; refit with --label-column {label_column}")
+    return read_table(data, dtype=read_dtypes(det, id_column))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as ``None`` (JSON has no such numbers)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @app.command()
@@ -271,22 +304,22 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """AUROC, AUPRC, precision/recall/F1 at the model's threshold and the confusion matrix."""
-    from anovae.io import read_table
     from anovae.metrics import evaluate as evaluate_scores
     from anovae.persistence import load
-    from anovae.scoring import select_features
+    from anovae.scoring import model_features
 
     det = load(model)
     if hasattr(det, "anomaly_maps"):
         raise DataError(f"`anovae evaluate` reads a labelled table; {str(model)!r} is an image "
                         "model: score the images with `anovae score` and compare the scores "
                         "with your labels, or run `anovae bench images`")
-    df = read_table(data)
+    df = read_for_model(det, data, label_column, id_column)
     rest, y = _split_columns(df, label_column, None, id_column, str(data))
-    scores = det.decision_function(select_features(det, rest))
+    scores = det.decision_function(model_features(det, rest))
     metrics = evaluate_scores(y, scores, (scores > det.threshold_).astype(int))
     metrics["threshold"] = det.threshold_
-    typer.echo(json.dumps(metrics, indent=2) if as_json else format_metrics(metrics))
+    typer.echo(json.dumps(json_safe(metrics), indent=2, allow_nan=False) if as_json
+               else format_metrics(metrics))
 
 
 def format_metrics(m: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from anovae.cli.app import app, handle_errors
-from anovae.cli.core import _split_columns
+from anovae.cli.core import _split_columns, read_for_model
 
 _METHOD_HELP = ("contamination, fpr, best_f1, recall, pot, or pythresh:NAME (e.g. pythresh:IQR, "
                 "needs PyThresh); default: the model's own method.")
@@ -23,16 +23,15 @@ _PARAM_HELP = ("The method's number: the contamination (contamination), the targ
 def _load_rows(model: Path, data: Path, label_column: str | None, id_column: str | None,
                exclude: list[str] | None) -> tuple[Any, Any, np.ndarray | None]:
     """(detector, feature rows indexed by the id column, labels or None)."""
-    from anovae.io import read_table
     from anovae.persistence import load
-    from anovae.scoring import select_features
+    from anovae.scoring import model_features
 
     det = load(model)
-    df = read_table(data)
+    df = read_for_model(det, data, label_column, id_column)
     if id_column and id_column in df.columns:
         df = df.set_index(df[id_column].to_numpy())
     X, y = _split_columns(df, label_column, exclude, id_column, str(data))
-    return det, select_features(det, X), y
+    return det, model_features(det, X), y
 
 
 @app.command()
@@ -61,8 +60,11 @@ def threshold(
     det.refit_threshold(X, y, method=method, param=param)
     flagged = int(det.predict(X).sum())
     path = det.save(output or model)
+    used = len(X)  # fpr and pot calibrate on the rows labelled normal only
+    if y is not None and det.threshold_method_.partition("=")[0] in ("fpr", "pot"):
+        used = int((y == 0).sum())
     typer.echo(f"threshold {old:.6g} -> {det.threshold_:.6g} ({det.threshold_method_}, "
-               f"{len(X)} rows); {flagged} of {len(X)} rows of DATA above it; "
+               f"set on {used} rows); {flagged} of {len(X)} rows of DATA above it; "
                f"model written to {path}")
 
 
