@@ -130,3 +130,66 @@ def test_pyod_detectors(tmp_path: Path) -> None:
                                 detectors=["pyod-ae"], seeds=1, progress=False)
     assert res.results["error"].eq("").all()
     assert res.results["auroc"].iloc[0] > 0.8
+
+
+def test_bench_errors_are_one_line_and_come_before_the_run(tmp_path: Path) -> None:
+    import gzip
+
+    suite = _write_suite(tmp_path / "suite")
+    runner = CliRunner()
+    (tmp_path / "afile").write_text("x")
+    res = runner.invoke(bench_app, ["tabular", "--data-dir", str(suite), "--detectors",
+                                    "iforest", "--seeds", "1", "--out", str(tmp_path / "afile")])
+    assert res.exit_code == 2 and "a file of that name exists" in res.output
+    assert "novelty" not in res.output  # refused before the run, not after it
+    (suite / "4_broken.npz").write_text("not a zip")
+    res = runner.invoke(bench_app, ["tabular", "--data-dir", str(suite), "--out",
+                                    str(tmp_path / "o")])
+    assert res.exit_code == 2 and "4_broken.npz is not a readable .npz" in res.output
+    kdd = tmp_path / "kdd"
+    kdd.mkdir()
+    for name in ("KDDTrain+.csv.gz", "KDDTest+.csv.gz"):
+        (kdd / name).write_bytes(gzip.compress(b"a,b\n1,2\n"))
+    res = runner.invoke(bench_app, ["nslkdd", "--data-dir", str(kdd), "--out",
+                                    str(tmp_path / "o")])
+    assert res.exit_code == 2 and "has no 'label' column" in res.output
+    (kdd / "KDDTrain+.csv.gz").write_text("not gzip")
+    res = runner.invoke(bench_app, ["nslkdd", "--data-dir", str(kdd), "--out",
+                                    str(tmp_path / "o")])
+    assert res.exit_code == 2 and "cannot read" in res.output and "KDDTrain+" in res.output
+
+
+def test_image_bench_checks_every_data_set_before_training(tmp_path: Path) -> None:
+    from anovae.bench.images import run_image_benchmark, write_idx
+
+    rng = np.random.default_rng(0)
+    mnist = tmp_path / "data" / "mnist"
+    mnist.mkdir(parents=True)
+    for split_name, n in (("train", 40), ("t10k", 20)):
+        write_idx(mnist / f"{split_name}-images-idx3-ubyte.gz",
+                  (rng.random((n, 8, 8)) * 255).astype(np.uint8))
+        write_idx(mnist / f"{split_name}-labels-idx1-ubyte.gz",
+                  (np.arange(n) % 2).astype(np.uint8))
+    trained = []
+    import anovae.bench.images as bench_images
+
+    real = bench_images._detector
+    bench_images._detector = lambda *a: trained.append(a) or real(*a)
+    try:
+        with pytest.raises(FileNotFoundError, match="fashion-mnist"):
+            run_image_benchmark(tmp_path / "data", datasets=["mnist", "fashion-mnist"],
+                                detectors=["ae"], params={"epochs": 1}, progress=False)
+        with pytest.raises(ValueError, match=r"class\(es\) \[7\]"):
+            run_image_benchmark(tmp_path / "data", datasets=["mnist"], classes=[7],
+                                detectors=["ae"], params={"epochs": 1}, progress=False)
+    finally:
+        bench_images._detector = real
+    assert not trained  # nothing was fitted
+
+
+def test_missing_optional_packages_name_the_extra() -> None:
+    from anovae.cli.app import missing_module_message
+
+    exc = ModuleNotFoundError("No module named 'dask'", name="dask.dataframe")
+    assert missing_module_message(exc).endswith("pip install 'anovae[dask]'")
+    assert "anovae[serve]" in missing_module_message(ModuleNotFoundError(name="uvicorn"))

@@ -8,6 +8,7 @@ once a float32 score can differ in its last bit (~1e-7 relative): the matmul ker
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,51 @@ def test_dask_input_errors_are_clear(tmp_path: Path, fitted_vae: Any) -> None:
         adask.read_parquet(bad)
     with pytest.raises(Exception, match="not fitted"):
         adask.score(type(fitted_vae)(), dd.from_pandas(pd.DataFrame({"a": [1.0]}), 1))
+
+
+def test_what_fails_in_every_partition_fails_before_any_task(tmp_path: Path,
+                                                             fitted_vae_frame: Any,
+                                                             data: Any) -> None:
+    from anovae import ImageAEDetector
+
+    ddf = dd.from_pandas(data.frame(data.X_test), npartitions=2)
+    with pytest.raises(DataError, match="id column 'nope' is not in the data"):
+        adask.score(fitted_vae_frame, ddf, id_column="nope")
+    images = ImageAEDetector(epochs=1, channels=(4,), latent_dim=2, random_state=0).fit(
+        np.random.default_rng(0).random((16, 8, 8)))
+    with pytest.raises(DataError, match="image model"):
+        adask.score(images, dd.from_pandas(pd.DataFrame(np.zeros((4, 64))), npartitions=1))
+    frame = data.frame(data.X_test)
+    frame.to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(DataError, match="id column 'nope'"):  # no cluster was started for it
+        adask.score_files(fitted_vae_frame, tmp_path / "x.parquet", tmp_path / "out",
+                          id_column="nope")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_dask_refuses_explain_and_maps(tmp_path: Path, fitted_vae_frame: Any,
+                                           data: Any) -> None:
+    from typer.testing import CliRunner
+
+    from anovae.cli import app
+
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    data.frame(data.X_test).to_parquet(tmp_path / "x.parquet")
+    for extra in (["--explain", "2"], ["--maps", str(tmp_path / "maps")]):
+        res = CliRunner().invoke(app, ["score", str(model), str(tmp_path / "x.parquet"), "-o",
+                                       str(tmp_path / "out"), "--engine", "dask", *extra])
+        assert res.exit_code == 2 and "not available with --engine dask" in res.output
+
+
+def test_the_worker_model_cache_is_bounded(fitted_vae_frame: Any) -> None:
+    import hashlib
+
+    adask._MODELS.clear()
+    digests = []
+    for threshold in range(adask.MAX_CACHED_MODELS + 2):  # distinct model files
+        det = copy.deepcopy(fitted_vae_frame)
+        det.threshold_ = float(threshold)
+        blob = adask.model_bytes(det)
+        digests.append(hashlib.sha256(blob).hexdigest())
+        assert adask._detector(blob, digests[-1]).threshold_ == float(threshold)
+    assert list(adask._MODELS) == digests[-adask.MAX_CACHED_MODELS:]  # the oldest evicted

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,11 @@ __all__ = ["model_bytes", "read_parquet", "score", "score_files"]
 
 logger = logging.getLogger(__name__)
 
-#: Worker-side cache: SHA-256 of a model file's bytes -> the detector rebuilt from them.
-_MODELS: dict[str, Any] = {}
+#: Worker-side cache: SHA-256 of a model file's bytes -> the detector rebuilt from them, the
+#: most recently used last; at most :data:`MAX_CACHED_MODELS` are kept per process.
+_MODELS: OrderedDict[str, Any] = OrderedDict()
 _LOCK = threading.Lock()
+MAX_CACHED_MODELS = 4
 
 
 def model_bytes(detector: Any) -> bytes:
@@ -59,9 +62,6 @@ def model_bytes(detector: Any) -> bytes:
 
 def _detector(blob: bytes, digest: str) -> Any:
     """The detector for ``blob``, built once per process (thread-safe)."""
-    det = _MODELS.get(digest)
-    if det is not None:
-        return det
     with _LOCK:
         if digest not in _MODELS:
             from anovae.persistence import load
@@ -70,6 +70,9 @@ def _detector(blob: bytes, digest: str) -> Any:
                 path = Path(tmp) / "model.safetensors"
                 path.write_bytes(blob)
                 _MODELS[digest] = load(path)
+            while len(_MODELS) > MAX_CACHED_MODELS:
+                _MODELS.popitem(last=False)  # the least recently used
+        _MODELS.move_to_end(digest)
         return _MODELS[digest]
 
 
@@ -129,6 +132,18 @@ def _active_client() -> Any:
         return None
 
 
+def _check_scorable(detector: Any, columns: Sequence[Any], id_column: str | None) -> None:
+    """Refuse, before any task runs, what would fail in every partition: an unfitted or image
+    model, or an id column the data lacks."""
+    detector._check_fitted()
+    if hasattr(detector, "anomaly_maps"):
+        raise DataError("the Dask engine scores tables; this is an image model: score images "
+                        "with `anovae score MODEL FOLDER` (--engine local) or decision_function")
+    if id_column and id_column not in columns:
+        raise DataError(f"id column {id_column!r} is not in the data; columns are: "
+                        + ", ".join(repr(str(c)) for c in list(columns)[:20]))
+
+
 def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int = 0,
           client: Any = None, precision: str = "fp32") -> Any:
     """Score a Dask DataFrame with a fitted detector; lazy, one task per partition.
@@ -165,7 +180,7 @@ def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int =
         from anovae.persistence import load
 
         detector = load(detector)
-    detector._check_fitted()
+    _check_scorable(detector, list(ddf.columns), id_column)
     blob = model_bytes(detector)
     digest = hashlib.sha256(blob).hexdigest()
     meta = _meta(detector, id_column, top_k, ddf._meta)
@@ -274,6 +289,7 @@ def score_files(
 
         model = load(model)
     ddf = read_parquet(data, partition_rows=partition_rows)
+    _check_scorable(model, list(ddf.columns), id_column)  # before a cluster starts
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

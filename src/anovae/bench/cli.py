@@ -5,13 +5,19 @@ The main CLI mounts it with ``app.add_typer(bench_app, name="bench")``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 
 from anovae.bench.tabular import BUILTIN_DETECTORS, PROTOCOLS, run_tabular_benchmark
+from anovae.io import check_output_path
 
 __all__ = ["bench_app"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 bench_app = typer.Typer(
     help="Benchmarks of detection quality (anovae vs IsolationForest and PyOD).",
@@ -19,6 +25,19 @@ bench_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def handle_errors(func: F) -> F:
+    """:func:`anovae.cli.app.handle_errors`, looked up when the command runs (``anovae.cli``
+    imports this module, so it cannot be imported here)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from anovae.cli.app import handle_errors as handle
+
+        return handle(func)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -34,6 +53,7 @@ def _bench() -> None:
 
 
 @bench_app.command("tabular")
+@handle_errors
 def tabular(
     data_dir: Path | None = typer.Option(
         None, "--data-dir",
@@ -57,19 +77,17 @@ def tabular(
                                   help="A progress bar per data set."),
 ) -> None:
     """Run the detectors side by side on every data set; print the Markdown summary."""
-    try:
-        result = run_tabular_benchmark(
-            data_dir, protocols=tuple(protocol) if protocol else tuple(PROTOCOLS),
-            detectors=_split_list(detectors), datasets=_split_list(datasets), seeds=seeds,
-            max_rows=max_rows, out_dir=out, progress=progress)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    check_output_path(out, folder=True)  # before the run, not after it
+    result = run_tabular_benchmark(
+        data_dir, protocols=tuple(protocol) if protocol else tuple(PROTOCOLS),
+        detectors=_split_list(detectors), datasets=_split_list(datasets), seeds=seeds,
+        max_rows=max_rows, out_dir=out, progress=progress)
     typer.echo(result.to_markdown(per_dataset=False))
     typer.echo(f"results written to {out}/ (results.csv, summary.csv, results.md)")
 
 
 @bench_app.command("images")
+@handle_errors
 def images(
     data_dir: Path | None = typer.Option(
         None, "--data-dir",
@@ -99,22 +117,20 @@ def images(
     from anovae.bench.images import run_image_benchmark
     from anovae.cli.app import parse_set_options
 
-    try:
-        result = run_image_benchmark(
-            data_dir, datasets=_split_list(datasets) or [], protocols=tuple(protocol or
-                                                                             ["one-class"]),
-            detectors=_split_list(detectors) or [], seed=seed,
-            classes=None if classes is None else [int(c) for c in _split_list(classes) or []],
-            params=parse_set_options(set_), max_train=max_train, max_test=max_test,
-            extra_scores=_split_list(extra_scores) or (), out_dir=out, progress=progress)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    check_output_path(out, folder=True)
+    result = run_image_benchmark(
+        data_dir, datasets=_split_list(datasets) or [], protocols=tuple(protocol or
+                                                                         ["one-class"]),
+        detectors=_split_list(detectors) or [], seed=seed,
+        classes=None if classes is None else [int(c) for c in _split_list(classes) or []],
+        params=parse_set_options(set_), max_train=max_train, max_test=max_test,
+        extra_scores=_split_list(extra_scores) or (), out_dir=out, progress=progress)
     typer.echo(result.to_markdown())
     typer.echo(f"results written to {out}/ (results.csv, summary.csv, results.md)")
 
 
 @bench_app.command("nslkdd")
+@handle_errors
 def nslkdd(
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help="Folder with KDDTrain+.csv.gz and KDDTest+.csv.gz. Default: "
@@ -134,13 +150,10 @@ def nslkdd(
     file; native categorical handling vs one-hot anovae, IsolationForest and PyOD's VAE."""
     from anovae.bench.mixed import load_nslkdd, run_mixed_benchmark
 
-    try:
-        train, test = load_nslkdd(data_dir)
-        result = run_mixed_benchmark(train, test, detectors=_split_list(detectors),
-                                     seeds=seeds, missing=missing,
-                                     max_train_rows=max_train_rows, out_dir=out)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    check_output_path(out, folder=True)
+    train, test = load_nslkdd(data_dir)
+    result = run_mixed_benchmark(train, test, detectors=_split_list(detectors),
+                                 seeds=seeds, missing=missing,
+                                 max_train_rows=max_train_rows, out_dir=out)
     typer.echo(result.to_markdown())
     typer.echo(f"results written to {out}/ (results.csv, results.md)")

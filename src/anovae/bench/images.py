@@ -88,18 +88,25 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     return path
 
 
-def load_image_dataset(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                     np.ndarray]:
-    """``(X_train, y_train, X_test, y_test)`` of an MNIST-layout folder (images uint8 (N, H, W))."""
+def image_dataset_files(folder: str | Path) -> list[Path]:
+    """The four IDX files of an MNIST-layout folder (``.gz`` or not), in
+    :func:`load_image_dataset`'s order; ``FileNotFoundError`` naming the first one absent."""
     folder = Path(folder)
     out = []
     for key, stem in _FILES.items():
         for name in (stem + ".gz", stem):
             if (folder / name).is_file():
-                out.append(read_idx(folder / name))
+                out.append(folder / name)
                 break
         else:
             raise FileNotFoundError(f"{str(folder)!r} lacks {stem}.gz ({key[0]} {key[1]})")
+    return out
+
+
+def load_image_dataset(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                     np.ndarray]:
+    """``(X_train, y_train, X_test, y_test)`` of an MNIST-layout folder (images uint8 (N, H, W))."""
+    out = [read_idx(path) for path in image_dataset_files(folder)]
     return out[0], out[1].astype(np.int64), out[2], out[3].astype(np.int64)
 
 
@@ -221,8 +228,14 @@ def run_image_benchmark(
     rows: list[dict[str, Any]] = []
     result = ImageBenchResult(pd.DataFrame(rows), env)
     rng = np.random.default_rng(seed)
+    for ds in datasets:  # every data set's files, before hours of training on the first
+        image_dataset_files(root / ds)
     for ds in datasets:
         Xtr, ytr, Xte, yte = load_image_dataset(root / ds)
+        absent = sorted(set(classes or ()) - set(np.unique(ytr).tolist()))
+        if absent:
+            raise ValueError(f"{ds} has no training images of class(es) {absent}; its classes "
+                             f"are {np.unique(ytr).tolist()}")
         if max_test is not None and max_test < len(Xte):
             keep = np.sort(rng.permutation(len(Xte))[:max_test])
             Xte, yte = Xte[keep], yte[keep]

@@ -48,6 +48,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from anovae.bench.tabular import DetectorSpec, _fit_score, _md_table, builtin_detector
+from anovae.exceptions import DataError
 
 __all__ = [
     "MIXED_DETECTORS",
@@ -79,7 +80,13 @@ def load_nslkdd(data_dir: str | Path | None = None) -> tuple[pd.DataFrame, pd.Da
                                 f"${NSLKDD_DIR_ENV}")
     out = []
     for f in files:
-        df = pd.read_csv(f)
+        try:
+            df = pd.read_csv(f)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:  # not gzip, not CSV...
+            raise DataError(f"cannot read {str(f)!r}: {exc}") from exc
+        if "label" not in df.columns:
+            raise DataError(f"{str(f)!r} has no 'label' column (NSL-KDD's attack name or "
+                            "'normal'); see ../shared/data/MANIFEST.md for the layout")
         df["label"] = (df["label"] != "normal").astype(int)
         out.append(df.drop(columns=["difficulty"], errors="ignore"))
     return out[0], out[1]

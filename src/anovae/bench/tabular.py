@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -147,11 +148,18 @@ def load_datasets(data_dir: str | Path | None = None, names: Iterable[str] | Non
             raise FileNotFoundError(f"no data set named {missing} in {str(folder)!r}")
     out = []
     for f in files:
-        with np.load(f, allow_pickle=False) as z:
-            if "X" not in z or "y" not in z:
-                raise ValueError(f"{f.name} must hold arrays 'X' and 'y', has {list(z.keys())}")
-            X = np.asarray(z["X"], dtype=np.float64)
-            y = np.asarray(z["y"]).ravel().astype(int)
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                if "X" not in z or "y" not in z:
+                    raise ValueError(f"{f.name} must hold arrays 'X' and 'y', has "
+                                     f"{list(z.keys())}")
+                X = np.asarray(z["X"], dtype=np.float64)
+                y = np.asarray(z["y"]).ravel().astype(int)
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+            if str(exc).startswith(f.name):
+                raise
+            raise ValueError(f"{f.name} is not a readable .npz of arrays X and y: {exc}"
+                             ) from None
         if X.ndim != 2 or X.shape[0] != y.shape[0]:
             raise ValueError(f"{f.name}: X must be (n, d) with one label per row, got X "
                              f"{X.shape} and y {y.shape}")
@@ -365,10 +373,15 @@ class BenchResult:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"results": out / "results.csv", "summary": out / "summary.csv",
                  "markdown": out / "results.md"}
-        self.results.to_csv(paths["results"], index=False)
-        self.summary().to_csv(paths["summary"], index=False)
+        from anovae.io import atomic_output
+
         meta = "\n".join(f"- {k}: {v}" for k, v in self.meta.items())
-        paths["markdown"].write_text(f"{meta}\n\n{self.to_markdown()}", encoding="utf-8")
+        with atomic_output(paths["results"]) as tmp:
+            self.results.to_csv(tmp, index=False)
+        with atomic_output(paths["summary"]) as tmp:
+            self.summary().to_csv(tmp, index=False)
+        with atomic_output(paths["markdown"]) as tmp:
+            Path(tmp).write_text(f"{meta}\n\n{self.to_markdown()}", encoding="utf-8")
         return paths
 
 

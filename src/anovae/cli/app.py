@@ -55,6 +55,20 @@ def os_error_message(exc: OSError) -> str:
     return f"{shown}: {what}"
 
 
+#: Optional dependencies -> the extra that installs them (pyproject.toml).
+_EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "pydantic": "serve", "httptools": "serve",
+           "uvloop": "serve", "onnx": "serve", "onnxruntime": "serve", "dask": "dask",
+           "distributed": "dask", "pyod": "bench"}
+
+
+def missing_module_message(exc: ModuleNotFoundError) -> str:
+    """``"... needs the X package: pip install 'anovae[extra]'"`` for an optional dependency."""
+    top = (exc.name or "").split(".")[0]
+    extra = _EXTRAS.get(top)
+    hint = f"pip install 'anovae[{extra}]'" if extra else f"pip install {top}"
+    return f"this command needs the {top!r} package, which is not installed: {hint}"
+
+
 def handle_errors(func: F) -> F:
     """Turn anovae's own errors (bad data, bad model file...) and the system's (a folder where
     a file belongs, no permission, disk full...) into one line and exit code 2."""
@@ -65,6 +79,9 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except AnovaeError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:  # an optional dependency is not installed
+            typer.echo(f"error: {missing_module_message(exc)}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # missing files, folders, permissions, full disks
             typer.echo(f"error: {os_error_message(exc)}", err=True)

@@ -266,6 +266,10 @@ def score(
     if engine == "dask":
         from anovae.dask import score_files
 
+        for option, value in (("--explain", explain), ("--maps", maps)):
+            if value is not None:
+                raise DataError(f"{option} is not available with --engine dask (it writes ids, "
+                                "scores, flags and --top-features); use --engine local")
         summary = score_files(model, str(data), output, scheduler=scheduler, n_workers=workers,
                               id_column=id_column,
                               top_k=explain if explain is not None else top_features,
