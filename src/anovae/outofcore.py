@@ -167,7 +167,7 @@ def share_row_groups(train_rows: Sequence[int], world: int, balance: float = 0.9
     so whole groups alone could leave most rows unused.
 
     >>> share_row_groups([100, 100, 100, 100], 2)
-    [0, 1, 1, 0]
+    [0, 1, 0, 1]
     >>> share_row_groups([1000, 40], 2) is None
     True
     """

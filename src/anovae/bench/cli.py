@@ -64,7 +64,7 @@ def tabular(
     detectors: str | None = typer.Option(
         None, "--detectors",
         help=f"Comma list from {', '.join(BUILTIN_DETECTORS)} (default all; PyOD's are skipped "
-             "when PyOD is not installed: pip install 'anovae[bench]')."),
+             "when PyOD is not installed: pip install 'anovae\\[bench]')."),
     datasets: str | None = typer.Option(
         None, "--datasets", help="Comma list of data sets (file stem, name or number)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Number of seeds (0..N-1)."),
