@@ -17,6 +17,7 @@ from anovae import DataError, VAEDetector, load
 from anovae.cli import app
 from anovae.likelihoods import categorical_nll
 from anovae.mixed import OTHER, UNSEEN, MixedSchema, check_mixed, infer_schema
+from anovae.scoring import score_frame
 
 CITIES = np.array(["north", "south", "east", "west"])
 ZONES = {"north": "cold", "south": "warm", "east": "warm", "west": "cold"}
@@ -461,3 +462,29 @@ def test_numbers_read_as_text_get_a_warning() -> None:
         warnings.simplefilter("always")
         infer_schema(df[["a"]], categorical=["a"])
     assert not caught
+
+
+def test_numbers_or_booleans_in_a_text_category_column_are_an_error() -> None:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=200), "color": rng.choice(["red", "blue"], 200),
+                      "code": rng.integers(0, 3, 200)})
+    det = VAEDetector(**{**SMALL, "epochs": 2}, categorical=["code"]).fit(X)
+    for values, kind in (([True, False], "booleans"), ([0.3, 1.7], "numbers")):
+        with pytest.raises(DataError, match=f"'color' of X holds {kind}.*text category"):
+            det.decision_function(X.head(2).assign(color=values))
+    # numeric codes stay codes: a new one is an unseen category, not an error
+    new = X.head(2).assign(code=[1, 7])
+    assert det.unseen_categories(new)["code"].tolist() == [False, True]
+
+
+def test_explain_flags_gaps_and_ranks_them_after_observed_cells(det: VAEDetector,
+                                                                test_rows: pd.DataFrame) -> None:
+    rows = test_rows.head(20).copy()
+    rows.loc[rows.index[:10], "city"] = np.nan
+    ex = det.explain(rows, k=len(rows.columns))
+    assert "missing" in ex.columns
+    blank = ex[ex["missing"]]
+    assert set(blank["feature"]) == {"city"} and len(blank) == 10
+    assert (blank["rank"] == len(rows.columns)).all()  # last, whatever their contribution
+    cli = score_frame(det, rows, top_k=1)
+    assert (cli.loc[rows.index[:10], "top_feature_1"] != "city").all()

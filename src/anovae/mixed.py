@@ -139,6 +139,7 @@ class MixedSchema:
                 assert vocab is not None
                 labels, missing = _labels(s)
                 codes = pd.Index(vocab).get_indexer(labels).astype(np.float64)
+                _check_category_kind(s, codes, missing, vocab, name, what)
                 if vocab and vocab[-1] == OTHER:
                     members = None if self.other_members is None else self.other_members[j]
                     rest = codes < 0
@@ -196,6 +197,25 @@ def _numeric(s: pd.Series, name: str, what: str) -> np.ndarray:
         raise DataError(f"{what} contains infinite values in {name!r} ({int(inf.sum())} rows); "
                         "replace them (NaN marks a missing value)")
     return v
+
+
+def _check_category_kind(s: pd.Series, codes: np.ndarray, missing: np.ndarray,
+                         vocab: Sequence[str], name: str, what: str) -> None:
+    """Refuse numbers or booleans in a column whose categories were all text: a column that
+    changed kind (every row would be an unseen category, every row flagged). Numbers are fine
+    where the categories are numbers (codes; a new code is an unseen category)."""
+    if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
+        return
+    seen = codes[~missing]
+    if not seen.size or (seen >= 0).any():
+        return
+    labels = [v for v in vocab if v != OTHER]
+    if labels and pd.to_numeric(pd.Series(labels), errors="coerce").notna().any():
+        return
+    kind = "booleans" if pd.api.types.is_bool_dtype(s.dtype) else "numbers"
+    raise DataError(f"column {name!r} of {what} holds {kind} (e.g. {str(s[~missing].iloc[0])!r}), "
+                    f"but the model was fitted with it as a text category (e.g. "
+                    f"{labels[0] if labels else OTHER!r}); fix the data, or refit")
 
 
 def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:

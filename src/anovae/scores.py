@@ -38,7 +38,8 @@ import torch
 from anovae.likelihoods import kl_standard_normal, log_normal
 from anovae.losses import AutoencoderNet
 
-__all__ = ["MONTE_CARLO_SCORES", "SCORES", "common_noise", "feature_scores", "row_scores"]
+__all__ = ["MONTE_CARLO_SCORES", "SCORES", "common_noise", "feature_scores", "rank_features",
+           "row_scores"]
 
 SCORES = ("reconstruction", "reconstruction_probability", "elbo", "iwae")
 MONTE_CARLO_SCORES = ("reconstruction_probability", "elbo", "iwae")
@@ -120,3 +121,19 @@ def row_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
                eps: torch.Tensor | None = None) -> torch.Tensor:
     """Row anomaly scores ``(B,)``: higher = more anomalous. See the module docstring."""
     return feature_scores(net, x, score, eps).flatten(1).sum(-1)
+
+
+def rank_features(contrib: np.ndarray, k: int, missing: np.ndarray | None = None) -> np.ndarray:
+    """``(n, k)`` column indices of each row's ``k`` largest contributions ``(n, D)``, largest
+    first (ties: the lower index); with ``missing`` ``(n, D)`` (a mixed table's gaps), blank
+    cells rank after every observed one: a gap costs its expected surprise, which says nothing
+    about what is wrong with the row.
+
+    >>> rank_features(np.array([[1.0, 3.0, 2.0]]), 2).tolist()
+    [[1, 2]]
+    >>> rank_features(np.array([[1.0, 3.0, 2.0]]), 2, np.array([[False, True, False]])).tolist()
+    [[2, 0]]
+    """
+    if missing is None or not missing.any():
+        return np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+    return np.lexsort((-contrib, missing), axis=1)[:, :k]

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, count_rows, iter_table_chunks
 from anovae.mixed import _FALSE, _TRUE, MixedSchema, _label
+from anovae.scores import rank_features
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
            "select_features"]
@@ -144,7 +145,9 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
                         "is_anomaly": (scores > detector.threshold_).astype(np.int8)},
                        index=features.index)
     mixed = getattr(detector, "_mixed", None)
+    gaps = None
     if mixed is not None and mixed() is not None:
+        gaps = features.isna().to_numpy()  # (n, D): blank cells rank last among the top features
         # mixed tables: the columns holding a category never seen in training, comma-separated
         unseen = detector.unseen_categories(features)
         cols = np.asarray(unseen.columns, dtype=object)
@@ -156,7 +159,7 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     if k:
         flat = contributions.reshape(len(contributions), -1)
         names = np.asarray([str(c) for c in features.columns], dtype=object)
-        top = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+        top = rank_features(flat, k, gaps)
         for i in range(k):
             col = top[:, i:i + 1]
             out[f"top_feature_{i + 1}"] = names[top[:, i]]

@@ -43,6 +43,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from anovae.exceptions import DataError
+from anovae.scores import rank_features
 from anovae.thresholds import conformal_pvalues
 
 __all__ = ["MAX_LINE_CHARS", "RecordScorer", "StreamSummary", "feature_names", "score_stream"]
@@ -349,7 +350,8 @@ class RecordScorer:
             top_lists = [[] for _ in range(n)]
         else:
             flat = feats.reshape(n, -1)  # (n, D)
-            top = np.argsort(-flat, axis=1, kind="stable")[:, :k]  # (n, k)
+            gaps = rows.isna().to_numpy() if hasattr(rows, "isna") else None  # a mixed frame
+            top = rank_features(flat, k, gaps)  # (n, k): a mixed table's gaps rank last
             # one flat pass over the (n * k) entries, then cut per row (fewer Python frames)
             names = self._names_arr[top].ravel().tolist()
             contrib = np.take_along_axis(flat, top, 1).ravel().tolist()

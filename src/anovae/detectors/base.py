@@ -31,7 +31,7 @@ from anovae.losses import LossTerms
 from anovae.nets import build_net
 from anovae.nets.blocks import ACTIVATIONS
 from anovae.nets.mlp import MLPConfig
-from anovae.scores import MONTE_CARLO_SCORES, common_noise, feature_scores
+from anovae.scores import MONTE_CARLO_SCORES, common_noise, feature_scores, rank_features
 from anovae.tabular import SCALERS, ColumnSchema, Scaler, check_tabular
 from anovae.thresholds import ThresholdSpec, conformal_pvalues, parse_threshold
 from anovae.training import TrainConfig, TrainResult, small_net_threads, train
@@ -650,6 +650,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             ``"x{j}"``), ``value`` (observed), ``expected`` (the model's expectation: the
             reconstruction, see :meth:`reconstruct`) and ``contribution`` (the feature's
             :meth:`feature_scores` entry; over all features a row's entries sum to its score).
+            Mixed tables add ``unseen_category`` and ``missing`` flags; their blank cells rank
+            after the observed ones (:func:`anovae.scores.rank_features`).
 
         >>> import numpy as np
         >>> from anovae import VAEDetector
@@ -673,7 +675,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                                ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)],
                                dtype=object)
         k = min(int(k), values.shape[1])
-        top = np.argsort(-contrib, axis=1, kind="stable")[:, :k]  # (n, k)
+        top = rank_features(contrib, k, flags.get("missing"))  # (n, k)
         index = X.index.to_numpy() if isinstance(X, pd.DataFrame) else np.arange(n)
         return pd.DataFrame({
             "row": np.repeat(index, k),

@@ -311,7 +311,8 @@ class VAEDetector(BaseDetector):
         else:
             values = np.asarray(X, dtype=object).reshape(rows.shape)
         expected = schema.decode(self._reconstruct_rows(rows)).to_numpy(dtype=object)
-        return values, expected, {"unseen_category": schema.unseen(rows)}
+        return values, expected, {"unseen_category": schema.unseen(rows),
+                                  "missing": np.isnan(rows)}
 
     def reconstruct(self, X: Any) -> Any:
         """Decoder mean at ``z = mu`` in the units of ``X``: ``(n, d)`` array; for a mixed
