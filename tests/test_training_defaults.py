@@ -137,3 +137,28 @@ def test_warmup_longer_than_training_is_capped(caplog: pytest.LogCaptureFixture)
         det = VAEDetector(epochs=3, warmup_epochs=10, random_state=0, device="cpu").fit(X)
     assert det.history_["beta"][-1] == 1.0 and det.best_epoch_ == 3
     assert "warmup_epochs=10 is more than the 3 epochs" in caplog.text
+
+
+def test_fit_and_every_method_work_under_bf16_autocast() -> None:
+    # one long autocast region used to reuse the bf16 copies of the initial weights: the fit
+    # did not train; several methods called .numpy() on bf16 tensors
+    from anovae.accel import autocast, pick_precision
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(2000, 2))
+    X = np.tanh(z @ rng.normal(size=(2, 8))) * 3 + 0.05 * rng.normal(size=(2000, 8))
+    kw = {"epochs": 20, "random_state": 0, "device": "cpu", "validation_fraction": 0,
+          "patience": 0}
+    fp32 = VAEDetector(**kw).fit(X)
+    bf16 = VAEDetector(**kw)
+    with autocast(bf16, "bf16"):  # before the first fit, too
+        bf16.fit(X)
+    assert bf16.history_["loss"][-1] < 0.7 * bf16.history_["loss"][0]
+    assert bf16.history_["loss"][-1] == pytest.approx(fp32.history_["loss"][-1], rel=0.1)
+    for det in (AEDetector(epochs=2, random_state=0, device="cpu").fit(X[:300]), fp32):
+        with autocast(det, "bf16"):
+            assert np.isfinite(det.reconstruct(X[:5])).all()
+            assert len(det.explain(X[:2], k=2)) == 4
+            assert det.sample(3, random_state=0).shape == (3, 8)
+            # the fp32 reference is measured outside the bf16 region, even from inside one
+            assert pick_precision(det, X[:200], rtol=1e-9, candidates=("bf16",)) == "fp32"

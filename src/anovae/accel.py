@@ -49,7 +49,13 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _device(detector: Any) -> torch.device:
-    return next(detector.net_.parameters()).device
+    """The fitted network's device, else (before the first fit) the one ``fit`` will use."""
+    net = getattr(detector, "net_", None)
+    if net is not None:
+        return next(net.parameters()).device
+    from anovae.detectors.base import resolve_device
+
+    return resolve_device(getattr(detector, "device", "auto"))
 
 
 @contextlib.contextmanager
@@ -67,14 +73,17 @@ def autocast(detector: Any, precision: str) -> Iterator[None]:
     device = _device(detector)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' on the CPU")
-    with torch.autocast(device_type=device.type, dtype=_DTYPES[precision]):
+    # No weight-cast cache: inside one long region torch would keep reusing the low-precision
+    # copies of the weights from before the optimiser's first step (a fit would not train).
+    with torch.autocast(device_type=device.type, dtype=_DTYPES[precision], cache_enabled=False):
         yield
 
 
 def precision_error(detector: Any, X: Any, precision: str) -> float:
     """The largest relative difference between ``detector``'s scores of ``X`` in ``precision``
     and in float32: ``max |s_p - s_32| / max(|s_32|, 1e-6)``."""
-    ref = detector.decision_function(X)
+    with torch.autocast(device_type=_device(detector).type, enabled=False):  # even inside one
+        ref = detector.decision_function(X)
     with autocast(detector, precision):
         low = detector.decision_function(X)
     return float(np.max(np.abs(low - ref) / np.maximum(np.abs(ref), 1e-6)))

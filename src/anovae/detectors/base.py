@@ -326,7 +326,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             step = self._score_batch_rows
             with torch.inference_mode():
                 codes = torch.cat([net.encode(torch.from_numpy(x_train[i:i + step]).to(device))[0]
-                                   for i in range(0, x_train.shape[0], step)]).cpu().numpy()
+                                   for i in range(0, x_train.shape[0], step)]).float().cpu().numpy()
             self.code_mean_ = codes.mean(0).astype(np.float32)
             self.code_std_ = codes.std(0).astype(np.float32)
         self._fit_score_offsets(train_rows, rng)
@@ -729,7 +729,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         device = next(self.net_.parameters()).device
         parts = [self.net_(torch.from_numpy(xt[i:i + self._score_batch_rows]).to(device))
                  for i in range(0, xt.shape[0], self._score_batch_rows)]
-        return self.scaler_.inverse_transform(torch.cat(parts).cpu().numpy())
+        return self.scaler_.inverse_transform(torch.cat(parts).float().cpu().numpy())
 
     @torch.inference_mode()
     def sample(self, n: int, *, random_state: int | None = None) -> np.ndarray:
@@ -747,7 +747,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             z = z * self.code_std_ + self.code_mean_
         device = next(self.net_.parameters()).device
         loc, _ = self.net_.decode(torch.from_numpy(np.asarray(z, dtype=np.float32)).to(device))
-        return self.scaler_.inverse_transform(self.net_.mean(loc).cpu().numpy())
+        return self.scaler_.inverse_transform(self.net_.mean(loc).float().cpu().numpy())
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -329,7 +329,12 @@ class VAEDetector(BaseDetector):
         return out
 
     def sample(self, n: int, *, random_state: int | None = None) -> Any:
-        """Draw ``n`` rows from the model (see the base class); a DataFrame for a mixed table."""
+        """Draw ``n`` rows from the model (see the base class); a DataFrame for a mixed table.
+
+        Only the code is random: each row is the decoder's typical value at its code (the mean
+        of a number, the most likely category, True where its probability is at least 0.5), not
+        a draw from the columns' likelihoods, so rare categories appear only where some code
+        makes them the most likely."""
         codes = super().sample(n, random_state=random_state)
         schema = self._mixed()
         if schema is None:
