@@ -454,3 +454,60 @@ def test_evaluate_json_is_valid_json_and_labels_may_be_text(tmp_path: Path) -> N
     res = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "t.parquet"),
                                    "--label-column", "label"])
     assert res.exit_code == 2 and "holds text such as 'yes'" in res.output
+
+
+def test_fit_and_score_option_edge_cases(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"cid": [f"c{i:04d}" for i in range(n)], "a": rng.normal(size=n),
+                       "b": rng.normal(size=n), "y": (rng.random(n) < 0.05).astype(int)})
+    mx = pd.DataFrame({"id": range(n), "amount": rng.gamma(2, 10, n),
+                       "country": rng.choice(["FR", "DE", "US"], n)})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    mx.to_csv(tmp_path / "mx.csv", index=False)
+    mx.to_parquet(tmp_path / "mx.parquet", index=False)
+    df.assign(region=np.where(np.arange(n) % 2, "east", "west")).to_parquet(
+        tmp_path / "hive", partition_cols=["region"], index=False)
+    np.savez(tmp_path / "t.npz", X=df[["a", "b"]].to_numpy(), y=df["y"].to_numpy())
+    runner = CliRunner()
+
+    def fit(*args: str) -> Any:
+        return runner.invoke(app, ["fit", *args, "--epochs", "2", "--seed", "0"])
+
+    def fit_then_score(data: str, fit_args: list[str], id_column: str) -> None:
+        res = fit(str(tmp_path / data), "-o", str(tmp_path / "fs.st"), *fit_args)
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(app, ["score", str(tmp_path / "fs.st"), str(tmp_path / data), "-o",
+                                  str(tmp_path / "fs.csv"), "--id-column", id_column])
+        assert res.exit_code == 0, res.output
+
+    # a hive-partitioned folder: fit and score read its key=value column alike
+    fit_then_score("hive", ["--id-column", "cid", "--label-column", "y"], "cid")
+    # options that a mixed table cannot honour are refused, not ignored
+    res = fit(str(tmp_path / "mx.csv"), "-o", str(tmp_path / "b.st"), "--likelihood",
+              "bernoulli", "--id-column", "id")
+    assert res.exit_code == 2 and "apply to numeric tables" in res.output
+    # one-line errors, not tracebacks
+    for args, message in [
+        (["--preset", "tutorial-mlp", "--detector", "ae"], "has no presets"),
+        (["--set", "hidden_dims=16"], "hidden_dims must be a sequence"),
+        (["--set", "categorical=5"], "categorical must be a list of column names"),
+        (["--hidden-dims", "abc"], "expected integers separated by commas"),
+    ]:
+        res = fit(str(tmp_path / "t.csv"), "-o", str(tmp_path / "x.st"), "--exclude", "cid",
+                  "--label-column", "y", *args)
+        assert res.exit_code == 2 and message in res.output, res.output
+    res = fit(str(tmp_path / "mx.csv"), "-o", str(tmp_path / "n.st"), "--numeric", "country",
+              "--id-column", "id")
+    assert res.exit_code == 2 and "listed in numeric= but holds text" in res.output
+    res = fit(str(tmp_path / "mx.parquet"), "-o", str(tmp_path / "o.st"), "--out-of-core",
+              "--id-column", "id")
+    assert res.exit_code == 2 and "out-of-core training takes numeric" in res.output
+    # --set verbose=true is honoured; a labelled .npz warns that y is a feature
+    res = fit(str(tmp_path / "t.csv"), "-o", str(tmp_path / "v.st"), "--exclude", "cid",
+              "--label-column", "y", "--set", "verbose=true")
+    assert res.exit_code == 0 and load(tmp_path / "v.st").get_params()["verbose"] is True
+    res = fit(str(tmp_path / "t.npz"), "-o", str(tmp_path / "z.st"))
+    assert res.exit_code == 0 and "holds a 'y' array: it is used as a feature" in res.output
+    # an id column that is also a feature is read as the model reads it
+    fit_then_score("t.csv", ["--exclude", "cid", "--label-column", "y"], "a")

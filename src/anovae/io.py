@@ -210,7 +210,9 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
         elif kind == "parquet":
             import pyarrow.dataset as ds
 
-            dataset = ds.dataset(str(path), format="parquet")
+            # hive: a partitioned folder's key=value columns, as pandas.read_parquet (and so
+            # read_table, which fitted the model) gives them
+            dataset = ds.dataset(str(path), format="parquet", partitioning="hive")
             # Read-ahead bounded to one batch and one file: pyarrow's defaults (16 batches,
             # 4 files) decode several row groups ahead and tripled the peak memory of
             # `anovae score` on a 10M-row file; scoring is the bottleneck, not the reading.
@@ -248,7 +250,7 @@ def count_rows(path: str | os.PathLike) -> int | None:
         if kind == "parquet":
             import pyarrow.dataset as ds
 
-            return int(ds.dataset(str(path), format="parquet").count_rows())
+            return int(ds.dataset(str(path), format="parquet", partitioning="hive").count_rows())
         if kind == "npy":
             return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
     except Exception:  # a count is a nicety for progress bars; reading reports real errors
@@ -451,7 +453,9 @@ class TableWriter:
                 if num.shape[1] != df.shape[1]:
                     bad = [c for c in df.columns if c not in num.columns]
                     raise DataError(f".npy output holds numbers only; non-numeric columns {bad}: "
-                                    "write .npz, .csv or .parquet instead")
+                                    "write .npz, .csv or .parquet instead (or, for a numeric "
+                                    "table, score with --top-features 0 and no --id-column "
+                                    "of text)")
                 with open(self._tmp, "wb") as f:
                     np.save(f, num.to_numpy(dtype=np.float64))
 

@@ -360,7 +360,14 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
         vocab: tuple[str, ...] | None = None
         bucket: tuple[str, ...] | None = None
         if kind == "numeric":
-            _numeric(s, name, "X")  # text in a column forced numeric: a clear error now
+            try:
+                _numeric(s, name, "X")  # text in a column forced numeric: a clear error now
+            except DataError:
+                if name not in num:
+                    raise
+                bad = s[pd.to_numeric(s, errors="coerce").isna() & s.notna()]
+                raise DataError(f"column {name!r} is listed in numeric= but holds text (e.g. "
+                                f"{str(bad.iloc[0])!r})") from None
         if kind == "categorical":
             labels, missing = _labels(s)
             counts = pd.Series(labels[~missing]).value_counts(sort=False)

@@ -279,6 +279,15 @@ def _feature_columns(schema: Any, label_column: str | None, id_column: str | Non
     cols = [n for n in names if n not in drop]
     if not cols:
         raise DataError(f"{path!r} has no feature columns left")
+    import pyarrow as pa
+
+    text = [n for n in cols if not (pa.types.is_integer(t := schema.field(n).type)
+                                    or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                                    or pa.types.is_decimal(t))]
+    if text:
+        raise DataError(f"out-of-core training takes numeric and boolean columns only; "
+                        f"{text[:10]} of {path!r} are not: exclude them (--exclude), or fit in "
+                        "memory (without --out-of-core) to model categories")
     return cols
 
 

@@ -61,7 +61,8 @@ def read_dtypes(detector: Any, id_column: str | None = None) -> dict[str, type]:
     out: dict[str, type] = {}
     if isinstance(schema, MixedSchema) and schema.names is not None:
         out = {n: str for n, k in zip(schema.names, schema.kinds, strict=True) if k != "numeric"}
-    if id_column:
+    names = getattr(schema, "names", None) or ()
+    if id_column and id_column not in names:  # a feature keeps the type the model reads
         out[id_column] = str
     return out
 

@@ -70,6 +70,15 @@ def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
     return df.drop(columns=drop), y
 
 
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    """``"64,32"`` -> ``(64, 32)``; a clear error naming ``option`` otherwise."""
+    try:
+        return tuple(int(h) for h in text.replace(" ", "").split(",") if h)
+    except ValueError:
+        raise typer.BadParameter(f"expected integers separated by commas, such as 64,32; got "
+                                 f"{text!r}", param_hint=option) from None
+
+
 def read_for_model(det: Any, data: Path, label_column: str | None, id_column: str | None
                    ) -> Any:
     """``data`` read as ``anovae score`` reads it for ``det`` (its categorical, boolean and id
@@ -168,18 +177,19 @@ def fit(
         "batch_size": batch_size, "learning_rate": learning_rate, "beta": beta,
         "contamination": contamination, "scaler": scaler, "device": device,
         "random_state": random_state,
-        "hidden_dims": None if hidden_dims is None else tuple(
-            int(h) for h in hidden_dims.replace(" ", "").split(",") if h),
+        "hidden_dims": None if hidden_dims is None else _int_list(hidden_dims, "--hidden-dims"),
         "categorical": tuple(categorical) if categorical else None,
         "numeric": tuple(numeric) if numeric else None,
     }
     params = {k: v for k, v in params.items() if v is not None}
-    params.update(parse_set_options(set_))
     params["verbose"] = verbose
+    params.update(parse_set_options(set_))  # --set verbose=true counts too
     known = set(cls().get_params())
     unknown = sorted(set(params) - known)
     if unknown:
         raise DataError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(known)}")
+    if preset and not hasattr(cls, "from_preset"):
+        raise DataError(f"--preset is for VAE detectors; {cls.__name__} has no presets")
     est = cls.from_preset(preset, **params) if preset else cls(**params)
     if distributed is None:
         distributed = launched_by_torchrun()
@@ -198,6 +208,10 @@ def fit(
             # --categorical columns as text: codes such as "001" keep their leading zeros (and
             # match what `anovae score` reads)
             df = read_table(data, dtype=dict.fromkeys(categorical, str) if categorical else None)
+            if (str(data).lower().endswith(".npz") and "y" in df.columns
+                    and label_column is None and "y" not in (exclude or [])):
+                typer.echo(f"warning: {str(data)!r} holds a 'y' array: it is used as a "
+                           "feature; pass --label-column y if it holds the labels", err=True)
             X, y = _split_columns(df, label_column, exclude, id_column, str(data))
             est.fit(X, y)
             shape = X.shape

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Iterable
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -202,7 +203,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         _check_param("latent_dim", getattr(self, "latent_dim", None), Integral, 1, none_ok=True)
         hidden_dims = getattr(self, "hidden_dims", None)
         if hidden_dims is not None and (
-            isinstance(hidden_dims, (str, bytes))
+            isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Iterable)
             or not all(isinstance(h, Integral) and not isinstance(h, bool) and h > 0
                        for h in hidden_dims)
         ):

@@ -233,6 +233,7 @@ class VAEDetector(BaseDetector):
         for name in ("categorical", "numeric"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, (str, bytes))
+                                      or not isinstance(value, (list, tuple))
                                       or not all(isinstance(c, str) for c in value)):
                 raise ValueError(f"{name} must be a list of column names, got {value!r}")
         self._check_mlp_params()
@@ -256,6 +257,11 @@ class VAEDetector(BaseDetector):
         if mixed and self.score == "reconstruction":  # also after set_params on a fitted model
             raise ValueError("score='reconstruction' (squared error) has no meaning for "
                              "categorical or missing cells; use 'elbo' on mixed tables")
+        if mixed and schema is None and (self.likelihood, self.variance) != (
+                "gaussian", "per_sample"):
+            raise ValueError(f"likelihood={self.likelihood!r} / variance={self.variance!r} apply "
+                             "to numeric tables; a mixed table gives each column its own "
+                             "likelihood (leave both at their defaults)")
         if isinstance(schema, MixedSchema):
             return check_mixed(X, schema, min_rows=min_rows)
         if mixed:
