@@ -126,7 +126,7 @@ def test_fit_table_cli_and_labels(tmp_path: Path) -> None:
     det = load(out)
     assert isinstance(det, AEDetector) and det.feature_names_in_.tolist() == list(data.columns)
     # the 200 test rows hold 20 anomalies (y = 1): left out of training with ~10% for validation
-    n_train = int(re.search(r"on (\d+) rows", res.output).group(1))
+    n_train = int(re.search(r"on (\d+) training rows", res.output).group(1))
     assert 480 < n_train < 580 - 20
     assert roc_auc_score(data.y_test, det.decision_function(data.frame(data.X_test))) > 0.8
 

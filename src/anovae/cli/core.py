@@ -195,12 +195,14 @@ def fit(
         distributed = launched_by_torchrun()
     with process_group() if distributed else contextlib.nullcontext():
         t0 = time.perf_counter()
+        rows_note = " rows"
         if out_of_core:
             from anovae.outofcore import fit_table
 
             fit_table(est, data, label_column=label_column, exclude=exclude,
                       id_column=id_column, chunk_rows=chunk_rows)
             shape = (est.n_train_rows_, est.n_features_in_)
+            rows_note = " training rows (held-out and anomalous rows not counted)"
         elif images:
             est.fit(read_images(data).images)
             shape = (est.decision_scores_.shape[0], est.n_features_in_)
@@ -215,13 +217,15 @@ def fit(
             X, y = _split_columns(df, label_column, exclude, id_column, str(data))
             est.fit(X, y)
             shape = X.shape
+            if y is not None:
+                rows_note = f" rows ({int((y == 0).sum())} labelled normal train the model)"
         seconds = time.perf_counter() - t0
         save_on_main(est, output)  # rank 0 writes; the other ranks wait for it
         main = is_main_process()
     if not main:
         return
     typer.echo(
-        f"fitted {type(est).__name__} on {shape[0]} rows x {shape[1]} columns in "
+        f"fitted {type(est).__name__} on {shape[0]}{rows_note} x {shape[1]} columns in "
         f"{seconds:.1f}s ({est.n_epochs_} epochs, best {est.best_epoch_}); "
         f"threshold {est.threshold_:.6g}; model written to {output}"
     )
