@@ -191,3 +191,17 @@ def test_errors_are_not_from_torch(fitted_vae, data):
         with pytest.raises(DataError) as info:
             fitted_vae.decision_function(bad)
         assert not type(info.value.__cause__).__module__.startswith("torch")
+
+
+def test_a_row_number_left_among_numeric_features_gets_a_warning() -> None:
+    import warnings as _warnings
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"id": np.arange(100), "a": rng.normal(size=100),
+                      "n": rng.integers(0, 5, 100)})
+    with pytest.warns(UserWarning, match="column 'id' counts up by one row by row"):
+        det = VAEDetector(epochs=1, random_state=0).fit(X)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")  # scoring, and a table without ids: no warning
+        det.decision_function(X)
+        VAEDetector(epochs=1, random_state=0).fit(X.drop(columns="id"))

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from anovae.exceptions import DataError
-from anovae.tabular import Scaler, _list, holds_numbers, match_columns
+from anovae.tabular import Scaler, _list, holds_numbers, looks_like_row_id, match_columns
 
 __all__ = [
     "KINDS",
@@ -386,8 +386,7 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                 warnings.warn(f"column {name!r} has a distinct value in every row: it looks like "
                               "an id and carries no pattern; exclude it (CLI: --exclude "
                               f"{name})", UserWarning, stacklevel=3)
-        elif (kind == "numeric" and pd.api.types.is_integer_dtype(s.dtype) and n >= 20
-              and s.nunique() == n and (s.diff().dropna() == 1).all()):
+        elif kind == "numeric" and looks_like_row_id(s):
             warnings.warn(f"column {name!r} counts up by one row by row: it looks like an id; "
                           f"exclude it (CLI: --exclude {name})", UserWarning, stacklevel=3)
         observed = int(s.notna().sum())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Number
@@ -14,7 +15,7 @@ from scipy.sparse import issparse
 from anovae.exceptions import DataError
 
 __all__ = ["SCALED_MAX", "SCALERS", "ColumnSchema", "Scaler", "ScalerStats", "check_tabular",
-           "holds_numbers", "match_columns"]
+           "holds_numbers", "looks_like_row_id", "match_columns"]
 
 SCALERS = ("robust", "standard", "minmax", "none")
 
@@ -41,6 +42,13 @@ class ColumnSchema:
         return cls(int(d["n_features"]), None if names is None else tuple(names))
 
 
+def looks_like_row_id(s: pd.Series) -> bool:
+    """An integer column of 20 rows or more that counts up by one row by row (0, 1, 2, ...): a
+    row number or id left among the features, which carries no pattern."""
+    return (pd.api.types.is_integer_dtype(s.dtype) and len(s) >= 20 and s.nunique() == len(s)
+            and bool((s.diff().dropna() == 1).all()))
+
+
 def check_tabular(
     X: Any,
     schema: ColumnSchema | None = None,
@@ -58,6 +66,12 @@ def check_tabular(
         X = X.to_frame()
     if isinstance(X, pd.DataFrame):
         arr, names = _frame_to_array(X, schema, what)
+        if schema is None:  # fitting: ids left among the features (as mixed tables warn)
+            for name, col in X.items():
+                if looks_like_row_id(col):
+                    warnings.warn(f"column {str(name)!r} counts up by one row by row: it looks "
+                                  f"like an id; exclude it (CLI: --exclude {name})",
+                                  UserWarning, stacklevel=4)
     else:
         arr, names = _array(X, what), None
     if arr.shape[0] == 0:
