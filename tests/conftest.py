@@ -48,6 +48,20 @@ class Data:
         return pd.DataFrame(X, columns=list(self.columns))
 
 
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header declares ``width x height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data)))
+
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+
+
 def make_data(n_train: int = 240, n_test: int = 120, n_anomalies: int = 12, d: int = 5,
               seed: int = 0) -> Data:
     """Correlated Gaussian rows (rank-2 structure plus noise); anomalies are rows shifted by 5

@@ -41,6 +41,7 @@ from anovae.images import (
 )
 from anovae.nets.conv import ConvAutoencoder, ConvConfig, stage_sizes
 from anovae.report import build_report
+from conftest import bomb_png
 
 TINY = {"channels": (4, 8), "latent_dim": 4, "random_state": 0}
 
@@ -504,18 +505,8 @@ def test_bad_image_files(tmp_path: Path) -> None:
         read_idx(tmp_path / "short-idx3-ubyte")
 
 
-def _bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
-    """A tiny PNG file whose header declares ``width x height`` pixels (a decompression bomb)."""
-    import struct
-    import zlib
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data)))
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n"
-                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+def _bomb_png(path: Path) -> Path:
+    path.write_bytes(bomb_png())
     return path
 
 

@@ -488,3 +488,19 @@ def test_explain_flags_gaps_and_ranks_them_after_observed_cells(det: VAEDetector
     assert (blank["rank"] == len(rows.columns)).all()  # last, whatever their contribution
     cli = score_frame(det, rows, top_k=1)
     assert (cli.loc[rows.index[:10], "top_feature_1"] != "city").all()
+
+
+def test_numbers_written_as_text_in_a_boolean_column_are_unseen_values() -> None:
+    # "2" read as text (a CSV column read as text) is the number 2: an unseen value, as 2 is
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=200), "flag": rng.integers(0, 2, 200),
+                      "c": rng.choice(["x", "y"], 200)})
+    det = VAEDetector(**{**SMALL, "epochs": 2}).fit(X)
+    as_text = X.head(4).astype({"flag": object})
+    as_text["flag"] = ["yes", "0", "1", "2"]
+    as_number = X.head(4).assign(flag=[1, 0, 1, 2])
+    np.testing.assert_array_equal(det.decision_function(as_text),
+                                  det.decision_function(as_number))
+    assert det.unseen_categories(as_text)["flag"].tolist() == [False, False, False, True]
+    with pytest.raises(DataError, match="boolean in the model but holds 'maybe'"):
+        det.decision_function(as_text.assign(flag=["maybe", "0", "1", "1"]))

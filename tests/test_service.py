@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from anovae import AEDetector, VAEDetector  # noqa: E402
 from anovae.service import create_app  # noqa: E402
+from conftest import bomb_png  # noqa: E402
 
 COLS = [f"f{i}" for i in range(5)]
 
@@ -234,20 +235,10 @@ def _png(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _bomb_png(width: int = 100_000, height: int = 100_000) -> str:
-    """A tiny PNG whose header declares ``width x height`` pixels (a decompression bomb)."""
+def _bomb_png() -> str:
     import base64
-    import struct
-    import zlib
 
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data)))
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0,
-                                                               0, 0))
-           + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
-    return base64.b64encode(png).decode()
+    return base64.b64encode(bomb_png()).decode()
 
 
 def test_image_models_take_arrays_and_pngs(image_client: Any) -> None:

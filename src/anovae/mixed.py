@@ -225,6 +225,8 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
         low = s.map(lambda x: x if x is None or (isinstance(x, float) and math.isnan(x))
                     else str(x).strip().lower())
         v = np.where(low.isin(_TRUE), 1.0, np.where(low.isin(_FALSE), 0.0, np.nan))
+        # another number written as text (a CSV read as text, "2"): unseen, as the number is
+        v[np.isnan(v) & pd.to_numeric(s, errors="coerce").notna().to_numpy()] = UNSEEN
         bad = s.notna().to_numpy() & np.isnan(v)
         if bad.any():
             raise DataError(f"column {name!r} of {what} is boolean in the model but holds "

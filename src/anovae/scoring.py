@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, count_rows, iter_table_chunks
-from anovae.mixed import _FALSE, _TRUE, MixedSchema, _label
+from anovae.mixed import MixedSchema, _label
 from anovae.scores import rank_features
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
@@ -68,13 +68,12 @@ def read_dtypes(detector: Any, id_column: str | None = None) -> dict[str, type]:
 
 
 def _as_fitted(detector: Any, features: pd.DataFrame) -> pd.DataFrame:
-    """``features`` (in the fitted column order) with the text read by :func:`read_dtypes`
-    turned into what the model saw in training, value by value (never chunk by chunk).
-
-    Boolean columns: numbers become numbers again (so a 2 is an unseen value, not an error) and
-    true/false words their 0/1 codes when the column also holds numbers. Categorical columns:
-    text that is no category of the model but reads as a number that is (``"001"`` for a model
-    that saw the code as the integer 1) becomes that category.
+    """``features`` (in the fitted column order) with the categorical text read by
+    :func:`read_dtypes` matched to the model's categories, value by value (never chunk by
+    chunk): text that is no category of the model but reads as a number that is (``"001"`` for
+    a model that saw the code as the integer 1) becomes that category. (Boolean columns read
+    as text need nothing: :mod:`anovae.mixed` reads 0/1 and true/false words as text, and any
+    other number as an unseen value.)
     """
     schema = getattr(detector, "schema_", None)
     if not isinstance(schema, MixedSchema) or schema.names is None:
@@ -82,9 +81,10 @@ def _as_fitted(detector: Any, features: pd.DataFrame) -> pd.DataFrame:
     changed: dict[int, pd.Series] = {}
     for j, (kind, vocab) in enumerate(zip(schema.kinds, schema.vocabularies, strict=True)):
         s = features.iloc[:, j]
-        if kind == "numeric" or not (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)):
+        if kind != "categorical" or not (s.dtype == object
+                                         or pd.api.types.is_string_dtype(s.dtype)):
             continue
-        new = _boolean_values(s) if kind == "boolean" else _known_labels(s, vocab or ())
+        new = _known_labels(s, vocab or ())
         if new is not s:
             changed[j] = new
     if not changed:
@@ -93,22 +93,6 @@ def _as_fitted(detector: Any, features: pd.DataFrame) -> pd.DataFrame:
     for j, new in changed.items():
         features.isetitem(j, new)
     return features
-
-
-def _boolean_values(s: pd.Series) -> pd.Series:
-    num = pd.to_numeric(s, errors="coerce")
-    is_num = num.notna()
-    present = s.notna()
-    if not is_num.any():
-        return s  # true/false words only: the model reads them as they are
-    if bool((is_num == present).all()):
-        return num
-    low = s.astype(str).str.strip().str.lower()
-    words = pd.Series(np.where(low.isin(_TRUE), 1.0, np.where(low.isin(_FALSE), 0.0, np.nan)),
-                      index=s.index)
-    if bool((present & ~is_num & words.isna()).any()):
-        return s  # text that is no boolean: the model's error names it
-    return num.astype(np.float64).where(is_num, words)
 
 
 def _known_labels(s: pd.Series, vocab: Sequence[str]) -> pd.Series:

@@ -61,7 +61,7 @@ def threshold(
     flagged = int(det.predict(X).sum())
     path = det.save(output or model)
     used = len(X)  # fpr and pot calibrate on the rows labelled normal only
-    if y is not None and det.threshold_method_.partition("=")[0] in ("fpr", "pot"):
+    if y is not None and det._threshold_spec(method, param).wants_normal_scores:
         used = int((y == 0).sum())
     typer.echo(f"threshold {old:.6g} -> {det.threshold_:.6g} ({det.threshold_method_}, "
                f"set on {used} rows); {flagged} of {len(X)} rows of DATA above it; "
