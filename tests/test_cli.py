@@ -78,7 +78,14 @@ def test_score_writes_ids_scores_labels_and_top_features(table: Path, model: Pat
     np.testing.assert_allclose(scored["anomaly_score"].to_numpy(), expected, rtol=1e-6)
     assert scored["is_anomaly"].tolist() == (expected > det.threshold_).astype(int).tolist()
     assert set(scored["top_feature_1"]) <= {f"f{i}" for i in range(5)}
-    assert (scored["top_contribution_1"] >= scored["top_contribution_2"]).all()
+    # ranked by the excess over each feature's typical contribution
+    assert (scored["top_excess_1"] >= scored["top_excess_2"]).all()
+    base = det.feature_baselines_[det.score_name]
+    names = [f"f{i}" for i in range(5)]
+    for i in (1, 2):
+        j = scored[f"top_feature_{i}"].map(names.index).to_numpy()
+        np.testing.assert_allclose(scored[f"top_contribution_{i}"] - base[j],
+                                   scored[f"top_excess_{i}"], rtol=1e-6, atol=1e-9)
 
 
 def test_score_explain_matches_library(table: Path, model: Path, tmp_path: Path) -> None:

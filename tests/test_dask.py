@@ -44,7 +44,8 @@ def test_dask_scores_equal_single_process(client: Any, fitted_vae_frame: Any, da
     out = adask.score(fitted_vae_frame, ddf, id_column="customer", top_k=2, client=client)
     res = out.compute()
     assert list(res.columns) == ["customer", "anomaly_score", "is_anomaly", "top_feature_1",
-                                 "top_contribution_1", "top_feature_2", "top_contribution_2"]
+                                 "top_contribution_1", "top_excess_1", "top_feature_2",
+                                 "top_contribution_2", "top_excess_2"]
     expected = np.concatenate([fitted_vae_frame.decision_function(
         p.compute().drop(columns="customer"))
                                for p in ddf.partitions])  # the rows of each partition

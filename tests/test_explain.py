@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-COLUMNS = ["row", "rank", "feature", "value", "expected", "contribution"]
+from anovae import VAEDetector
+
+COLUMNS = ["row", "rank", "feature", "value", "expected", "contribution", "excess"]
 
 
 def test_explain_matches_feature_scores_and_reconstruction(any_fitted, data):
@@ -24,9 +26,12 @@ def test_explain_matches_feature_scores_and_reconstruction(any_fitted, data):
     assert np.array_equal(table["contribution"].to_numpy().reshape(7, k), contrib[rows, j])
     assert np.array_equal(table["value"].to_numpy().reshape(7, k), X[rows, j])
     assert np.allclose(table["expected"].to_numpy().reshape(7, k), recon[rows, j])
-    # the k largest contributions, in decreasing order
-    top = -np.sort(-contrib, axis=1)[:, :k]
-    assert np.array_equal(table["contribution"].to_numpy().reshape(7, k), top)
+    # the k largest excesses over each feature's typical contribution (its mean over training
+    # rows), in decreasing order
+    excess = contrib - any_fitted.feature_baselines_[any_fitted.score_name]  # (7, D)
+    assert np.array_equal(table["excess"].to_numpy().reshape(7, k), excess[rows, j])
+    assert np.array_equal(table["excess"].to_numpy().reshape(7, k),
+                          -np.sort(-excess, axis=1)[:, :k])
 
 
 def test_explain_all_features_sum_to_the_score(fitted_vae, data):
@@ -51,6 +56,43 @@ def test_explain_points_at_the_planted_feature(fitted_vae, data):
     x = np.zeros((1, 5))
     x[0, 3] = 25.0
     assert fitted_vae.explain(x, k=1)["feature"].tolist() == ["x3"]
+
+
+def test_each_score_ranks_against_its_own_baseline(make_detector, data):
+    from anovae.scores import feature_baseline
+
+    det = make_detector(VAEDetector).fit(data.X_train)
+    X = data.X_test[:6]
+    for score in ("elbo", "iwae", "reconstruction_probability", "reconstruction"):
+        det.set_params(score=score)
+        contrib = det.feature_scores(X)
+        excess = contrib - det.feature_baselines_[score]
+        table = det.explain(X, k=5)
+        np.testing.assert_array_equal(table["excess"].to_numpy().reshape(6, 5),
+                                      -np.sort(-excess, axis=1))
+    # the baseline: the mean per-feature score of the training rows (all of them: n < 2,048)
+    np.testing.assert_allclose(det.feature_baselines_["reconstruction"],
+                               feature_baseline(det.feature_scores(data.X_train)), rtol=1e-6)
+
+
+def test_baselines_come_from_the_normal_training_rows(make_detector, data):
+    X = np.vstack([data.X_train, np.full((20, data.X_train.shape[1]), 50.0)])
+    y = np.r_[np.zeros(len(data.X_train), dtype=int), np.ones(20, dtype=int)]
+    with_labels = make_detector(VAEDetector).fit(X, y)
+    normal_only = make_detector(VAEDetector).fit(data.X_train)
+    for score, base in normal_only.feature_baselines_.items():
+        np.testing.assert_allclose(with_labels.feature_baselines_[score], base, rtol=1e-6)
+
+
+def test_images_have_no_baselines():
+    from anovae import ImageVAEDetector
+
+    rng = np.random.default_rng(0)
+    imgs = rng.random((64, 1, 28, 28)).astype(np.float32)
+    det = ImageVAEDetector(epochs=1, random_state=0, device="cpu").fit(imgs)
+    assert not hasattr(det, "feature_baselines_")
+    table = det.explain(imgs[:2], k=3)
+    np.testing.assert_array_equal(table["excess"], table["contribution"])
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5, True])

@@ -183,6 +183,24 @@ def test_broken_column_is_top_of_the_explanation(det: VAEDetector,
     assert zone_row["expected"] == ZONES[str(bad.loc[zone_row["row"], "city"])]
 
 
+def test_explanations_rank_by_the_excess_over_each_columns_typical_cost(
+        det: VAEDetector, train: pd.DataFrame, test_rows: pd.DataFrame) -> None:
+    # `count` (Poisson noise, independent of the rest) costs about 1.6 nats in every row, the
+    # amount, which the city predicts, about 0: raw contributions blame `count` for a moderate
+    # break of the amount; the excess over each column's typical cost does not
+    base = dict(zip(train.columns, det.feature_baselines_["elbo"], strict=True))
+    assert base["count"] > base["amount"] + 1.0
+    bad = test_rows.assign(amount=test_rows["amount"] + 5.0)  # 5 spreads off its city's mean
+    raw = np.asarray(train.columns)[det.feature_scores(bad).argmax(1)]
+    top = det.explain(bad, k=1)["feature"].to_numpy()
+    assert (top == "amount").mean() >= 0.7 > 0.4 >= (raw == "amount").mean()
+    swapped = test_rows.assign(zone=["warm" if z == "cold" else "cold" for z in test_rows["zone"]])
+    assert (det.explain(swapped, k=1)["feature"] == "zone").mean() >= 0.8
+    # score_frame (the CLI's score) and the service rank the same way
+    scored = score_frame(det, bad, top_k=1)
+    assert scored["top_feature_1"].tolist() == top.tolist()
+
+
 def test_unseen_category_is_maximally_surprising_and_flagged(det: VAEDetector,
                                                             test_rows: pd.DataFrame) -> None:
     rows = test_rows.iloc[:5].copy()

@@ -91,6 +91,27 @@ def test_round_trip_is_bit_identical(any_fitted, data, tmp_path):
     assert loaded.metadata_["library_version"] == anovae.__version__
 
 
+def test_feature_baselines_round_trip_and_older_files_rank_raw_contributions(
+        fitted_vae, data, tmp_path):
+    path = fitted_vae.save(tmp_path / "m.safetensors")
+    loaded = anovae.load(path)
+    from anovae.scores import SCORES
+
+    assert sorted(loaded.feature_baselines_) == sorted(SCORES)
+    for score, base in fitted_vae.feature_baselines_.items():
+        np.testing.assert_array_equal(loaded.feature_baselines_[score], base)
+    X = data.X_test[:6]
+    pd.testing.assert_frame_equal(loaded.explain(X, k=3), fitted_vae.explain(X, k=3))
+    # a file written before anovae 0.4 has no baselines: explanations rank the contributions
+    edit_tensors(path, lambda t: [t.pop(k) for k in list(t) if k.startswith("feature_baseline")])
+    old = anovae.load(path)
+    assert not hasattr(old, "feature_baselines_")
+    table = old.explain(X, k=5)
+    np.testing.assert_array_equal(table["excess"], table["contribution"])
+    top = -np.sort(-old.feature_scores(X), axis=1)
+    np.testing.assert_array_equal(table["contribution"].to_numpy().reshape(6, 5), top)
+
+
 def test_dataframe_schema_is_kept(fitted_vae_frame, data, tmp_path):
     loaded = anovae.load(fitted_vae_frame.save(str(tmp_path / "frame.safetensors")))
     assert list(loaded.feature_names_in_) == list(data.columns)
@@ -406,8 +427,15 @@ def _scaled(key: str, factor: float):
      "'decision_scores' must be a float vector"),
     (lambda t: t.__setitem__("code_mean", torch.zeros(7)),
      r"'code_mean' must hold 2 finite floats .*shape \[7\]"),
+    (lambda t: t.__setitem__("feature_baseline.elbo", torch.zeros(3, dtype=torch.float64)),
+     r"'feature_baseline.elbo' must hold 5 finite floats .*shape \[3\]"),
+    (_scaled("feature_baseline.iwae", float("nan")),
+     r"'feature_baseline.iwae' must hold 5 finite floats"),
+    (lambda t: t.__setitem__("feature_baseline.magic", torch.zeros(5, dtype=torch.float64)),
+     r"'feature_baseline.magic' is the baseline of an unknown score"),
 ], ids=["center-length", "scale-2d", "center-int", "center-nan", "scale-inf", "scale-zero",
-        "scale-negative", "weight-nan", "extra-net-tensor", "scores-2d", "code-mean"])
+        "scale-negative", "weight-nan", "extra-net-tensor", "scores-2d", "code-mean",
+        "baseline-length", "baseline-nan", "baseline-unknown-score"])
 def test_bad_tensor_is_refused(saved, edit, match):
     edit_tensors(saved, edit)
     with pytest.raises(ModelFileError, match=f"inconsistent anovae model: .*{match}"):

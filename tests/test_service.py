@@ -65,12 +65,15 @@ def test_scores_match_the_detector(client: TestClient, data: Any,
     assert flags == fitted_vae_frame.predict(data.frame(X)).astype(bool).tolist()
     assert body["n_anomalies"] == sum(flags)
     feats = fitted_vae_frame.feature_scores(data.frame(X))
-    for res, row in zip(body["results"], feats, strict=True):
+    excess = feats - fitted_vae_frame.feature_baselines_["elbo"]  # (20, D): what ranks
+    for res, row, ex in zip(body["results"], feats, excess, strict=True):
         assert "p_value" not in res  # this model has no calibration scores
         top = res["top_features"]
         assert len(top) == 3
-        assert top[0]["feature"] == COLS[int(np.argmax(row))]
-        assert top[0]["contribution"] == pytest.approx(row.max())
+        j = int(np.argmax(ex))
+        assert top[0]["feature"] == COLS[j]
+        assert top[0]["contribution"] == pytest.approx(row[j])
+        assert top[0]["excess"] == pytest.approx(ex[j])
 
 
 def test_three_input_forms_agree(client: TestClient, data: Any) -> None:

@@ -130,7 +130,8 @@ def test_ids_explain_and_arrays(fitted_vae_frame: VAEDetector, data: Any) -> Non
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert first["id"] == "a-1" and "id" not in second
     assert first["anomaly_score"] == second["anomaly_score"]
-    assert set(first["top_features"][0]) == {"feature", "contribution", "value", "expected"}
+    assert set(first["top_features"][0]) == {"feature", "contribution", "excess", "value",
+                                             "expected"}
     assert len(first["top_features"]) == 2
 
 

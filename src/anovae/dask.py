@@ -120,6 +120,7 @@ def _meta(det: Any, id_column: str | None, top_k: int, like: pd.DataFrame) -> pd
     for i in range(1, k + 1):
         cols[f"top_feature_{i}"] = pd.Series([], dtype=pd.StringDtype())
         cols[f"top_contribution_{i}"] = pd.Series([], dtype=np.float64)
+        cols[f"top_excess_{i}"] = pd.Series([], dtype=np.float64)
     return pd.DataFrame(cols)
 
 

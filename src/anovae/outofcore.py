@@ -425,6 +425,7 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     detector.n_train_rows_ = n_train
     detector._fit_score_offsets(normal_sample, rng)  # as BaseDetector.fit does (tables: nothing)
     detector.decision_scores_ = detector._score_rows(sample_X)[0]
+    detector._fit_feature_baselines(normal_sample)  # as BaseDetector.fit, on the sample
     y_fit = sample_yy if label_column else None
     if spec.needs_labels and (y_fit is None or not y_fit.any()):
         raise DataError(f"threshold={spec.method!r} needs labels with at least one anomaly in "

@@ -5,7 +5,9 @@ Layout of a model file (any name; ``.safetensors`` is conventional):
 - tensors ``net.*``: the network's weights (float32, bit-exact);
 - tensors ``scaler.center``, ``scaler.scale``, ``decision_scores`` (float64), and any extra
   fitted arrays of the estimator (``calibration_scores``..., and ``fitted.*``: e.g. the latent
-  mixture of an image VAE);
+  mixture of an image VAE; ``feature_baseline.SCORE``: a table model's typical contribution of
+  each column for each score, which explanations rank against; readers before anovae 0.4 ignore
+  them);
 - the safetensors header's metadata key ``"anovae"``: a JSON document with the format name and
   version, the library version, the estimator class and parameters, the network config, the
   scaler, the column schema, the threshold and the training history.
@@ -56,6 +58,9 @@ FORMAT_VERSION = 4
 #: models that do not use them stay readable by the anovae versions before them (a missing one
 #: loads as its default).
 _NEWER_PARAMS: dict[str, Any] = {"logvar_floor": LOGVAR_MIN}
+
+#: Tensor-name prefix of ``feature_baselines_`` (one float64 vector per score name).
+BASELINE_PREFIX = "feature_baseline."
 
 #: Fitted numpy attributes stored as tensors when the estimator has them.
 _ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_", "calibration_scores_")
@@ -147,6 +152,9 @@ def save_model(detector: Any, path: str | Path) -> Path:
                 np.ascontiguousarray(getattr(detector, attr)))
     for key, value in detector._fitted_arrays().items():
         tensors[f"fitted.{key}"] = torch.from_numpy(np.ascontiguousarray(value))
+    # top-level tensors, which readers before anovae 0.4 ignore (they rank the raw contributions)
+    for score, value in getattr(detector, "feature_baselines_", {}).items():
+        tensors[f"{BASELINE_PREFIX}{score}"] = torch.from_numpy(np.ascontiguousarray(value))
     from safetensors.torch import save_file
 
     from anovae.io import atomic_output
@@ -408,6 +416,23 @@ def _check_arrays(tensors: dict[str, torch.Tensor], latent_dim: int) -> None:
                              f"latent unit), got shape {list(t.shape)} of {t.dtype}")
 
 
+def _check_baselines(tensors: dict[str, torch.Tensor], n_features: int) -> None:
+    """Refuse feature baselines (``ValueError``) of an unknown score, or other than one finite
+    float per feature."""
+    from anovae.scores import SCORES
+
+    for key, t in tensors.items():
+        if not key.startswith(BASELINE_PREFIX):
+            continue
+        if key[len(BASELINE_PREFIX):] not in SCORES:
+            raise ValueError(f"the tensor {key!r} is the baseline of an unknown score (known: "
+                             f"{', '.join(SCORES)})")
+        if (tuple(t.shape) != (n_features,) or not t.dtype.is_floating_point
+                or not bool(torch.isfinite(t).all())):
+            raise ValueError(f"the tensor {key!r} must hold {n_features} finite floats (one per "
+                             f"feature), got shape {list(t.shape)} of {t.dtype}")
+
+
 def _check_history(history: Any) -> dict[str, Any]:
     """The training history if it is an object of number lists; else a ``ValueError``."""
     history = _dict_field(history, "training.history")
@@ -488,6 +513,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         _check_scaler(scaler_doc.get("method"), tensors["scaler.center"],
                       tensors["scaler.scale"], inputs)
         _check_arrays(tensors, cfg.latent_dim)
+        _check_baselines(tensors, schema.n_features)
         try:
             dev = resolve_device(det.device)
         except ValueError:
@@ -515,6 +541,10 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
             key = attr.rstrip("_")
             if key in tensors:
                 setattr(det, attr, tensors[key].numpy())
+        baselines = {k[len(BASELINE_PREFIX):]: v.numpy() for k, v in tensors.items()
+                     if k.startswith(BASELINE_PREFIX)}
+        if baselines:
+            det.feature_baselines_ = baselines
         det._load_fitted_json(doc.get("fitted", {}), {
             k[len("fitted."):]: v.numpy() for k, v in tensors.items() if k.startswith("fitted.")})
         det._set_threshold(threshold)

@@ -262,10 +262,10 @@ def _explanations(detector: Any, X: Any, top: np.ndarray, k: int) -> list[str] |
         lines = table.iloc[i * k_eff:(i + 1) * k_eff]
         items = "".join(
             f"<tr><td>{_fmt(r.feature)}</td><td>{_fmt(r.value)}</td><td>{_fmt(r.expected)}</td>"
-            f"<td>{_fmt(r.contribution)}</td></tr>"
+            f"<td>{_fmt(r.contribution)}</td><td>{_fmt(r.excess)}</td></tr>"
             for r in lines.itertuples(index=False))
         parts.append(f'<table class="why"><tr><th>feature</th><th>value</th><th>expected</th>'
-                     f"<th>contribution</th></tr>{items}</table>")
+                     f"<th>contribution</th><th>beyond typical</th></tr>{items}</table>")
     return parts
 
 

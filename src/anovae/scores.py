@@ -38,8 +38,8 @@ import torch
 from anovae.likelihoods import kl_standard_normal, log_normal
 from anovae.losses import AutoencoderNet
 
-__all__ = ["MONTE_CARLO_SCORES", "SCORES", "common_noise", "feature_scores", "rank_features",
-           "row_scores"]
+__all__ = ["MONTE_CARLO_SCORES", "SCORES", "common_noise", "feature_baseline", "feature_scores",
+           "rank_features", "row_scores"]
 
 SCORES = ("reconstruction", "reconstruction_probability", "elbo", "iwae")
 MONTE_CARLO_SCORES = ("reconstruction_probability", "elbo", "iwae")
@@ -123,17 +123,38 @@ def row_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
     return feature_scores(net, x, score, eps).flatten(1).sum(-1)
 
 
-def rank_features(contrib: np.ndarray, k: int, missing: np.ndarray | None = None) -> np.ndarray:
+def rank_features(contrib: np.ndarray, k: int, missing: np.ndarray | None = None,
+                  baseline: np.ndarray | None = None) -> np.ndarray:
     """``(n, k)`` column indices of each row's ``k`` largest contributions ``(n, D)``, largest
-    first (ties: the lower index); with ``missing`` ``(n, D)`` (a mixed table's gaps), blank
-    cells rank after every observed one: a gap costs its expected surprise, which says nothing
-    about what is wrong with the row.
+    first (ties: the lower index).
+
+    With ``baseline`` ``(D,)`` (each column's typical contribution, see
+    :func:`feature_baseline`), columns rank by their *excess* ``contrib - baseline``: what the
+    cell costs beyond what that column costs in a typical training row. Columns differ in their
+    typical surprise (a noisy column costs more in every row than a precise one), so ranking the
+    raw contributions blames the naturally noisy columns. With ``missing`` ``(n, D)`` (a mixed
+    table's gaps), blank cells rank after every observed one: a gap costs its expected surprise,
+    which says nothing about what is wrong with the row.
 
     >>> rank_features(np.array([[1.0, 3.0, 2.0]]), 2).tolist()
     [[1, 2]]
     >>> rank_features(np.array([[1.0, 3.0, 2.0]]), 2, np.array([[False, True, False]])).tolist()
     [[2, 0]]
+    >>> rank_features(np.array([[1.0, 3.0, 2.0]]), 2, baseline=np.array([0.0, 2.5, 0.5])).tolist()
+    [[2, 0]]
     """
+    key = contrib if baseline is None else contrib - baseline
     if missing is None or not missing.any():
-        return np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-    return np.lexsort((-contrib, missing), axis=1)[:, :k]
+        return np.argsort(-key, axis=1, kind="stable")[:, :k]
+    return np.lexsort((-key, missing), axis=1)[:, :k]
+
+
+def feature_baseline(contrib: np.ndarray) -> np.ndarray:
+    """Each column's typical contribution: the mean ``(D,)`` of the per-feature scores ``(n, D)``
+    of training rows. The excess ``contrib - baseline`` of a row sums to its score minus the mean
+    training score.
+
+    >>> feature_baseline(np.array([[1.0, 4.0], [3.0, 0.0]])).tolist()
+    [2.0, 2.0]
+    """
+    return contrib.mean(0)

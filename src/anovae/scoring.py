@@ -121,7 +121,8 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     """Scores, 0/1 labels and the ``top_k`` contributing features of each row.
 
     Returns a DataFrame with ``anomaly_score``, ``is_anomaly`` and, for ``i = 1..top_k``,
-    ``top_feature_i`` (name) and ``top_contribution_i`` (its share of the score); with
+    ``top_feature_i`` (name), ``top_contribution_i`` (its share of the score) and
+    ``top_excess_i`` (the contribution beyond the feature's typical one, which ranks them); with
     ``explain`` also ``top_value_i`` (observed) and ``top_expected_i`` (the reconstruction), as
     in :meth:`anovae.detectors.base.BaseDetector.explain`.
     """
@@ -143,12 +144,15 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     k = int(min(max(top_k, 0), contributions.shape[1]))
     if k:
         flat = contributions.reshape(len(contributions), -1)
+        baseline = detector._feature_baseline()
+        excess = flat if baseline is None else flat - baseline  # (n, D)
         names = np.asarray([str(c) for c in features.columns], dtype=object)
-        top = rank_features(flat, k, gaps)
+        top = rank_features(excess, k, gaps)
         for i in range(k):
             col = top[:, i:i + 1]
             out[f"top_feature_{i + 1}"] = names[top[:, i]]
             out[f"top_contribution_{i + 1}"] = np.take_along_axis(flat, col, 1)[:, 0]
+            out[f"top_excess_{i + 1}"] = np.take_along_axis(excess, col, 1)[:, 0]
             if explain:
                 out[f"top_value_{i + 1}"] = np.take_along_axis(values, col, 1)[:, 0]
                 out[f"top_expected_{i + 1}"] = np.take_along_axis(expected, col, 1)[:, 0]

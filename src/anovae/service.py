@@ -131,6 +131,8 @@ Cell = float | bool | str | None
 class FeatureContribution(BaseModel):
     feature: str = Field(description="Column name (x0, x1... for models fitted on arrays).")
     contribution: float = Field(description="The feature's share of the anomaly score.")
+    excess: float = Field(description="The contribution minus the feature's typical one (its "
+                                      "mean over training rows); features rank by it.")
     value: Cell = Field(None, description="Observed value (with explain; text, true/false or "
                                           "null for the columns of a mixed table).")
     expected: Cell = Field(None, description="The model's expected value (with explain): the "

@@ -129,8 +129,10 @@ class RecordScorer:
     (``anomaly_score > threshold_``), ``p_value`` and ``anomaly_probability`` when the model has
     calibration scores of held-out normal rows (conformal; see
     :func:`anovae.thresholds.conformal_pvalues`), and ``top_features``: the ``top_k`` features
-    with the largest contributions (the :meth:`feature_scores` entries; over all features a
-    row's contributions sum to its score), with the observed ``value`` and the model's
+    with the largest ``excess`` over their typical contribution (``contribution``: the
+    :meth:`feature_scores` entry, over all features a row's contributions sum to its score;
+    ``excess``: minus the feature's mean over training rows, see
+    :func:`anovae.scores.rank_features`), with the observed ``value`` and the model's
     ``expected`` value when ``explain`` is asked for.
 
     Numeric tables are checked here (finite numbers only, the first bad value named) and scored
@@ -351,10 +353,13 @@ class RecordScorer:
         else:
             flat = feats.reshape(n, -1)  # (n, D)
             gaps = rows.isna().to_numpy() if hasattr(rows, "isna") else None  # a mixed frame
-            top = rank_features(flat, k, gaps)  # (n, k): a mixed table's gaps rank last
+            baseline = det._feature_baseline()
+            excess = flat if baseline is None else flat - baseline  # (n, D)
+            top = rank_features(excess, k, gaps)  # (n, k): a mixed table's gaps rank last
             # one flat pass over the (n * k) entries, then cut per row (fewer Python frames)
             names = self._names_arr[top].ravel().tolist()
             contrib = np.take_along_axis(flat, top, 1).ravel().tolist()
+            extra = np.take_along_axis(excess, top, 1).ravel().tolist()
             if explain and self.kinds is not None:  # a mixed table: values of any kind
                 values = [_plain(v) for v in np.take_along_axis(
                     rows.to_numpy(dtype=object), top, 1).ravel()]
@@ -365,11 +370,13 @@ class RecordScorer:
                 expected = np.take_along_axis(det.reconstruct(rows).reshape(n, -1), top,
                                               1).ravel().tolist()
             if explain:
-                entries = [{"feature": f, "contribution": c, "value": v, "expected": e}
-                           for f, c, v, e in zip(names, contrib, values, expected, strict=True)]
+                entries = [{"feature": f, "contribution": c, "excess": x, "value": v,
+                            "expected": e}
+                           for f, c, x, v, e in zip(names, contrib, extra, values, expected,
+                                                    strict=True)]
             else:
-                entries = [{"feature": f, "contribution": c}
-                           for f, c in zip(names, contrib, strict=True)]
+                entries = [{"feature": f, "contribution": c, "excess": x}
+                           for f, c, x in zip(names, contrib, extra, strict=True)]
             top_lists = [entries[i:i + k] for i in range(0, n * k, k)]
         out = [{"anomaly_score": s, "is_anomaly": a, "top_features": t}
                for s, a, t in zip(scores.tolist(), flags, top_lists, strict=True)]

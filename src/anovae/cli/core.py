@@ -242,10 +242,12 @@ def score(
                                             "required unless --stream (default: stdout)."),
     id_column: str | None = typer.Option(None, help="Column carried to the output as row id "
                                                     "(default: the row number)."),
-    top_features: int = typer.Option(3, help="How many top contributing features per row."),
+    top_features: int = typer.Option(3, help="How many top features per row: name, contribution "
+                                             "and excess over the feature's typical "
+                                             "contribution (the ranking key)."),
     explain: int | None = typer.Option(
-        None, help="Explain the K top features of each row: name, contribution, observed value "
-                   "and the model's expected value (overrides --top-features)."),
+        None, help="Explain the K top features of each row: name, contribution, excess, observed "
+                   "value and the model's expected value (overrides --top-features)."),
     chunk_rows: int = typer.Option(200_000, help="Rows per chunk (bounds memory)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress bar."),
     stream: bool = typer.Option(False, "--stream", help="Read JSON lines (one record each) and "

@@ -32,7 +32,13 @@ from anovae.losses import LossTerms
 from anovae.nets import build_net
 from anovae.nets.blocks import ACTIVATIONS
 from anovae.nets.mlp import MLPConfig
-from anovae.scores import MONTE_CARLO_SCORES, common_noise, feature_scores, rank_features
+from anovae.scores import (
+    MONTE_CARLO_SCORES,
+    common_noise,
+    feature_baseline,
+    feature_scores,
+    rank_features,
+)
 from anovae.tabular import SCALERS, ColumnSchema, Scaler, check_tabular
 from anovae.thresholds import ThresholdSpec, conformal_pvalues, parse_threshold
 from anovae.training import TrainConfig, TrainResult, small_net_threads, train
@@ -52,6 +58,9 @@ TARGET_UPDATES = 700
 #: Share of the normal rows held out to calibrate ``threshold="fpr"`` when
 #: ``calibration_fraction=None``.
 DEFAULT_CALIBRATION_FRACTION = 0.2
+#: Training rows (evenly spaced) whose per-feature scores give ``feature_baselines_``: the mean
+#: of 2,048 rows is within a few percent of a column's spread of its own mean, plenty to rank by.
+BASELINE_ROWS = 2048
 
 
 def resolve_device(device: str) -> torch.device:
@@ -332,6 +341,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             self.code_std_ = codes.std(0).astype(np.float32)
         self._fit_score_offsets(train_rows, rng)
         self.decision_scores_ = self._score_rows(X_arr)[0]
+        self._fit_feature_baselines(train_rows)
         if cal_rows.size:
             self.calibration_scores_ = self.decision_scores_[cal_rows]
         elif hasattr(self, "calibration_scores_"):
@@ -528,6 +538,38 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         network is trained and before ``decision_scores_`` (nothing here; image VAEs fit their
         latent density and complexity correction)."""
 
+    def _baseline_scores(self) -> tuple[str, ...]:
+        """The scores this model can give, for :meth:`_fit_feature_baselines` (after a fit the
+        ``score`` parameter may be changed to any of them)."""
+        return (self.score_name,)
+
+    def _fit_feature_baselines(self, rows: np.ndarray) -> None:
+        """``feature_baselines_``: for each score of :meth:`_baseline_scores`, each column's
+        typical contribution (:func:`anovae.scores.feature_baseline`) over up to
+        :data:`BASELINE_ROWS` evenly spaced rows of the unscaled normal fitting ``rows``
+        ``(n, D)``. Explanations rank columns by their excess over it
+        (:func:`anovae.scores.rank_features`). Tables only: images explain with anomaly maps."""
+        if rows.ndim != 2 or rows.shape[0] == 0:
+            vars(self).pop("feature_baselines_", None)
+            return
+        pick = np.unique(np.linspace(0, rows.shape[0] - 1, min(rows.shape[0], BASELINE_ROWS)
+                                     ).astype(np.int64))
+        sample = rows[pick]  # (m, D)
+        baselines = {}
+        for score in self._baseline_scores():
+            contrib = self._score_rows(sample, per_feature=True, score=score)[1]  # (m, D)
+            assert contrib is not None
+            with np.errstate(over="ignore", invalid="ignore"):
+                base = feature_baseline(contrib)
+            # a column whose training cells overflow the score has no usable typical value
+            baselines[score] = np.where(np.isfinite(base), base, 0.0)
+        self.feature_baselines_ = baselines
+
+    def _feature_baseline(self, score: str | None = None) -> np.ndarray | None:
+        """``(D,)`` typical contribution of each column for ``score`` (default: the configured
+        one), or ``None`` for models without one (images, files from anovae < 0.4)."""
+        return getattr(self, "feature_baselines_", {}).get(score or self.score_name)
+
     def _fitted_json(self) -> dict[str, Any]:
         """Fitted state beyond the common one, for the model file's JSON (see
         :mod:`anovae.persistence`); :meth:`_load_fitted_json` reads it back."""
@@ -649,17 +691,22 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             ``X`` then rank, with columns ``row`` (``X``'s index label for a DataFrame, else the
             position), ``rank`` (1 = largest contribution), ``feature`` (the column name, else
             ``"x{j}"``), ``value`` (observed), ``expected`` (the model's expectation: the
-            reconstruction, see :meth:`reconstruct`) and ``contribution`` (the feature's
-            :meth:`feature_scores` entry; over all features a row's entries sum to its score).
-            Mixed tables add ``unseen_category`` and ``missing`` flags; their blank cells rank
-            after the observed ones (:func:`anovae.scores.rank_features`).
+            reconstruction, see :meth:`reconstruct`), ``contribution`` (the feature's
+            :meth:`feature_scores` entry; over all features a row's entries sum to its score)
+            and ``excess`` (the contribution minus the feature's typical contribution, its mean
+            over training rows: what this cell costs beyond what the feature costs in a typical
+            row). Features rank by ``excess``, so a naturally noisy column, which costs more in
+            every row, is not blamed for every anomaly (for models saved by anovae < 0.4 and for
+            images, ``excess`` is the contribution). Mixed tables add ``unseen_category`` and
+            ``missing`` flags; their blank cells rank after the observed ones
+            (:func:`anovae.scores.rank_features`).
 
         >>> import numpy as np
         >>> from anovae import VAEDetector
         >>> X = np.random.default_rng(0).normal(size=(300, 4))
         >>> det = VAEDetector(epochs=2, random_state=0).fit(X)
         >>> det.explain(np.array([[0.0, 9.0, 0.0, 0.0]]), k=2).columns.tolist()
-        ['row', 'rank', 'feature', 'value', 'expected', 'contribution']
+        ['row', 'rank', 'feature', 'value', 'expected', 'contribution', 'excess']
         """
         import pandas as pd
 
@@ -676,7 +723,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                                ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)],
                                dtype=object)
         k = min(int(k), values.shape[1])
-        top = rank_features(contrib, k, flags.get("missing"))  # (n, k)
+        baseline = self._feature_baseline()  # (D,) or None
+        excess = contrib if baseline is None else contrib - baseline  # (n, D)
+        top = rank_features(excess, k, flags.get("missing"))  # (n, k)
         index = X.index.to_numpy() if isinstance(X, pd.DataFrame) else np.arange(n)
         return pd.DataFrame({
             "row": np.repeat(index, k),
@@ -685,6 +734,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             "value": np.take_along_axis(values, top, 1).ravel(),
             "expected": np.take_along_axis(expected, top, 1).ravel(),
             "contribution": np.take_along_axis(contrib, top, 1).ravel(),
+            "excess": np.take_along_axis(excess, top, 1).ravel(),
             **{name: np.take_along_axis(flag, top, 1).ravel() for name, flag in flags.items()},
         })
 

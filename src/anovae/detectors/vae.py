@@ -215,6 +215,11 @@ class VAEDetector(BaseDetector):
     def score_name(self) -> str:
         return self.score
 
+    def _baseline_scores(self) -> tuple[str, ...]:
+        # a mixed table has no squared error (see _validate)
+        mixed = isinstance(getattr(self, "schema_", None), MixedSchema)
+        return tuple(s for s in SCORES if not (mixed and s == "reconstruction"))
+
     def _check_vae_params(self) -> None:
         """Validate the parameters of the objective and the score (shared with image VAEs)."""
         _check_param("likelihood", self.likelihood, str, choices=LIKELIHOODS)
