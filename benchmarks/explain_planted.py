@@ -14,6 +14,9 @@ Tables (one per seed; fit on 2,000 normal rows, 400 rows broken per kind of brea
   off, ``channel`` changed to one its segment never uses, ``flag`` flipped, ``items`` + 8.
 - ``numeric``: 8 columns from 3 latent factors, the noise rising from 0.1 to 2 (geometric) across
   the columns; breaks: one column shifted by 4 or 8 times its own noise.
+- ``redundant``: three copies of one factor (``a``, ``a`` plus and minus 0.1 of noise) and two
+  independent standard normal columns; break: the second copy + 0.5 (5 of its noise sd, half a
+  spread of the column).
 
 Usage::
 
@@ -105,13 +108,28 @@ def run_numeric(seed: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def run_redundant(seed: int) -> dict[str, dict[str, float]]:
+    rng = np.random.default_rng(seed)
+
+    def draw(n: int) -> np.ndarray:
+        a = rng.normal(size=n)
+        return np.column_stack([a, a + 0.1 * rng.normal(size=n), a - 0.1 * rng.normal(size=n),
+                                rng.normal(size=n), rng.normal(size=n)])
+
+    train, test = draw(2000), draw(400)
+    det = VAEDetector(random_state=seed, device="cpu").fit(train)
+    broken = test.copy()
+    broken[:, 1] += 0.5
+    return {"redundant/copy + 5 noise sd": hits(det, broken, np.ones(len(test), dtype=int))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
     args = ap.parse_args()
     table: dict[str, dict[str, list[float]]] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        for case, res in {**run_mixed(seed), **run_numeric(seed)}.items():
+        for case, res in {**run_mixed(seed), **run_numeric(seed), **run_redundant(seed)}.items():
             for ranking, value in res.items():
                 table.setdefault(case, {}).setdefault(ranking, []).append(value)
     for case, res in table.items():
