@@ -88,6 +88,18 @@ def test_score_writes_ids_scores_labels_and_top_features(table: Path, model: Pat
                                    scored[f"top_excess_{i}"], rtol=1e-6, atol=1e-9)
 
 
+def test_score_frame_names_follow_the_model_not_the_frame(model: Path, table: Path) -> None:
+    from anovae.scoring import score_frame
+
+    det = anovae.load(model)
+    feats = pd.read_csv(table)[[f"f{i}" for i in range(5)]].head(5)
+    feats.loc[:, "f4"] = 40.0  # broken in f4
+    want = score_frame(det, feats, top_k=2, explain=True)
+    shuffled = feats[["f4", "f3", "f2", "f1", "f0"]].assign(extra=1.0)
+    pd.testing.assert_frame_equal(score_frame(det, shuffled, top_k=2, explain=True), want)
+    assert (want["top_feature_1"] == "f4").all()
+
+
 def test_score_explain_matches_library(table: Path, model: Path, tmp_path: Path) -> None:
     out = tmp_path / "explained.csv"
     res = runner.invoke(app, ["score", str(model), str(table), "-o", str(out), "--explain", "2"])

@@ -196,7 +196,7 @@ def test_explanations_rank_by_the_excess_over_each_columns_typical_cost(
     assert (top == "amount").mean() >= 0.7 > 0.4 >= (raw == "amount").mean()
     swapped = test_rows.assign(zone=["warm" if z == "cold" else "cold" for z in test_rows["zone"]])
     assert (det.explain(swapped, k=1)["feature"] == "zone").mean() >= 0.8
-    # score_frame (the CLI's score) and the service rank the same way
+    # score_frame (what the CLI's score writes) ranks the same way
     scored = score_frame(det, bad, top_k=1)
     assert scored["top_feature_1"].tolist() == top.tolist()
 

@@ -107,7 +107,7 @@ def test_feature_baselines_round_trip_and_older_files_rank_raw_contributions(
     old = anovae.load(path)
     assert not hasattr(old, "feature_baselines_")
     table = old.explain(X, k=5)
-    np.testing.assert_array_equal(table["excess"], table["contribution"])
+    assert table["excess"].isna().all()  # unknown, not made up
     top = -np.sort(-old.feature_scores(X), axis=1)
     np.testing.assert_array_equal(table["contribution"].to_numpy().reshape(6, 5), top)
 
@@ -491,6 +491,15 @@ def test_image_schema_that_disagrees_with_the_network(image_model, tmp_path, edi
     path.write_bytes(image_model.read_bytes())
     edit_anovae_doc(path, edit)
     with pytest.raises(ModelFileError, match=f"inconsistent anovae model: .*{match}"):
+        anovae.load(path)
+
+
+def test_image_model_with_feature_baselines_is_refused(image_model, tmp_path):
+    path = tmp_path / "img.safetensors"
+    path.write_bytes(image_model.read_bytes())
+    edit_tensors(path, lambda t: t.__setitem__("feature_baseline.reconstruction",
+                                               torch.zeros(64, dtype=torch.float64)))
+    with pytest.raises(ModelFileError, match="image models have none"):
         anovae.load(path)
 
 

@@ -135,6 +135,20 @@ def test_ids_explain_and_arrays(fitted_vae_frame: VAEDetector, data: Any) -> Non
     assert len(first["top_features"]) == 2
 
 
+def test_a_model_without_typical_contributions_reports_null_excess(
+        fitted_vae_frame: VAEDetector, data: Any) -> None:
+    import copy
+
+    det = copy.deepcopy(fitted_vae_frame)
+    del det.feature_baselines_  # as a file saved by anovae < 0.4
+    out = io.StringIO()
+    score_stream(det, [json.dumps(data.X_test[0].tolist())], out, top_k=5)
+    top = json.loads(out.getvalue())["top_features"]
+    assert [t["excess"] for t in top] == [None] * 5
+    assert [t["contribution"] for t in top] == sorted((t["contribution"] for t in top),
+                                                      reverse=True)
+
+
 class _Pipe(io.StringIO):
     """An output stream that records the input position at each flush."""
 

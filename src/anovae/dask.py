@@ -155,7 +155,8 @@ def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int =
             ignored when the model knows its column names).
         id_column: a column carried to the output as the row id; default: the index, as
             ``row``.
-        top_k: how many top contributing features per row (0: none, the fastest).
+        top_k: how many top features per row, ranked by their excess over the typical
+            contribution (0: none, the fastest).
         client: a ``distributed.Client``; default: the active one, if any. With a client the
             model is scattered once to every worker.
         precision: ``"fp32"``, ``"bf16"``/``"fp16"`` (autocast on the workers' device, see
@@ -280,7 +281,7 @@ def score_files(
         scheduler: a Dask scheduler address (``tcp://host:8786``); ``None``: a LocalCluster
             of ``n_workers`` processes (default: Dask's choice) with ``threads_per_worker``.
         id_column: input column carried as the row id; default: the global row number ``row``.
-        top_k: top contributing features per row.
+        top_k: top features per row (ranked by their excess over the typical contribution).
         partition_rows: about how many rows per partition (whole row groups).
     """
     t0 = time.perf_counter()

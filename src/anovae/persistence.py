@@ -416,14 +416,18 @@ def _check_arrays(tensors: dict[str, torch.Tensor], latent_dim: int) -> None:
                              f"latent unit), got shape {list(t.shape)} of {t.dtype}")
 
 
-def _check_baselines(tensors: dict[str, torch.Tensor], n_features: int) -> None:
-    """Refuse feature baselines (``ValueError``) of an unknown score, or other than one finite
-    float per feature."""
+def _check_baselines(tensors: dict[str, torch.Tensor], n_features: int, image: bool) -> None:
+    """Refuse feature baselines (``ValueError``) on an image model (images have none: they
+    explain with anomaly maps), of an unknown score, or other than one finite float per
+    feature."""
     from anovae.scores import SCORES
 
     for key, t in tensors.items():
         if not key.startswith(BASELINE_PREFIX):
             continue
+        if image:
+            raise ValueError(f"the tensor {key!r} is a table model's feature baseline; image "
+                             "models have none")
         if key[len(BASELINE_PREFIX):] not in SCORES:
             raise ValueError(f"the tensor {key!r} is the baseline of an unknown score (known: "
                              f"{', '.join(SCORES)})")
@@ -513,7 +517,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         _check_scaler(scaler_doc.get("method"), tensors["scaler.center"],
                       tensors["scaler.scale"], inputs)
         _check_arrays(tensors, cfg.latent_dim)
-        _check_baselines(tensors, schema.n_features)
+        _check_baselines(tensors, schema.n_features, isinstance(schema, ImageSchema))
         try:
             dev = resolve_device(det.device)
         except ValueError:

@@ -249,7 +249,7 @@ def _model_rows(detector: Any) -> list[tuple[str, str]]:
 
 
 def _explanations(detector: Any, X: Any, top: np.ndarray, k: int) -> list[str] | None:
-    """One HTML snippet per top row: its ``k`` most contributing features, or ``None`` when
+    """One HTML snippet per top row: its ``k`` top features (by excess), or ``None`` when
     the input is not a table (per-feature tables would not help for images)."""
     if not (isinstance(X, pd.DataFrame) or np.ndim(X) == 2) or not hasattr(detector, "explain"):
         return None
@@ -265,7 +265,7 @@ def _explanations(detector: Any, X: Any, top: np.ndarray, k: int) -> list[str] |
             f"<td>{_fmt(r.contribution)}</td><td>{_fmt(r.excess)}</td></tr>"
             for r in lines.itertuples(index=False))
         parts.append(f'<table class="why"><tr><th>feature</th><th>value</th><th>expected</th>'
-                     f"<th>contribution</th><th>beyond typical</th></tr>{items}</table>")
+                     f"<th>contribution</th><th>excess</th></tr>{items}</table>")
     return parts
 
 
@@ -318,7 +318,9 @@ def _html(title: str, cards: list[tuple[str, str]], method: str, images: list[_I
     body.append("<h2>Top anomalies</h2>")
     note = ("The rows with the highest scores. <i>expected</i> is what the model expected for "
             "the feature given the rest of the row (its reconstruction); <i>contribution</i> is "
-            "the feature's share of the row's score." if explained
+            "the feature's share of the row's score, <i>excess</i> that share minus the "
+            "feature's typical one (its median over training rows): the features are ranked by "
+            "it." if explained
             else "The rows with the highest scores.")
     body.append(f'<p class="note">{note}</p>')
     body.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in top_header) + "</tr>"

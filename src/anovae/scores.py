@@ -31,6 +31,7 @@ Scores:
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -38,8 +39,8 @@ import torch
 from anovae.likelihoods import kl_standard_normal, log_normal
 from anovae.losses import AutoencoderNet
 
-__all__ = ["MONTE_CARLO_SCORES", "SCORES", "common_noise", "feature_baseline", "feature_scores",
-           "rank_features", "row_scores"]
+__all__ = ["MONTE_CARLO_SCORES", "SCORES", "common_noise", "feature_baseline", "feature_excess",
+           "feature_scores", "rank_features", "row_scores"]
 
 SCORES = ("reconstruction", "reconstruction_probability", "elbo", "iwae")
 MONTE_CARLO_SCORES = ("reconstruction_probability", "elbo", "iwae")
@@ -125,16 +126,17 @@ def row_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
 
 def rank_features(contrib: np.ndarray, k: int, missing: np.ndarray | None = None,
                   baseline: np.ndarray | None = None) -> np.ndarray:
-    """``(n, k)`` column indices of each row's ``k`` largest contributions ``(n, D)``, largest
-    first (ties: the lower index).
+    """``(n, k)`` column indices of each row's ``k`` top features, first first (ties: the lower
+    index): the largest :func:`feature_excess` over ``baseline`` ``(D,)`` (each column's typical
+    contribution, see :func:`feature_baseline`), or the largest contributions ``(n, D)`` when
+    ``baseline`` is ``None`` (a model without one).
 
-    With ``baseline`` ``(D,)`` (each column's typical contribution, see
-    :func:`feature_baseline`), columns rank by their *excess* ``contrib - baseline``: what the
-    cell costs beyond what that column costs in a typical training row. Columns differ in their
-    typical surprise (a noisy column costs more in every row than a precise one), so ranking the
-    raw contributions blames the naturally noisy columns. With ``missing`` ``(n, D)`` (a mixed
-    table's gaps), blank cells rank after every observed one: a gap costs its expected surprise,
-    which says nothing about what is wrong with the row.
+    Ranking by the excess asks what a cell costs beyond what its column costs in a typical
+    training row: columns differ in their typical surprise (a noisy column costs more in every
+    row than a precise one), so ranking the raw contributions blames the naturally noisy
+    columns. With ``missing`` ``(n, D)`` (a mixed table's gaps), blank cells rank after every
+    observed one: a gap costs its expected surprise, which says nothing about what is wrong with
+    the row.
 
     >>> rank_features(np.array([[1.0, 3.0, 2.0]]), 2).tolist()
     [[1, 2]]
@@ -149,12 +151,34 @@ def rank_features(contrib: np.ndarray, k: int, missing: np.ndarray | None = None
     return np.lexsort((-key, missing), axis=1)[:, :k]
 
 
-def feature_baseline(contrib: np.ndarray) -> np.ndarray:
-    """Each column's typical contribution: the mean ``(D,)`` of the per-feature scores ``(n, D)``
-    of training rows. The excess ``contrib - baseline`` of a row sums to its score minus the mean
-    training score.
+def feature_excess(contrib: np.ndarray, baseline: np.ndarray | None) -> np.ndarray:
+    """``(n, D)`` contributions ``(n, D)`` minus each column's typical one ``baseline`` ``(D,)``:
+    what :func:`rank_features` ranks by. NaN everywhere for a model without a baseline (images,
+    files from anovae < 0.4), whose features rank by their contribution.
 
-    >>> feature_baseline(np.array([[1.0, 4.0], [3.0, 0.0]])).tolist()
-    [2.0, 2.0]
+    >>> feature_excess(np.array([[1.0, 3.0]]), np.array([0.5, 2.0])).tolist()
+    [[0.5, 1.0]]
     """
-    return contrib.mean(0)
+    if baseline is None:
+        return np.full(contrib.shape, np.nan)
+    return contrib - baseline
+
+
+def feature_baseline(contrib: np.ndarray) -> np.ndarray:
+    """Each column's typical contribution ``(D,)``: the median over training rows of their
+    per-feature scores ``(m, D)``, ignoring cells whose score is not finite (0 for a column
+    without one). The median, not the mean: the training rows are only mostly normal, and one
+    anomalous cell can cost 1e13 nats, which a mean would carry into its column's baseline.
+
+    >>> feature_baseline(np.array([[1.0, 4.0], [3.0, 0.0], [2.0, 1e13]])).tolist()
+    [2.0, 4.0]
+    """
+    if contrib.shape[0] == 0:
+        return np.zeros(contrib.shape[1])
+    ok = np.isfinite(contrib)
+    if ok.all():
+        return np.median(contrib, axis=0)
+    with warnings.catch_warnings():  # a column without a finite cell: "All-NaN slice"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(np.where(ok, contrib, np.nan), axis=0)
+    return np.where(np.isfinite(med), med, 0.0)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, count_rows, iter_table_chunks
 from anovae.mixed import MixedSchema, _label
-from anovae.scores import rank_features
+from anovae.scores import feature_excess, rank_features
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
            "select_features"]
@@ -118,14 +118,22 @@ def model_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) ->
 
 def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
                 explain: bool = False) -> pd.DataFrame:
-    """Scores, 0/1 labels and the ``top_k`` contributing features of each row.
+    """Scores, 0/1 labels and the ``top_k`` top features of each row (ranked by their excess
+    over the feature's typical contribution, :func:`anovae.scores.rank_features`).
 
     Returns a DataFrame with ``anomaly_score``, ``is_anomaly`` and, for ``i = 1..top_k``,
     ``top_feature_i`` (name), ``top_contribution_i`` (its share of the score) and
-    ``top_excess_i`` (the contribution beyond the feature's typical one, which ranks them); with
+    ``top_excess_i`` (the contribution beyond the feature's typical one; NaN for a model without
+    typical contributions, whose features rank by contribution); with
     ``explain`` also ``top_value_i`` (observed) and ``top_expected_i`` (the reconstruction), as
     in :meth:`anovae.detectors.base.BaseDetector.explain`.
     """
+    fitted = getattr(detector, "feature_names_in_", None)
+    if fitted is not None and set(fitted) <= set(features.columns):
+        # the model's columns in its order (its scores, gaps and values are in that order);
+        # others are left out, as the detector itself does (a missing one: its error)
+        features = features[list(fitted)]
+    names = np.asarray([str(c) for c in features.columns], dtype=object)
     scores, contributions = detector.score_with_feature_scores(features)
     out = pd.DataFrame({"anomaly_score": scores,
                         "is_anomaly": (scores > detector.threshold_).astype(np.int8)},
@@ -145,9 +153,8 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     if k:
         flat = contributions.reshape(len(contributions), -1)
         baseline = detector._feature_baseline()
-        excess = flat if baseline is None else flat - baseline  # (n, D)
-        names = np.asarray([str(c) for c in features.columns], dtype=object)
-        top = rank_features(excess, k, gaps)
+        excess = feature_excess(flat, baseline)  # (n, D); NaN without a baseline
+        top = rank_features(flat, k, gaps, baseline)
         for i in range(k):
             col = top[:, i:i + 1]
             out[f"top_feature_{i + 1}"] = names[top[:, i]]
@@ -188,7 +195,8 @@ def score_file(
 
     Memory stays bounded by ``chunk_rows`` whatever the file size (CSV and Parquet are streamed;
     .npy is memory-mapped). The output holds the row id (``id_column`` of the input, else the row
-    number as ``row``), ``anomaly_score``, ``is_anomaly`` and the top contributing features.
+    number as ``row``), ``anomaly_score``, ``is_anomaly`` and the top features (see
+    :func:`score_frame`).
 
     The results do not depend on ``chunk_rows``: from CSV the id column and a mixed-table model's
     categorical and boolean columns are read as text in every chunk (:func:`read_dtypes`).

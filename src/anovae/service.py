@@ -5,10 +5,11 @@ import). Routes (OpenAPI docs at ``/docs``):
 
 - ``POST /v1/score`` and ``POST /v1/models/{name}/score``: a batch of records in, per record
   ``anomaly_score`` (higher = more anomalous), ``is_anomaly``, the conformal ``p_value`` and
-  ``anomaly_probability`` when the model has calibration scores, and the top contributing
-  features. Records come as objects keyed by column name (``records``), as columns
-  (``columns``), or as arrays in the model's feature order (``instances``); for image models
-  as nested arrays (``instances``) or base64-encoded PNG/JPEG (``images``).
+  ``anomaly_probability`` when the model has calibration scores, and the top features (their
+  contribution and its excess over the feature's typical one, which ranks them). Records come
+  as objects keyed by column name (``records``), as columns (``columns``), or as arrays in the
+  model's feature order (``instances``); for image models as nested arrays (``instances``) or
+  base64-encoded PNG/JPEG (``images``).
 - ``GET /v1/model``, ``GET /v1/models/{name}``, ``GET /v1/models``: schema, threshold, score
   type, training date, library and format versions.
 - ``GET /healthz`` (alive), ``GET /readyz`` (models loaded), ``GET /metrics`` (Prometheus text:
@@ -110,7 +111,7 @@ class ScoreRequest(BaseModel):
         None, description="For image models: base64-encoded PNG or JPEG images (or data: "
                           "URLs) of the model's size; converted to its channel count.")
     top_k: int | None = Field(None, ge=0, le=1000,
-                              description="Top contributing features per record (default: the "
+                              description="Top features per record, by excess (default: the "
                                           "server's, 3).")
     explain: bool = Field(False, description="Add each top feature's observed value and the "
                                              "model's expected (reconstructed) value.")
@@ -131,8 +132,10 @@ Cell = float | bool | str | None
 class FeatureContribution(BaseModel):
     feature: str = Field(description="Column name (x0, x1... for models fitted on arrays).")
     contribution: float = Field(description="The feature's share of the anomaly score.")
-    excess: float = Field(description="The contribution minus the feature's typical one (its "
-                                      "mean over training rows); features rank by it.")
+    excess: float | None = Field(description="The contribution minus the feature's typical one "
+                                             "(its median over training rows); features rank "
+                                             "by it. null for models without typical "
+                                             "contributions (images, files from anovae < 0.4).")
     value: Cell = Field(None, description="Observed value (with explain; text, true/false or "
                                           "null for the columns of a mixed table).")
     expected: Cell = Field(None, description="The model's expected value (with explain): the "
@@ -431,7 +434,7 @@ def create_app(
             ``Authorization: Bearer``); health, readiness, metrics and docs stay open.
         max_records: records per scoring request, at most.
         max_body_bytes: request body size, at most.
-        top_k: top contributing features per record, unless a request asks otherwise.
+        top_k: top features (by excess) per record, unless a request asks otherwise.
         torch_threads: torch's intra-op threads for this process (``None``: leave torch's
             setting; 1 suits small networks, one worker per core).
         freeze_gc: after loading the models, move every object alive to the garbage

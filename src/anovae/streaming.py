@@ -43,7 +43,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from anovae.exceptions import DataError
-from anovae.scores import rank_features
+from anovae.scores import feature_excess, rank_features
 from anovae.thresholds import conformal_pvalues
 
 __all__ = ["MAX_LINE_CHARS", "RecordScorer", "StreamSummary", "feature_names", "score_stream"]
@@ -123,7 +123,7 @@ class RecordScorer:
 
     Args:
         detector: a fitted anovae detector.
-        top_k: how many top contributing features each result lists (0: none).
+        top_k: how many top features (by excess) each result lists (0: none).
 
     Each result holds ``anomaly_score`` (higher = more anomalous), ``is_anomaly``
     (``anomaly_score > threshold_``), ``p_value`` and ``anomaly_probability`` when the model has
@@ -354,12 +354,13 @@ class RecordScorer:
             flat = feats.reshape(n, -1)  # (n, D)
             gaps = rows.isna().to_numpy() if hasattr(rows, "isna") else None  # a mixed frame
             baseline = det._feature_baseline()
-            excess = flat if baseline is None else flat - baseline  # (n, D)
-            top = rank_features(excess, k, gaps)  # (n, k): a mixed table's gaps rank last
+            excess = feature_excess(flat, baseline)  # (n, D); NaN without a baseline
+            top = rank_features(flat, k, gaps, baseline)  # (n, k): a mixed table's gaps last
             # one flat pass over the (n * k) entries, then cut per row (fewer Python frames)
             names = self._names_arr[top].ravel().tolist()
             contrib = np.take_along_axis(flat, top, 1).ravel().tolist()
-            extra = np.take_along_axis(excess, top, 1).ravel().tolist()
+            extra = [None if x != x else x  # NaN (no baseline) -> JSON null
+                     for x in np.take_along_axis(excess, top, 1).ravel().tolist()]
             if explain and self.kinds is not None:  # a mixed table: values of any kind
                 values = [_plain(v) for v in np.take_along_axis(
                     rows.to_numpy(dtype=object), top, 1).ravel()]

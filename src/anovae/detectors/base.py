@@ -36,6 +36,7 @@ from anovae.scores import (
     MONTE_CARLO_SCORES,
     common_noise,
     feature_baseline,
+    feature_excess,
     feature_scores,
     rank_features,
 )
@@ -58,9 +59,11 @@ TARGET_UPDATES = 700
 #: Share of the normal rows held out to calibrate ``threshold="fpr"`` when
 #: ``calibration_fraction=None``.
 DEFAULT_CALIBRATION_FRACTION = 0.2
-#: Training rows (evenly spaced) whose per-feature scores give ``feature_baselines_``: the mean
-#: of 2,048 rows is within a few percent of a column's spread of its own mean, plenty to rank by.
+#: Training rows (evenly spaced) whose per-feature scores give ``feature_baselines_`` (their
+#: median per column: 2,048 rows put it within a few percent of the column's spread, plenty to
+#: rank by), fewer for very wide tables: at most :data:`BASELINE_CELLS` cells.
 BASELINE_ROWS = 2048
+BASELINE_CELLS = 4_000_000
 
 
 def resolve_device(device: str) -> torch.device:
@@ -545,24 +548,23 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     def _fit_feature_baselines(self, rows: np.ndarray) -> None:
         """``feature_baselines_``: for each score of :meth:`_baseline_scores`, each column's
-        typical contribution (:func:`anovae.scores.feature_baseline`) over up to
-        :data:`BASELINE_ROWS` evenly spaced rows of the unscaled normal fitting ``rows``
-        ``(n, D)``. Explanations rank columns by their excess over it
+        typical contribution (:func:`anovae.scores.feature_baseline`, a median) over up to
+        :data:`BASELINE_ROWS` evenly spaced rows of the unscaled fitting ``rows`` ``(n, D)``
+        (the rows the network was fitted on: without labels they are mostly normal, which the
+        median tolerates). Explanations rank columns by their excess over it
         (:func:`anovae.scores.rank_features`). Tables only: images explain with anomaly maps."""
         if rows.ndim != 2 or rows.shape[0] == 0:
             vars(self).pop("feature_baselines_", None)
             return
-        pick = np.unique(np.linspace(0, rows.shape[0] - 1, min(rows.shape[0], BASELINE_ROWS)
-                                     ).astype(np.int64))
+        m = min(rows.shape[0], BASELINE_ROWS, max(64, BASELINE_CELLS // max(1, rows.shape[1])))
+        pick = np.unique(np.linspace(0, rows.shape[0] - 1, m).astype(np.int64))
         sample = rows[pick]  # (m, D)
         baselines = {}
         for score in self._baseline_scores():
-            contrib = self._score_rows(sample, per_feature=True, score=score)[1]  # (m, D)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflowing cells: left out
+                contrib = self._score_rows(sample, per_feature=True, score=score)[1]  # (m, D)
             assert contrib is not None
-            with np.errstate(over="ignore", invalid="ignore"):
-                base = feature_baseline(contrib)
-            # a column whose training cells overflow the score has no usable typical value
-            baselines[score] = np.where(np.isfinite(base), base, 0.0)
+            baselines[score] = feature_baseline(contrib)
         self.feature_baselines_ = baselines
 
     def _feature_baseline(self, score: str | None = None) -> np.ndarray | None:
@@ -689,15 +691,16 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         Returns:
             A long pandas DataFrame, ``min(k, n_features)`` lines per row of ``X`` in the order of
             ``X`` then rank, with columns ``row`` (``X``'s index label for a DataFrame, else the
-            position), ``rank`` (1 = largest contribution), ``feature`` (the column name, else
+            position), ``rank`` (1 = the largest excess), ``feature`` (the column name, else
             ``"x{j}"``), ``value`` (observed), ``expected`` (the model's expectation: the
             reconstruction, see :meth:`reconstruct`), ``contribution`` (the feature's
             :meth:`feature_scores` entry; over all features a row's entries sum to its score)
-            and ``excess`` (the contribution minus the feature's typical contribution, its mean
-            over training rows: what this cell costs beyond what the feature costs in a typical
-            row). Features rank by ``excess``, so a naturally noisy column, which costs more in
-            every row, is not blamed for every anomaly (for models saved by anovae < 0.4 and for
-            images, ``excess`` is the contribution). Mixed tables add ``unseen_category`` and
+            and ``excess`` (the contribution minus the feature's typical contribution, its
+            median over training rows: what this cell costs beyond what the feature costs in a
+            typical row). Features rank by ``excess``, so a naturally noisy column, which costs
+            more in every row, is not blamed for every anomaly. Models without typical
+            contributions (images, files saved by anovae < 0.4; refit to get them) have NaN
+            excesses and rank by contribution. Mixed tables add ``unseen_category`` and
             ``missing`` flags; their blank cells rank after the observed ones
             (:func:`anovae.scores.rank_features`).
 
@@ -724,8 +727,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                                dtype=object)
         k = min(int(k), values.shape[1])
         baseline = self._feature_baseline()  # (D,) or None
-        excess = contrib if baseline is None else contrib - baseline  # (n, D)
-        top = rank_features(excess, k, flags.get("missing"))  # (n, k)
+        excess = feature_excess(contrib, baseline)  # (n, D); NaN without a baseline
+        top = rank_features(contrib, k, flags.get("missing"), baseline)  # (n, k)
         index = X.index.to_numpy() if isinstance(X, pd.DataFrame) else np.arange(n)
         return pd.DataFrame({
             "row": np.repeat(index, k),
