@@ -106,6 +106,29 @@ def test_complex_values(fresh):
     raises_data_error(lambda: fresh.fit(np.ones((4, 2)) * (1 + 2j)), "complex")
 
 
+@pytest.mark.parametrize("kinds", [{}, {"categorical": ["c"]}], ids=["numeric", "mixed"])
+def test_complex_and_date_columns_of_a_frame_name_the_column(make_detector, data, kinds):
+    df = data.frame(data.X_train[:40].copy())
+    if kinds:
+        df["c"] = np.where(np.arange(40) % 2, "u", "v")
+    det = make_detector(VAEDetector, epochs=1, **kinds)
+    raises_data_error(lambda: det.fit(df.assign(f1=df["f1"] + 1j)), "column 'f1'", "complex")
+    det.fit(df)
+    rows = df.head(2)
+    for value, what in ((1j, "complex"), (pd.Timestamp("2020-01-01"), "dates or times"),
+                        (pd.Timedelta("1s"), "dates or times"),
+                        (pd.Period("2020-01", "M"), "dates or times")):
+        raises_data_error(lambda v=value: det.decision_function(rows.assign(f2=v)),
+                          "column 'f2'", what)
+
+
+def test_gaps_at_scoring_say_how_to_get_a_model_of_gaps(fitted_vae_frame, data):
+    df = data.frame(data.X_test[:5].copy())
+    df.loc[2, "f3"] = np.nan
+    raises_data_error(lambda: fitted_vae_frame.decision_function(df), "'f3'",
+                      r"numeric=\['f3'\]", "--numeric f3")
+
+
 def test_duplicate_column_names(fresh):
     df = pd.DataFrame(np.zeros((3, 3)), columns=["a", "b", "a"])
     raises_data_error(lambda: fresh.fit(df), "duplicate", "'a'")

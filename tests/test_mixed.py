@@ -201,6 +201,24 @@ def test_explanations_rank_by_the_excess_over_each_columns_typical_cost(
     assert scored["top_feature_1"].tolist() == top.tolist()
 
 
+def test_numbers_written_as_text_match_boolean_and_code_columns() -> None:
+    # a CSV read as text (or written with a float format): "1.00" in a 0/1 column is 1, "1.0"
+    # and "001" in a column of integer codes are the code 1, in Python as in the CLI
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "promo": rng.integers(0, 2, 300),
+                          "code": rng.integers(1, 4, 300)})
+    det = VAEDetector(**{**SMALL, "epochs": 3}, categorical=["code"]).fit(frame)
+    rows = frame.head(6)
+    as_text = rows.assign(promo=[f"{v:.2f}" for v in rows["promo"]],
+                          code=[("00" if i % 2 else "") + (f"{v}.0" if i % 3 else str(v))
+                                for i, v in enumerate(rows["code"])])
+    np.testing.assert_allclose(det.decision_function(as_text), det.decision_function(rows),
+                               rtol=1e-6)
+    assert not det.unseen_categories(as_text).to_numpy().any()
+    other = as_text.assign(promo="2.00", code="7")  # numbers the model never saw: unseen
+    assert det.unseen_categories(other)[["promo", "code"]].to_numpy().all()
+
+
 def test_unseen_category_is_maximally_surprising_and_flagged(det: VAEDetector,
                                                             test_rows: pd.DataFrame) -> None:
     rows = test_rows.iloc[:5].copy()

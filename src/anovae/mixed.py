@@ -37,7 +37,14 @@ import numpy as np
 import pandas as pd
 
 from anovae.exceptions import DataError
-from anovae.tabular import Scaler, _list, holds_numbers, looks_like_row_id, match_columns
+from anovae.tabular import (
+    Scaler,
+    _list,
+    holds_numbers,
+    looks_like_row_id,
+    match_columns,
+    refuse_unmodelled,
+)
 
 __all__ = [
     "KINDS",
@@ -131,6 +138,7 @@ class MixedSchema:
         for j, (name, kind, vocab) in enumerate(zip(self.columns, self.kinds, self.vocabularies,
                                                     strict=True)):
             s = df.iloc[:, j]
+            refuse_unmodelled(s, name, what)
             if kind == "numeric":
                 out[:, j] = _numeric(s, name, what)
             elif kind == "boolean":
@@ -138,7 +146,8 @@ class MixedSchema:
             else:
                 assert vocab is not None
                 labels, missing = _labels(s)
-                codes = pd.Index(vocab).get_indexer(labels).astype(np.float64)
+                codes = _known_numbers(pd.Index(vocab).get_indexer(labels).astype(np.float64),
+                                       labels, missing, vocab)
                 _check_category_kind(s, codes, missing, vocab, name, what)
                 if vocab and vocab[-1] == OTHER:
                     members = None if self.other_members is None else self.other_members[j]
@@ -225,8 +234,10 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
         low = s.map(lambda x: x if x is None or (isinstance(x, float) and math.isnan(x))
                     else str(x).strip().lower())
         v = np.where(low.isin(_TRUE), 1.0, np.where(low.isin(_FALSE), 0.0, np.nan))
-        # another number written as text (a CSV read as text, "2"): unseen, as the number is
-        v[np.isnan(v) & pd.to_numeric(s, errors="coerce").notna().to_numpy()] = UNSEEN
+        # a number written as text (a CSV read as text): "1.00" is 1, "2" unseen, as the number
+        num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        text = np.isnan(v) & ~np.isnan(num)
+        v[text] = np.where(np.isin(num[text], (0.0, 1.0)), num[text], UNSEEN)
         bad = s.notna().to_numpy() & np.isnan(v)
         if bad.any():
             raise DataError(f"column {name!r} of {what} is boolean in the model but holds "
@@ -234,6 +245,25 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
         return v
     # another number: a value never seen in training (scored as maximally surprising)
     return np.where(np.isnan(v) | (v == 0.0) | (v == 1.0), v, UNSEEN)
+
+
+def _known_numbers(codes: np.ndarray, labels: np.ndarray, missing: np.ndarray,
+                   vocab: Sequence[str]) -> np.ndarray:
+    """``codes`` ``(n,)`` (-1: not a category) with the text labels that are no category but
+    read as a number that is (``"001"`` or ``"1.0"`` for a model that saw the code as the number
+    1: a CSV read as text) matched to it."""
+    todo = np.flatnonzero((codes < 0) & ~missing)
+    if not todo.size:
+        return codes
+    num = pd.to_numeric(pd.Series(labels[todo], dtype=object), errors="coerce").to_numpy()
+    ok = ~np.isnan(num)
+    if not ok.any():
+        return codes
+    alt = pd.Index(vocab).get_indexer([_label(v) for v in num[ok]])
+    found = alt >= 0
+    codes = codes.copy()
+    codes[todo[ok][found]] = alt[found]
+    return codes
 
 
 def _label(v: Any) -> str:
@@ -291,10 +321,8 @@ def _frame(X: Any, what: str) -> tuple[pd.DataFrame, bool]:
 
 
 def _infer_kind(s: pd.Series, name: str) -> str:
+    refuse_unmodelled(s, name, "X")
     dt = s.dtype
-    if pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt):
-        raise DataError(f"column {name!r} holds dates or times, which anovae does not model; "
-                        "derive numeric features from it or exclude it (CLI: --exclude)")
     if pd.api.types.is_bool_dtype(dt):
         return "boolean"
     if pd.api.types.is_numeric_dtype(dt):

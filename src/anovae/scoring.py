@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, count_rows, iter_table_chunks
-from anovae.mixed import MixedSchema, _label
+from anovae.mixed import MixedSchema
 from anovae.scores import feature_excess, rank_features
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
@@ -67,53 +67,12 @@ def read_dtypes(detector: Any, id_column: str | None = None) -> dict[str, type]:
     return out
 
 
-def _as_fitted(detector: Any, features: pd.DataFrame) -> pd.DataFrame:
-    """``features`` (in the fitted column order) with the categorical text read by
-    :func:`read_dtypes` matched to the model's categories, value by value (never chunk by
-    chunk): text that is no category of the model but reads as a number that is (``"001"`` for
-    a model that saw the code as the integer 1) becomes that category. (Boolean columns read
-    as text need nothing: :mod:`anovae.mixed` reads 0/1 and true/false words as text, and any
-    other number as an unseen value.)
-    """
-    schema = getattr(detector, "schema_", None)
-    if not isinstance(schema, MixedSchema) or schema.names is None:
-        return features
-    changed: dict[int, pd.Series] = {}
-    for j, (kind, vocab) in enumerate(zip(schema.kinds, schema.vocabularies, strict=True)):
-        s = features.iloc[:, j]
-        if kind != "categorical" or not (s.dtype == object
-                                         or pd.api.types.is_string_dtype(s.dtype)):
-            continue
-        new = _known_labels(s, vocab or ())
-        if new is not s:
-            changed[j] = new
-    if not changed:
-        return features
-    features = features.copy()
-    for j, new in changed.items():
-        features.isetitem(j, new)
-    return features
-
-
-def _known_labels(s: pd.Series, vocab: Sequence[str]) -> pd.Series:
-    known = pd.Index(vocab)
-    unknown = s.notna() & ~s.isin(known)
-    if not unknown.any():
-        return s
-    alt = pd.to_numeric(s[unknown], errors="coerce").dropna().map(_label)
-    alt = alt[alt.isin(known)]
-    if alt.empty:
-        return s
-    s = s.copy()
-    s[alt.index] = alt
-    return s
-
-
 def model_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) -> pd.DataFrame:
-    """The columns of ``df`` that ``detector`` scores (:func:`select_features`), with the text
-    read by :func:`read_dtypes` turned back into what the model saw in training: what every
-    command that scores a file hands the detector."""
-    return _as_fitted(detector, select_features(detector, df, drop))
+    """The columns of ``df`` that ``detector`` scores (:func:`select_features`): what every
+    command that scores a file hands the detector. (Columns that :func:`read_dtypes` read as
+    text need nothing more: :mod:`anovae.mixed` matches text that reads as a number to the
+    number's category, and reads 0/1 and true/false words in a boolean column.)"""
+    return select_features(detector, df, drop)
 
 
 def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,

@@ -93,9 +93,13 @@ def check_tabular(
         cols = np.flatnonzero(bad.any(axis=0))
         col_names = [names[i] for i in cols] if names is not None else [f"column {i}" for i in cols]
         kinds = "NaN" if np.isnan(arr[bad]).all() else "NaN or infinite values"
+        hint = ("" if names is None or not np.isnan(arr[bad]).any() else
+                " (or let the model take gaps: a VAEDetector given the column kinds, e.g. "
+                f"numeric=[{col_names[0]!r}] (CLI: --numeric {col_names[0]}), models missing "
+                "values)")
         raise DataError(
             f"{what} contains {kinds} in {_list(col_names)} ({int(bad.any(axis=1).sum())} rows); "
-            "fill or drop them first"
+            f"fill or drop them first{hint}"
         )
     if schema is None:
         schema = ColumnSchema(arr.shape[1], None if names is None else tuple(names))
@@ -165,6 +169,20 @@ def holds_numbers(s: pd.Series) -> bool:
                                   for v in obs)
 
 
+def refuse_unmodelled(s: pd.Series, name: str, what: str) -> None:
+    """:class:`DataError` for a column of a kind anovae does not model: dates and times (as
+    numbers they would silently become nanosecond counts) and complex numbers (a cast to float
+    would silently drop the imaginary parts)."""
+    dt = s.dtype
+    if (pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt)
+            or isinstance(dt, pd.PeriodDtype)):
+        raise DataError(f"column {name!r} of {what} holds dates or times, which anovae does not "
+                        "model; derive numeric features from it or exclude it (CLI: --exclude)")
+    if pd.api.types.is_complex_dtype(dt):
+        raise DataError(f"column {name!r} of {what} holds complex numbers (dtype {dt}); anovae "
+                        "takes real numeric features")
+
+
 def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
                     ) -> tuple[np.ndarray, list[str]]:
     names = [str(c) for c in X.columns]
@@ -174,6 +192,8 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
     if schema is not None and schema.names is not None:
         X = match_columns(X, list(schema.names), what)
         names = list(schema.names)
+    for n, (_, col) in zip(names, X.items(), strict=False):
+        refuse_unmodelled(col, n, what)
     non_numeric = [n for n, (_, s) in zip(names, X.items(), strict=False)
                    if not holds_numbers(s)]
     if non_numeric:
