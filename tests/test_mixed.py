@@ -201,6 +201,19 @@ def test_explanations_rank_by_the_excess_over_each_columns_typical_cost(
     assert scored["top_feature_1"].tolist() == top.tolist()
 
 
+def test_a_value_in_a_column_never_observed_in_training_is_maximally_surprising() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "c": rng.choice(["a", "b"], 300),
+                          "z": pd.Series([None] * 300, dtype=object)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the all-missing column is warned about
+        det = VAEDetector(**{**SMALL, "epochs": 3}).fit(frame)
+    rows = frame.head(3)
+    gap, seen = det.feature_scores(rows), det.feature_scores(rows.assign(z="q"))
+    assert det.unseen_categories(rows.assign(z="q"))["z"].all()
+    assert (seen[:, 2] >= np.log(301) - 1e-4).all() and (seen[:, 2] > gap[:, 2] + 5).all()
+
+
 def test_numbers_written_as_text_match_boolean_and_code_columns() -> None:
     # a CSV read as text (or written with a float format): "1.00" in a 0/1 column is 1, "1.0"
     # and "001" in a column of integer codes are the code 1, in Python as in the CLI

@@ -23,7 +23,8 @@ categories. :meth:`MixedAutoencoder.nll` turns them into the per-column negative
 - boolean: Bernoulli; categorical: categorical (softmax);
 - unseen category (or a number other than 0/1 in a boolean column): maximally surprising,
   ``max(max_k -log p_k, log(n_observed + 1))``: at least the surprise of the least likely known
-  value, and of an event rarer than one in the ``n_observed`` training cells of the column;
+  value, and of an event rarer than one in the ``n_observed`` training cells of the column (for
+  a column never observed in training, the most observed cells of any column: its rows);
 - missing cell: the model's *expected* negative log-likelihood of the cell given the rest of the
   row (the entropy of the predicted distribution), detached from the gradient. The cell is thus
   masked out of the likelihood that is trained, and a row with gaps is scored as if its missing
@@ -146,10 +147,13 @@ class MixedAutoencoder(nn.Module):
             pad[i, :k] = torch.arange(o, o + k)
         self.register_buffer("cat_gather", pad, persistent=False)
         self.register_buffer("cat_valid", pad < self.n_onehot, persistent=False)
-        unseen = [math.log(config.n_observed[j] + 1.0) for j in cat]
+        # a column never observed in training: rarer than one in the training rows (the most
+        # observed cells of any column), not log(0 + 1) = 0
+        rows = max(config.n_observed, default=0)
+        unseen = [math.log((config.n_observed[j] or rows) + 1.0) for j in cat]
         self.register_buffer("unseen_floor", torch.tensor(unseen, dtype=torch.float32),
                              persistent=False)
-        unseen_b = [math.log(config.n_observed[j] + 1.0) for j in boo]
+        unseen_b = [math.log((config.n_observed[j] or rows) + 1.0) for j in boo]
         self.register_buffer("unseen_floor_b", torch.tensor(unseen_b, dtype=torch.float32),
                              persistent=False)
         order = num + boo + cat  # column order of the concatenated per-kind terms
