@@ -122,6 +122,15 @@ def test_complex_and_date_columns_of_a_frame_name_the_column(make_detector, data
                           "column 'f2'", what)
 
 
+def test_a_row_as_a_series_is_refused_and_a_column_still_is_a_table(fitted_vae_frame, data,
+                                                                   make_detector):
+    row = data.frame(data.X_test[:3]).iloc[0]
+    raises_data_error(lambda: fitted_vae_frame.decision_function(row), "one row",
+                      r"df.iloc\[\[i\]\]")
+    column = pd.Series(data.X_train[:50, 0], name="f0")  # fitting on a Series: one column
+    assert make_detector(VAEDetector, epochs=1).fit(column).n_features_in_ == 1
+
+
 def test_gaps_at_scoring_say_how_to_get_a_model_of_gaps(fitted_vae_frame, data):
     df = data.frame(data.X_test[:5].copy())
     df.loc[2, "f3"] = np.nan

@@ -4,6 +4,7 @@ categories, per-column explanations, persistence, the CLI and the mixed benchmar
 from __future__ import annotations
 
 import copy
+import datetime
 import warnings
 from pathlib import Path
 
@@ -212,6 +213,24 @@ def test_a_value_in_a_column_never_observed_in_training_is_maximally_surprising(
     gap, seen = det.feature_scores(rows), det.feature_scores(rows.assign(z="q"))
     assert det.unseen_categories(rows.assign(z="q"))["z"].all()
     assert (seen[:, 2] >= np.log(301) - 1e-4).all() and (seen[:, 2] > gap[:, 2] + 5).all()
+
+
+@pytest.mark.parametrize(("value", "what"), [
+    (datetime.date(2020, 1, 2), "dates or times"), (datetime.datetime(2020, 1, 2), "dates"),
+    (pd.Period("2020-01", "M"), "dates"), (pd.Interval(0, 1), "dates"), ([1, 2], "list values"),
+    ({"a": 1}, "dict values"), (b"ab", "bytes values")])
+def test_python_objects_that_are_not_categories_are_refused(value, what) -> None:
+    frame = pd.DataFrame({"x": np.arange(30.0) % 7, "o": pd.Series([value] * 30, dtype=object)})
+    with pytest.raises(DataError, match=f"column 'o' holds {what}"):
+        VAEDetector(**SMALL).fit(frame)
+
+
+def test_a_series_that_is_one_row_is_refused_with_how_to_pass_it(det: VAEDetector,
+                                                                  test_rows: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match=r"one row: pass it as a one-row table \(df.iloc\[\[i\]\]"):
+        det.decision_function(test_rows.iloc[0])
+    np.testing.assert_allclose(det.decision_function(test_rows.iloc[0].to_frame().T),
+                               det.decision_function(test_rows.iloc[[0]]), rtol=1e-6)
 
 
 def test_numbers_written_as_text_match_boolean_and_code_columns() -> None:

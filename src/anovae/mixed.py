@@ -27,7 +27,9 @@ label the model never saw is still :data:`UNSEEN` in a capped column.
 
 from __future__ import annotations
 
+import datetime
 import math
+import reprlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ from anovae.tabular import (
     looks_like_row_id,
     match_columns,
     refuse_unmodelled,
+    series_as_frame,
 )
 
 __all__ = [
@@ -309,9 +312,10 @@ def needs_mixed(X: Any, categorical: Sequence[str] | None = None,
     return bool(X.isna().to_numpy().any())
 
 
-def _frame(X: Any, what: str) -> tuple[pd.DataFrame, bool]:
+def _frame(X: Any, what: str, names: Sequence[str] | None = None
+           ) -> tuple[pd.DataFrame, bool]:
     if isinstance(X, pd.Series):
-        X = X.to_frame()
+        X = series_as_frame(X, names, what)
     if isinstance(X, pd.DataFrame):
         return X, True
     arr = np.asarray(X)
@@ -336,7 +340,30 @@ def _infer_kind(s: pd.Series, name: str) -> str:
         return "boolean"
     if holds_numbers(s):  # numbers stored as objects: Decimal from Parquet, Python floats
         return _infer_kind(pd.to_numeric(s), name)
+    _refuse_objects(obs, name)
     return "categorical"
+
+
+#: Python objects in a text column that would silently become categories by their ``str``.
+_DATES = (datetime.date, datetime.time, datetime.timedelta, pd.Period, pd.Interval)
+_CONTAINERS = (list, tuple, dict, set, frozenset, bytes, bytearray)
+
+
+def _refuse_objects(obs: pd.Series, name: str) -> None:
+    """:class:`DataError` for an object column holding dates, times, periods or intervals (as
+    Python objects: a datetime64 column is refused by :func:`refuse_unmodelled`) or containers
+    and bytes, which would become one category per distinct ``str``."""
+    if not pd.api.types.is_object_dtype(obs.dtype):
+        return
+    for v in obs:
+        if isinstance(v, _DATES):
+            raise DataError(f"column {name!r} holds dates or times ({type(v).__name__} objects, "
+                            f"e.g. {reprlib.repr(v)}), which anovae does not model; derive "
+                            "numeric features from it or exclude it (CLI: --exclude)")
+        if isinstance(v, _CONTAINERS):
+            raise DataError(f"column {name!r} holds {type(v).__name__} values (e.g. "
+                            f"{reprlib.repr(v)}), which anovae does not model; give it text, "
+                            "numbers or booleans, or exclude it")
 
 
 #: A number written with thousands separators: "1,234" or "-12,345,678.5".
@@ -440,7 +467,7 @@ def check_mixed(X: Any, schema: MixedSchema | None = None, *, min_rows: int = 1,
     are matched by name (reordered if needed) and arrays by width, and each column is read as
     the kind it had in training: text in a numeric column raises :class:`DataError`.
     """
-    df, from_frame = _frame(X, what)
+    df, from_frame = _frame(X, what, None if schema is None else schema.names)
     if len(df) == 0:
         raise DataError(f"{what} has no rows")
     if len(df) < min_rows:

@@ -63,7 +63,7 @@ def check_tabular(
     (reordered if needed) and arrays by width. Every problem raises :class:`DataError` naming it.
     """
     if isinstance(X, pd.Series):
-        X = X.to_frame()
+        X = series_as_frame(X, None if schema is None else schema.names, what)
     if isinstance(X, pd.DataFrame):
         arr, names = _frame_to_array(X, schema, what)
         if schema is None:  # fitting: ids left among the features (as mixed tables warn)
@@ -167,6 +167,16 @@ def holds_numbers(s: pd.Series) -> bool:
     obs = s.dropna()
     return bool(obs.size) and all(isinstance(v, Number) and not isinstance(v, (bool, np.bool_))
                                   for v in obs)
+
+
+def series_as_frame(X: pd.Series, names: Sequence[str] | None, what: str) -> pd.DataFrame:
+    """A Series as the one-column table it is, unless it looks like one *row* of a model
+    fitted on the columns ``names`` (its index holds them): then a :class:`DataError` saying
+    how to pass a row (a Series is ambiguous: ``df.iloc[0]`` is a row, ``df["a"]`` a column)."""
+    if names is not None and len(names) > 1 and set(names) <= {str(i) for i in X.index}:
+        raise DataError(f"{what} is a pandas Series indexed by the model's columns, i.e. one "
+                        "row: pass it as a one-row table (df.iloc[[i]], or series.to_frame().T)")
+    return X.to_frame()
 
 
 def refuse_unmodelled(s: pd.Series, name: str, what: str) -> None:
