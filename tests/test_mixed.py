@@ -484,6 +484,10 @@ def test_non_string_column_names_explain() -> None:
     ex = det.explain(X.head(2), k=2)
     assert set(ex["feature"]) == {"0", "1"}
     assert set(ex.loc[ex["feature"] == "1", "value"]) <= {"x", "y", "z"}
+    # integer names name integer columns in the kind overrides, as text names do
+    X[2] = rng.integers(0, 5, 200)
+    forced = VAEDetector(**{**SMALL, "epochs": 2}, categorical=[2], numeric=[np.int64(0)]).fit(X)
+    assert forced.schema_.kinds == ("numeric", "categorical", "categorical")
 
 
 def test_float32_codes_match_their_float64_values() -> None:

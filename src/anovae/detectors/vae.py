@@ -239,8 +239,10 @@ class VAEDetector(BaseDetector):
             value = getattr(self, name)
             if value is not None and (isinstance(value, (str, bytes))
                                       or not isinstance(value, (list, tuple))
-                                      or not all(isinstance(c, str) for c in value)):
-                raise ValueError(f"{name} must be a list of column names, got {value!r}")
+                                      or not all(isinstance(c, (str, Integral))
+                                                 and not isinstance(c, bool) for c in value)):
+                raise ValueError(f"{name} must be a list of column names (text, or the integers "
+                                 f"of a frame with integer column names), got {value!r}")
         self._check_mlp_params()
 
     def _net_config(self, n_features: int) -> MLPConfig | MixedConfig:
