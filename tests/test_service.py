@@ -287,6 +287,12 @@ def test_bad_images_are_422(image_client: Any, body: dict[str, Any], message: st
     assert message in r.json()["detail"]
 
 
+def test_image_results_have_no_unseen_category(image_client: Any) -> None:
+    c, _, images = image_client
+    r = c.post("/v1/score", json={"instances": images[:1].tolist()})
+    assert r.status_code == 200 and "unseen_category" not in r.json()["results"][0]
+
+
 def test_an_image_scores_the_same_alone_and_in_a_batch(image_client: Any) -> None:
     c, det, images = image_client
     alone = c.post("/v1/score", json={"instances": images[:1].tolist()})
@@ -346,6 +352,40 @@ def test_mixed_tables_take_text_booleans_and_nulls(mixed_client: Any) -> None:
     cols = {k: [rec[k] for rec in recs] for k in recs[0]}
     r2 = c.post("/v1/score", json={"columns": cols, "top_k": 1, "explain": True})
     assert r2.json()["results"] == res
+
+
+def test_mixed_results_name_the_unseen_categories(mixed_client: Any, client: TestClient,
+                                                  data: Any) -> None:
+    import pandas as pd
+
+    c, det, _ = mixed_client
+    recs = [{"amount": 52.0, "country": "FR", "weekend": False},
+            {"amount": None, "country": "XX", "weekend": True},  # an unseen category
+            {"amount": 49.0, "country": "DE", "weekend": 2},  # neither 0 nor 1: unseen
+            {"amount": 49.0, "country": "YY", "weekend": 2}]
+    want = [[], ["country"], ["weekend"], ["country", "weekend"]]
+    flags = det.unseen_categories(pd.DataFrame(recs))
+    assert [flags.columns[r].tolist() for r in flags.to_numpy()] == want  # as score -o has it
+    cols = {k: [rec[k] for rec in recs] for k in recs[0]}
+    for body in [{"records": recs}, {"columns": cols},
+                 {"instances": [list(rec.values()) for rec in recs]}]:
+        r = c.post("/v1/score", json={**body, "top_k": 0})
+        assert r.status_code == 200, r.text
+        assert [x["unseen_category"] for x in r.json()["results"]] == want
+    plain = client.post("/v1/score", json={"records": records(data.X_test[:1])})
+    assert "unseen_category" not in plain.json()["results"][0]  # a numeric table: no field
+    spec = c.get("/openapi.json").json()["components"]["schemas"]["RecordScore"]
+    assert "never seen in training" in spec["properties"]["unseen_category"]["description"]
+
+
+def test_mixed_tables_read_numbers_written_as_text(mixed_client: Any) -> None:
+    # as anovae score reads a CSV file: "1e3" in a numeric column is the number 1000
+    c, _, _ = mixed_client
+    recs = [{"amount": amount, "country": "FR", "weekend": False} for amount in ("1e3", 1000.0)]
+    r = c.post("/v1/score", json={"records": recs})
+    assert r.status_code == 200, r.text
+    first, second = r.json()["results"]
+    assert first == second
 
 
 @pytest.mark.parametrize(("record", "message"), [

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,47 @@ def test_record_scorer_forms_agree(fitted_vae_frame: VAEDetector, data: Any) -> 
     np.testing.assert_array_equal(a, X)
     np.testing.assert_array_equal(b, X)
     np.testing.assert_array_equal(c, X)
+
+
+@pytest.fixture(scope="module")
+def fitted_mixed(make_detector: Callable[..., Any]) -> VAEDetector:
+    """A tiny VAE on a table with a number, a category and a boolean."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 240
+    frame = pd.DataFrame({"amount": rng.normal(50, 10, n), "country": rng.choice(["FR", "DE"], n),
+                          "weekend": rng.random(n) < 0.3})
+    return make_detector(VAEDetector).fit(frame)
+
+
+MIXED_LINES = ['{"amount": 52.0, "country": "FR", "weekend": false}',
+               '{"amount": null, "country": "XX", "weekend": true}',  # an unseen category
+               '["49.0", "YY", 2]',  # 2 in a boolean column: unseen too
+               '{"amount": 1.0, "country": "FR"}']  # an error line: no field
+
+
+def test_mixed_lines_name_their_unseen_categories(fitted_mixed: VAEDetector,
+                                                  fitted_vae_frame: VAEDetector,
+                                                  data: Any) -> None:
+    out = io.StringIO()
+    score_stream(fitted_mixed, MIXED_LINES, out, top_k=1)
+    got = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [g.get("unseen_category") for g in got] == [[], ["country"],
+                                                       ["country", "weekend"], None]
+    assert "error" in got[3]
+    out = io.StringIO()
+    score_stream(fitted_vae_frame, lines_for(data.X_test[:1]), out)
+    assert "unseen_category" not in json.loads(out.getvalue())  # a numeric table: no field
+
+
+def test_cli_stream_names_unseen_categories(tmp_path: Path, fitted_mixed: VAEDetector) -> None:
+    model = fitted_mixed.save(tmp_path / "m.safetensors")
+    res = CliRunner().invoke(app, ["score", str(model), "-", "--stream"],
+                             input="\n".join(MIXED_LINES[:3]) + "\n")
+    assert res.exit_code == 0, res.output
+    got = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [g["unseen_category"] for g in got] == [[], ["country"], ["country", "weekend"]]
 
 
 def test_cli_stream_from_stdin(tmp_path: Path, fitted_vae_frame: VAEDetector, data: Any) -> None:

@@ -6,10 +6,11 @@ import). Routes (OpenAPI docs at ``/docs``):
 - ``POST /v1/score`` and ``POST /v1/models/{name}/score``: a batch of records in, per record
   ``anomaly_score`` (higher = more anomalous), ``is_anomaly``, the conformal ``p_value`` and
   ``anomaly_probability`` when the model has calibration scores, and the top features (their
-  contribution and its excess over the feature's typical one, which ranks them). Records come
-  as objects keyed by column name (``records``), as columns (``columns``), or as arrays in the
-  model's feature order (``instances``); for image models as nested arrays (``instances``) or
-  base64-encoded PNG/JPEG (``images``).
+  contribution and its excess over the feature's typical one, which ranks them); for a model
+  fitted on a mixed table also ``unseen_category``, the columns holding a category never seen
+  in training. Records come as objects keyed by column name (``records``), as columns
+  (``columns``), or as arrays in the model's feature order (``instances``); for image models as
+  nested arrays (``instances``) or base64-encoded PNG/JPEG (``images``).
 - ``GET /v1/model``, ``GET /v1/models/{name}``, ``GET /v1/models``: schema, threshold, score
   type, training date, library and format versions.
 - ``GET /healthz`` (alive), ``GET /readyz`` (models loaded), ``GET /metrics`` (Prometheus text:
@@ -20,8 +21,10 @@ import). Routes (OpenAPI docs at ``/docs``):
 Safe by default: with an API key every ``/v1`` request must carry it (``X-API-Key: KEY`` or
 ``Authorization: Bearer KEY``); bodies over ``max_body_bytes`` get 413 before they are parsed,
 batches over ``max_records`` get 413; malformed JSON gets 400, and wrong columns, missing values,
-NaN, wrong shapes and wrong types get 422 with a message naming the record and column. Metrics
-are per process (each ``--workers`` process counts its own requests).
+NaN, wrong shapes and wrong types get 422 with a message naming the column and the record (or
+the bad value). A mixed-table model reads numbers written as text (``"1e3"``) in its numeric
+columns as numbers, as a CSV file is read; other models take JSON numbers only. Metrics are per
+process (each ``--workers`` process counts its own requests).
 
 Scoring runs on the event loop, without a hop to a thread pool (the cheapest for the small
 requests of real-time scoring): a worker scores one request at a time, so serve concurrent
@@ -100,7 +103,9 @@ class ScoreRequest(BaseModel):
 
     records: list[dict[str, Any]] | None = Field(
         None, description="Records as objects keyed by column name; numbers (or booleans) for "
-                          "every column the model was fitted on. Other keys are ignored.")
+                          "every column the model was fitted on (a mixed-table model also takes "
+                          "text categories, null for a missing cell and numbers written as "
+                          "text). Other keys are ignored.")
     columns: dict[str, list[Any]] | None = Field(
         None, description="The columnar form: {column name: [one number per record]}.")
     instances: list[Any] | None = Field(
@@ -150,6 +155,10 @@ class RecordScore(BaseModel):
                                                     "rows (models fitted with calibration rows).")
     anomaly_probability: float | None = Field(None, description="1 - p_value.")
     top_features: list[FeatureContribution]
+    unseen_category: list[str] | None = Field(
+        None, description="Mixed-table models: the columns whose value in this record is a "
+                          "category never seen in training, or a number other than 0/1 in a "
+                          "boolean column (empty when none). Absent for other models.")
 
 
 class ScoreResponse(BaseModel):

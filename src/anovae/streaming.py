@@ -13,7 +13,10 @@ A record is one of:
 - a JSON array of the values in the model's column order (``[1.2, -0.3]``), nested for
   image models (``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``).
 
-For a mixed-table model, values may be text (categories), true/false and null (a missing cell).
+For a mixed-table model, values may be text (categories), true/false and null (a missing cell);
+its numeric columns read numbers written as text (``"1e3"``) as numbers, as a CSV file is read.
+Each result of a mixed-table model names the columns holding a category never seen in training
+(``unseen_category``).
 
 Example:
     >>> import io, json
@@ -133,7 +136,10 @@ class RecordScorer:
     :meth:`feature_scores` entry, over all features a row's contributions sum to its score;
     ``excess``: minus the feature's mean over training rows, see
     :func:`anovae.scores.rank_features`), with the observed ``value`` and the model's
-    ``expected`` value when ``explain`` is asked for.
+    ``expected`` value when ``explain`` is asked for. Results of a mixed-table model also hold
+    ``unseen_category``: the names of the columns whose value in the record is a category never
+    seen in training, or a number other than 0/1 in a boolean column (empty when none; see
+    :meth:`anovae.detectors.vae.VAEDetector.unseen_categories`).
 
     Numeric tables are checked here (finite numbers only, the first bad value named) and scored
     as float64 arrays. Image models and mixed-table models (text categories, booleans, null for
@@ -337,8 +343,14 @@ class RecordScorer:
         is not finite (values so large that the network overflows) raise :class:`DataError`.
         """
         det = self.detector
+        unseen = None
         with np.errstate(over="ignore", invalid="ignore"):  # overflow: caught just below
-            scores, feats = det.score_with_feature_scores(rows)  # (n,), (n, *shape)
+            if self.kinds is not None:  # a mixed table: validate once for scores and flags
+                codes = det._checked(rows)  # (n, D)
+                scores, feats = det._score_rows(codes, per_feature=True)
+                unseen = det._mixed().unseen(codes)  # (n, D): the cells of unseen categories
+            else:
+                scores, feats = det.score_with_feature_scores(rows)  # (n,), (n, *shape)
         n = scores.shape[0]
         if not np.isfinite(scores).all():
             bad = np.flatnonzero(~np.isfinite(scores))
@@ -381,6 +393,9 @@ class RecordScorer:
             top_lists = [entries[i:i + k] for i in range(0, n * k, k)]
         out = [{"anomaly_score": s, "is_anomaly": a, "top_features": t}
                for s, a, t in zip(scores.tolist(), flags, top_lists, strict=True)]
+        if unseen is not None:  # a mixed table: the columns holding an unseen category
+            for rec, row in zip(out, unseen, strict=True):
+                rec["unseen_category"] = self._names_arr[row].tolist()
         if pvals is not None:
             for rec, p in zip(out, pvals.tolist(), strict=True):
                 rec["p_value"] = p
@@ -487,7 +502,9 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
     Returns:
         A :class:`StreamSummary`. Output lines hold ``line`` (1-based input line number),
         ``anomaly_score`` (higher = more anomalous), ``is_anomaly``, ``top_features`` and, when
-        the model has calibration scores, ``p_value`` and ``anomaly_probability``.
+        the model has calibration scores, ``p_value`` and ``anomaly_probability``; for a
+        mixed-table model ``unseen_category`` (the columns of the line holding a category never
+        seen in training, see :class:`RecordScorer`).
     """
     scorer = RecordScorer(detector, top_k=top_k)
     t0 = time.perf_counter()
