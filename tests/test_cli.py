@@ -518,7 +518,7 @@ def test_fit_and_score_option_edge_cases(tmp_path: Path) -> None:
         assert res.exit_code == 2 and message in res.output, res.output
     res = fit(str(tmp_path / "mx.csv"), "-o", str(tmp_path / "n.st"), "--numeric", "country",
               "--id-column", "id")
-    assert res.exit_code == 2 and "listed in numeric= but holds text" in res.output
+    assert res.exit_code == 2 and "listed in --numeric but holds text" in res.output
     res = fit(str(tmp_path / "mx.parquet"), "-o", str(tmp_path / "o.st"), "--out-of-core",
               "--id-column", "id")
     assert res.exit_code == 2 and "out-of-core training takes numeric" in res.output
@@ -530,3 +530,75 @@ def test_fit_and_score_option_edge_cases(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "holds a 'y' array: it is used as a feature" in res.output
     # an id column that is also a feature is read as the model reads it
     fit_then_score("t.csv", ["--exclude", "cid", "--label-column", "y"], "a")
+
+
+def test_tables_with_idx_in_their_name_are_fitted_and_scored_as_tables(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    df.to_csv(tmp_path / "idx.csv", index=False)
+    df.to_csv(tmp_path / "Train_IDX_2024.csv", index=False)
+    df.to_parquet(tmp_path / "price_idx.parquet")
+    out = tmp_path / "m.safetensors"
+    for name, extra in [("idx.csv", []), ("Train_IDX_2024.csv", []),
+                        ("price_idx.parquet", ["--exclude", "c"])]:
+        res = runner.invoke(app, ["fit", str(tmp_path / name), "-o", str(out), *extra, *FAST])
+        assert res.exit_code == 0, res.output
+        assert "fitted VAEDetector" in res.output
+    res = runner.invoke(app, ["score", str(out), str(tmp_path / "Train_IDX_2024.csv"), "-o",
+                              str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 60
+
+
+def test_misread_csv_files_are_one_line_errors_in_every_command(model: Path,
+                                                                 tmp_path: Path) -> None:
+    files = {"semi.csv": (b"f0;f1;label\n0.1;0.2;0\n0.3;Saint-Denis, 93;1\n",
+                          "looks delimited by ';'"),
+             "latin1.csv": ("f0,f1,label\n0.1,Orléans,0\n".encode("latin-1"),
+                            "is not UTF-8 text"),
+             "dup.csv": (b"f0,f0,label\n0.1,0.2,0\n", "has duplicate column names ['f0']")}
+    for name, (content, message) in files.items():
+        data = tmp_path / name
+        data.write_bytes(content)
+        for args in (["fit", str(data), "-o", str(tmp_path / "m.safetensors")],
+                     ["score", str(model), str(data), "-o", str(tmp_path / "s.csv")],
+                     ["evaluate", str(model), str(data), "--label-column", "label"],
+                     ["threshold", str(model), str(data), "-o", str(tmp_path / "t.safetensors")],
+                     ["report", str(model), str(data), "-o", str(tmp_path / "r.html")]):
+            res = runner.invoke(app, args)
+            assert res.exit_code == 2, (args, res.output)
+            assert f"{name}' {message}" in res.output, (args, res.output)
+            assert "Traceback" not in res.output and "tokenizing" not in res.output
+            assert len(res.output.strip().splitlines()) == 1
+
+
+def test_warnings_are_one_line_and_errors_name_the_cli_options(tmp_path: Path) -> None:
+    import warnings
+
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame({"rowid": np.arange(n), "amount": rng.normal(size=n),
+                       "city": rng.choice(["Lyon", "Paris"], n)})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "m.safetensors"
+    show = warnings.showwarning
+    res = runner.invoke(app, ["fit", str(tmp_path / "t.csv"), "-o", str(out), *FAST])
+    assert res.exit_code == 0, res.output
+    assert ("warning: column 'rowid' counts up by one row by row: it looks like an id; exclude "
+            "it (--exclude rowid)") in res.output
+    assert "UserWarning" not in res.output and ".py:" not in res.output
+    assert warnings.showwarning is show  # the CLI's display is undone after the command
+    bad = tmp_path / "bad.csv"
+    df.head(3).assign(amount=["abc", "1", "2"]).to_csv(bad, index=False)
+    res = runner.invoke(app, ["score", str(out), str(bad), "-o", str(tmp_path / "s.csv")])
+    assert res.exit_code == 2, res.output
+    assert "refit with --categorical amount" in res.output
+    for extra, message in [
+            (["--categorical", "nope"], "--categorical/--numeric name columns that are not in"),
+            (["--exclude", "city", "--categorical", "city"],
+             "--categorical 'city': that column is excluded (--exclude)"),
+            (["--id-column", "rowid", "--numeric", "rowid"],
+             "--numeric 'rowid': that column is the id column")]:
+        res = runner.invoke(app, ["fit", str(tmp_path / "t.csv"), "-o", str(out), *extra, *FAST])
+        assert res.exit_code == 2, res.output
+        assert message in res.output and "categorical=" not in res.output

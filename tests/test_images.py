@@ -483,6 +483,32 @@ def test_idx_and_numpy_and_png_readers(tmp_path: Path,
     assert not is_image_source(tmp_path / "table.npy")
 
 
+def test_idx_files_by_their_name_or_magic_number_not_idx_in_a_table_name(
+        tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    X, _ = digits
+    for name in ("idx.csv", "Train_IDX_2024.csv", "price_idx.parquet", "s_idx.csv.gz",
+                 "idx.npy"):
+        path = tmp_path / name
+        write_idx(path, X[:3])  # even IDX bytes: a table extension makes it a table
+        assert not is_image_source(path), name
+    pd.DataFrame({"a": [1.0, 2.0]}).to_csv(tmp_path / "idx.csv", index=False)
+    with pytest.raises(DataError, match="is not an image source"):
+        read_images(tmp_path / "idx.csv")  # what scoring with an image model reads
+    for name in ("t10k-images.idx3-ubyte", "train-labels-idx1-ubyte.gz", "mnist_raw",
+                 "mnist_raw.gz", "images.bin"):
+        path = write_idx(tmp_path / name, X[:3])
+        assert is_image_source(path), name
+        np.testing.assert_array_equal(read_images(path).images, X[:3])
+    (tmp_path / "notes").write_text("idx,a\n1,2\n")
+    assert not is_image_source(tmp_path / "notes")
+    broken = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03not deflate data"  # a gzip header only
+    (tmp_path / "broken").write_bytes(broken)
+    assert not is_image_source(tmp_path / "broken")
+    (tmp_path / "broken-idx3-ubyte.gz").write_bytes(broken)
+    with pytest.raises(DataError, match="cannot read IDX file .*broken-idx3-ubyte.gz"):
+        read_idx(tmp_path / "broken-idx3-ubyte.gz")
+
+
 def test_bad_image_files(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a" / "ok.png")

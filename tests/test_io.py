@@ -290,3 +290,51 @@ def test_parquet_type_clash_between_chunks_is_a_data_error_naming_the_column(
         w.write(pd.DataFrame({"id": ["X3", "4"], "s": [0.3, 0.4]}))
     assert out.read_bytes() == b"old"  # the old file is left as it was
     assert [p.name for p in tmp_path.iterdir()] == ["o.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("semi.csv", "amount;city;n\n51.89;Lyon;2\n44.77;Paris;4\n", r"delimited by ';'"),
+        # a comma inside a field made pandas fail with "Error tokenizing data"
+        ("semi_comma.csv", "a;city\n1;Lyon\n2;Saint-Denis, 93\n", r"delimited by ';'"),
+        ("tabs.csv", "a\tb\n1\t2\n", r"delimited by '\\t'"),
+        ("pipes.csv", "a|b\n1|2\n", r"delimited by '\|'"),
+        ("commas.tsv", "a,b\n1,2\n", r"delimited by ','"),
+        ("ragged.csv", "a,b\n1,2\n3,4\n5,6,7\n", r"line 4 has 3 fields but the header has 2"),
+        ("dup.csv", "a,a,b,b,c\n1,2,3,4,5\n", r"duplicate column names \['a', 'b'\]"),
+    ],
+)
+def test_misread_csv_files_are_refused_by_name(tmp_path: Path, name: str, text: str,
+                                                message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=message) as err:
+        read_table(path)
+    assert name in str(err.value) and "tokenizing" not in str(err.value)
+    with pytest.raises(DataError, match=message):
+        list(iter_table_chunks(path, chunk_rows=1))
+
+
+def test_semicolon_csv_gz_and_one_column_csv(tmp_path: Path) -> None:
+    path = tmp_path / "semi.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("amount;city\n1.5;Lyon\n")
+    with pytest.raises(DataError, match=r"semi\.csv\.gz' looks delimited by ';'.*comma-separated "
+                                        r"\.csv files \(tab-separated ones as \.tsv\)"):
+        read_table(path)
+    (tmp_path / "one.csv").write_text("amount\n1.5\n2.5\n")  # one column: nothing to refuse
+    assert read_table(tmp_path / "one.csv")["amount"].tolist() == [1.5, 2.5]
+
+
+def test_non_utf8_csv_is_named_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"city,n\n" + "Orléans,1\n".encode("latin-1") * 3)
+    message = r"'.*latin1\.csv' is not UTF-8 text \(byte 0xe9 .*re-encode it as UTF-8"
+    with pytest.raises(DataError, match=message):
+        read_table(path)
+    late = tmp_path / "late.csv"  # the bad byte in a later chunk of a chunked read
+    late.write_bytes(b"city,n\n" + b"Paris,1\n" * 5000 + "Orléans,1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"late\.csv' is not UTF-8 text") as err:
+        list(iter_table_chunks(late, chunk_rows=100))
+    assert "codec" not in str(err.value)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +57,8 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 #: Smallest side the convolutional networks take (see :mod:`anovae.nets.conv`).
 MIN_SIDE = 8
+#: IDX file names: ``train-images-idx3-ubyte`` (``.idx3-ubyte`` too), optionally ``.gz``.
+_IDX_NAME = re.compile(r"idx\d+-ubyte(\.gz)?$")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -286,9 +290,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as fh:  # type: ignore[operator]
             raw = fh.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read IDX file {str(path)!r}: {exc}") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    if not _idx_magic(raw):
         raise DataError(f"{str(path)!r} is not an IDX file (bad magic number)")
     ndim = raw[3]
     if ndim < 1 or len(raw) < 4 + 4 * ndim:
@@ -440,9 +444,31 @@ def _describe(shape: tuple[int, ...]) -> str:
     return f"{shape[0]}x{shape[1]}x{c}"
 
 
+def _idx_magic(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes, uncompressed) starts with an IDX magic number."""
+    return len(head) >= 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_DTYPES
+
+
 def _is_idx(path: Path) -> bool:
+    """Whether ``path`` is an IDX file: named as one (``train-images-idx3-ubyte``, optionally
+    ``.gz``) or, without a table extension (``.csv``, ``.parquet``...), starting with an IDX
+    magic number (gzip-compressed or raw)."""
+    from anovae.io import SUPPORTED_EXTENSIONS
+
     name = path.name.lower()
-    return "idx" in name or name.endswith("ubyte") or name.endswith("ubyte.gz")
+    if _IDX_NAME.search(name):
+        return True
+    if name.endswith(SUPPORTED_EXTENSIONS) or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(4)
+    except (OSError, EOFError, zlib.error):
+        return False
+    return _idx_magic(head)
 
 
 def _has_images(folder: Path) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -120,6 +121,47 @@ def _csv_options(kind: str, dtype: Mapping[str, Any] | None) -> dict[str, Any]:
             "dtype": dict(dtype) if dtype else None}
 
 
+#: Delimiters that, found in the only header field of a CSV/TSV file, mean it was written with
+#: another delimiter than its extension says (pandas reads it as one text column).
+_OTHER_DELIMITERS = {"csv": (";", "\t", "|"), "tsv": (",", ";", "|")}
+
+
+def _check_header(path: Path, kind: str) -> None:
+    """Refuse a CSV/TSV header that pandas would silently misread: a single field holding
+    another delimiter (a semicolon-separated ``.csv`` reads as one column) or repeated names
+    (pandas renames the second ``a`` to ``a.1``)."""
+    names = pd.read_csv(path, sep=_csv_options(kind, None)["sep"], header=None, nrows=1,
+                        dtype=str, na_filter=False).iloc[0].tolist()
+    if len(names) == 1:
+        found = [d for d in _OTHER_DELIMITERS[kind] if d in names[0]]
+        if found:
+            raise DataError(f"{str(path)!r} looks delimited by {found[0]!r} (its header "
+                            f"{names[0]!r} reads as one column); anovae reads comma-separated "
+                            ".csv files (tab-separated ones as .tsv): convert the file")
+    counts = pd.Series([n for n in names if n]).value_counts()
+    dups = counts.index[counts > 1].tolist()
+    if dups:
+        raise DataError(f"{str(path)!r} has duplicate column names {dups}; give each column "
+                        "its own name")
+
+
+def _read_error(exc: Exception, path: Path) -> DataError:
+    """A :class:`DataError` naming ``path`` for what pandas (or NumPy, pyarrow) raised."""
+    shown = repr(str(path))
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(f"{shown} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} is not "
+                         "valid UTF-8); re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return DataError(f"{shown} is empty: the file has no rows")
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+    if isinstance(exc, pd.errors.ParserError) and fields:
+        want, line, got = fields.groups()
+        return DataError(f"{shown}: line {line} has {got} fields but the header has {want}; fix "
+                         "the file (quote fields that hold the delimiter)")
+    text = str(exc).replace("Error tokenizing data. C error: ", "").strip()
+    return DataError(f"cannot read {shown}: {text}")
+
+
 @contextlib.contextmanager
 def _parser_checks(path: Path) -> Iterator[None]:
     """Turn pandas' warning about rows longer than the header (their extra fields would be
@@ -148,6 +190,7 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
     kind = _kind(path)
     try:
         if kind in ("csv", "tsv"):
+            _check_header(path, kind)
             with _parser_checks(path):
                 df = pd.read_csv(path, **_csv_options(kind, dtype))
         elif kind == "parquet":
@@ -158,10 +201,8 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
             df = _load_npz(path)
     except DataError:
         raise
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{str(path)!r} is empty: the file has no rows") from exc
     except Exception as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+        raise _read_error(exc, path) from exc
     df = _select(df, columns, path)
     if len(df) == 0:
         raise DataError(f"{str(path)!r} has no rows")
@@ -196,6 +237,7 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
 
     try:
         if kind in ("csv", "tsv"):
+            _check_header(path, kind)
             with _parser_checks(path):
                 reader = pd.read_csv(path, chunksize=chunk_rows,
                                      usecols=list(columns) if columns else None,
@@ -232,14 +274,14 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
                 yield indexed(df.iloc[i:i + chunk_rows].copy())
     except DataError:
         raise
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{str(path)!r} is empty: the file has no rows") from exc
+    except (UnicodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise _read_error(exc, path) from exc
     except ValueError as exc:
         if "Usecols" in str(exc) or "columns" in str(exc):
             raise DataError(f"{str(path)!r}: {exc}") from exc
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+        raise _read_error(exc, path) from exc
     except Exception as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+        raise _read_error(exc, path) from exc
 
 
 def count_rows(path: str | os.PathLike) -> int | None:

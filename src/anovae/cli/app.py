@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import functools
 import json
 import logging
 import os
-from collections.abc import Callable
+import re
+import shlex
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -69,16 +74,65 @@ def missing_module_message(exc: ModuleNotFoundError) -> str:
     return f"this command needs the {top!r} package, which is not installed: {hint}"
 
 
+_COLUMN_KINDS = re.compile(r"(?<![\w-])(categorical|numeric)=(\[[^\]]*\]|(?=[/\s,.;)]|$))")
+
+
+def _as_options(match: re.Match[str]) -> str:
+    """``categorical=['a', 'b']`` -> ``--categorical a --categorical b``; ``numeric=`` ->
+    ``--numeric``."""
+    option = f"--{match[1]}"
+    if not match[2]:
+        return option
+    try:
+        names = ast.literal_eval(match[2])
+    except (ValueError, SyntaxError):
+        return match[0]
+    return " ".join(f"{option} {shlex.quote(str(n))}" for n in names) or option
+
+
+def _quoted(match: re.Match[str]) -> str:
+    """``--exclude Unnamed: 0`` -> ``--exclude 'Unnamed: 0'``: a hint the shell takes as is."""
+    return f"{match[1]} {shlex.quote(match[2])}" if match[2] else match[1]
+
+
+def cli_message(text: str) -> str:
+    """A library message in the CLI's words: ``categorical=['a']`` -> ``--categorical a``
+    (``numeric=`` alike), and ``X (CLI: Y)`` hints -> ``Y``, its value quoted for the shell."""
+    hint = r"\(CLI: (--[\w-]+)(?: ([^()]+))?\)"
+    text = re.sub(r"\b(?:categorical|numeric)=\[[^\]]*\] " + hint, _quoted, text)
+    text = re.sub(hint, lambda m: f"({_quoted(m)})", text)
+    return _COLUMN_KINDS.sub(_as_options, text)
+
+
+@contextlib.contextmanager
+def cli_warnings() -> Iterator[None]:
+    """Show warnings as one line ``warning: <message>`` on standard error (not the library's
+    file, line and source line)."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        typer.echo(f"warning: {cli_message(str(message))}", err=True)
+
+    saved = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
 def handle_errors(func: F) -> F:
     """Turn anovae's own errors (bad data, bad model file...) and the system's (a folder where
-    a file belongs, no permission, disk full...) into one line and exit code 2."""
+    a file belongs, no permission, disk full...) into one line and exit code 2; show warnings
+    as one line each (see :func:`cli_warnings`)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with cli_warnings():
+                return func(*args, **kwargs)
         except AnovaeError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {cli_message(str(exc))}", err=True)
             raise typer.Exit(2) from None
         except ModuleNotFoundError as exc:  # an optional dependency is not installed
             typer.echo(f"error: {missing_module_message(exc)}", err=True)
@@ -87,7 +141,7 @@ def handle_errors(func: F) -> F:
             typer.echo(f"error: {os_error_message(exc)}", err=True)
             raise typer.Exit(2) from None
         except ValueError as exc:  # parameter validation of the estimators
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {cli_message(str(exc))}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

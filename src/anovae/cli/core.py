@@ -70,6 +70,20 @@ def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
     return df.drop(columns=drop), y
 
 
+def _refuse_dropped_kinds(kinds: dict[str, list[str] | None], label_column: str | None,
+                          id_column: str | None, exclude: list[str] | None) -> None:
+    """A ``--categorical``/``--numeric`` column that is the label, the id or excluded: say so
+    (the library, which never sees it, would call it "not in the data")."""
+    dropped = {**dict.fromkeys(exclude or [], "excluded (--exclude)"),
+               **({label_column: "the label column"} if label_column else {}),
+               **({id_column: "the id column"} if id_column else {})}
+    for option, names in kinds.items():
+        for name in names or []:
+            if name in dropped:
+                raise DataError(f"{option} {name!r}: that column is {dropped[name]}, not a "
+                                "feature; leave out one of the two options")
+
+
 def _int_list(text: str, option: str) -> tuple[int, ...]:
     """``"64,32"`` -> ``(64, 32)``; a clear error naming ``option`` otherwise."""
     try:
@@ -171,6 +185,8 @@ def fit(
         _refuse_table_options(data, {"--label-column": label_column, "--id-column": id_column,
                                      "--exclude": exclude, "--categorical": categorical,
                                      "--numeric": numeric, "--out-of-core": out_of_core})
+    _refuse_dropped_kinds({"--categorical": categorical, "--numeric": numeric}, label_column,
+                          id_column, exclude)
     cls = _detector_class(detector, images)
     params: dict[str, Any] = {
         "score": score, "likelihood": likelihood, "latent_dim": latent_dim, "epochs": epochs,
