@@ -3,7 +3,7 @@
 Each test row is copied and broken in one known column; the share of broken rows whose top
 explained feature is that column is reported for two rankings of the same per-feature scores:
 ``raw`` (the largest contribution, anovae < 0.4) and ``excess`` (the contribution minus the
-column's mean over the training rows, :func:`anovae.scores.rank_features`, what ``explain``
+column's median over the training rows, :func:`anovae.scores.rank_features`, what ``explain``
 does now).
 
 Tables (one per seed; fit on 2,000 normal rows, 400 rows broken per kind of break):

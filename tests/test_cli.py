@@ -98,6 +98,13 @@ def test_score_frame_names_follow_the_model_not_the_frame(model: Path, table: Pa
     shuffled = feats[["f4", "f3", "f2", "f1", "f0"]].assign(extra=1.0)
     pd.testing.assert_frame_equal(score_frame(det, shuffled, top_k=2, explain=True), want)
     assert (want["top_feature_1"] == "f4").all()
+    # integer column names (the model keeps them as text) are matched the same way
+    ints = feats.set_axis(range(5), axis=1)
+    det_int = anovae.VAEDetector(epochs=2, random_state=0).fit(
+        pd.read_csv(table)[[f"f{i}" for i in range(5)]].set_axis(range(5), axis=1))
+    want = score_frame(det_int, ints, top_k=1)
+    assert (want["top_feature_1"] == "4").all()
+    pd.testing.assert_frame_equal(score_frame(det_int, ints[[4, 2, 0, 1, 3]], top_k=1), want)
 
 
 def test_score_explain_matches_library(table: Path, model: Path, tmp_path: Path) -> None:
@@ -570,6 +577,17 @@ def test_misread_csv_files_are_one_line_errors_in_every_command(model: Path,
             assert f"{name}' {message}" in res.output, (args, res.output)
             assert "Traceback" not in res.output and "tokenizing" not in res.output
             assert len(res.output.strip().splitlines()) == 1
+
+
+def test_cli_hints_keep_names_with_parentheses_whole() -> None:
+    from anovae.cli.app import cli_message
+
+    gap = ("X contains NaN in 'amount (USD)' (1 rows); fill or drop them first (or let the model "
+           "take gaps: a VAEDetector given the column kinds, e.g. numeric=['amount (USD)'] (CLI: "
+           "--numeric amount (USD)), models missing values)")
+    assert cli_message(gap).endswith("e.g. --numeric 'amount (USD)', models missing values)")
+    assert cli_message("it looks like an id; exclude it (CLI: --exclude row id (n))") == (
+        "it looks like an id; exclude it (--exclude 'row id (n)')")
 
 
 def test_warnings_are_one_line_and_errors_name_the_cli_options(tmp_path: Path) -> None:

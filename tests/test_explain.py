@@ -26,7 +26,7 @@ def test_explain_matches_feature_scores_and_reconstruction(any_fitted, data):
     assert np.array_equal(table["contribution"].to_numpy().reshape(7, k), contrib[rows, j])
     assert np.array_equal(table["value"].to_numpy().reshape(7, k), X[rows, j])
     assert np.allclose(table["expected"].to_numpy().reshape(7, k), recon[rows, j])
-    # the k largest excesses over each feature's typical contribution (its mean over training
+    # the k largest excesses over each feature's typical contribution (its median over training
     # rows), in decreasing order
     excess = contrib - any_fitted.feature_baselines_[any_fitted.score_name]  # (7, D)
     assert np.array_equal(table["excess"].to_numpy().reshape(7, k), excess[rows, j])
@@ -70,7 +70,7 @@ def test_each_score_ranks_against_its_own_baseline(make_detector, data):
         table = det.explain(X, k=5)
         np.testing.assert_array_equal(table["excess"].to_numpy().reshape(6, 5),
                                       -np.sort(-excess, axis=1))
-    # the baseline: the mean per-feature score of the training rows (all of them: n < 2,048)
+    # the baseline: the median per-feature score of the training rows (all of them: n < 2,048)
     np.testing.assert_allclose(det.feature_baselines_["reconstruction"],
                                feature_baseline(det.feature_scores(data.X_train)), rtol=1e-6)
 

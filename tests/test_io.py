@@ -320,11 +320,22 @@ def test_semicolon_csv_gz_and_one_column_csv(tmp_path: Path) -> None:
     path = tmp_path / "semi.csv.gz"
     with gzip.open(path, "wt") as fh:
         fh.write("amount;city\n1.5;Lyon\n")
-    with pytest.raises(DataError, match=r"semi\.csv\.gz' looks delimited by ';'.*comma-separated "
-                                        r"\.csv files \(tab-separated ones as \.tsv\)"):
+    with pytest.raises(DataError, match=r"semi\.csv\.gz' looks delimited by ';'.*convert it: "
+                                        r"anovae reads comma-separated \.csv and tab-separated "
+                                        r"\.tsv files"):
         read_table(path)
     (tmp_path / "one.csv").write_text("amount\n1.5\n2.5\n")  # one column: nothing to refuse
     assert read_table(tmp_path / "one.csv")["amount"].tolist() == [1.5, 2.5]
+    # one column whose name holds a delimiter, quoted or not: its rows do not split alike
+    (tmp_path / "q.csv").write_text('"a;b"\n1\n2\n')
+    (tmp_path / "p.csv").write_text("price|usd\n1\n2\n")
+    (tmp_path / "n.tsv").write_text("Last, First\nx\n")
+    assert read_table(tmp_path / "q.csv").columns.tolist() == ["a;b"]
+    assert read_table(tmp_path / "p.csv")["price|usd"].tolist() == [1, 2]
+    assert read_table(tmp_path / "n.tsv").columns.tolist() == ["Last, First"]
+    (tmp_path / "c.tsv").write_text("a,b\n1,2\n")  # a comma-separated file named .tsv
+    with pytest.raises(DataError, match=r"delimited by ','.*rename it to \.csv"):
+        read_table(tmp_path / "c.tsv")
 
 
 def test_non_utf8_csv_is_named_in_one_line(tmp_path: Path) -> None:

@@ -217,12 +217,33 @@ def test_a_value_in_a_column_never_observed_in_training_is_maximally_surprising(
 
 @pytest.mark.parametrize(("value", "what"), [
     (datetime.date(2020, 1, 2), "dates or times"), (datetime.datetime(2020, 1, 2), "dates"),
-    (pd.Period("2020-01", "M"), "dates"), (pd.Interval(0, 1), "dates"), ([1, 2], "list values"),
-    ({"a": 1}, "dict values"), (b"ab", "bytes values")])
+    (pd.Period("2020-01", "M"), "dates"), (pd.Interval(0, 1), "Interval values"),
+    ([1, 2], "list values"), ({"a": 1}, "dict values"), (b"ab", "bytes values")])
 def test_python_objects_that_are_not_categories_are_refused(value, what) -> None:
     frame = pd.DataFrame({"x": np.arange(30.0) % 7, "o": pd.Series([value] * 30, dtype=object)})
     with pytest.raises(DataError, match=f"column 'o' holds {what}"):
         VAEDetector(**SMALL).fit(frame)
+
+
+def test_interval_columns_are_refused() -> None:
+    frame = pd.DataFrame({"x": np.arange(30.0) % 7,
+                          "i": pd.arrays.IntervalArray.from_breaks(np.arange(31))})
+    with pytest.raises(DataError, match="column 'i' of X holds intervals"):
+        VAEDetector(**SMALL).fit(frame)
+
+
+def test_numbers_in_a_text_category_column_are_an_error_from_records_too(
+        det: VAEDetector, test_rows: pd.DataFrame) -> None:
+    # a JSON record gives an object column: its numbers change the column's kind as well
+    rows = test_rows.head(2).astype({"zone": object})
+    rows["zone"] = [3, 4.5]
+    with pytest.raises(DataError, match=r"column 'zone' of X holds numbers"):
+        det.decision_function(rows)
+    rows["zone"] = [True, False]
+    with pytest.raises(DataError, match=r"column 'zone' of X holds booleans"):
+        det.decision_function(rows)
+    rows["zone"] = ["warm", 3]  # one number among known text: an unseen category, flagged
+    assert det.unseen_categories(rows)["zone"].tolist() == [False, True]
 
 
 def test_a_series_that_is_one_row_is_refused_with_how_to_pass_it(det: VAEDetector,

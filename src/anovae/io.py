@@ -130,14 +130,23 @@ def _check_header(path: Path, kind: str) -> None:
     """Refuse a CSV/TSV header that pandas would silently misread: a single field holding
     another delimiter (a semicolon-separated ``.csv`` reads as one column) or repeated names
     (pandas renames the second ``a`` to ``a.1``)."""
-    names = pd.read_csv(path, sep=_csv_options(kind, None)["sep"], header=None, nrows=1,
-                        dtype=str, na_filter=False).iloc[0].tolist()
-    if len(names) == 1:
-        found = [d for d in _OTHER_DELIMITERS[kind] if d in names[0]]
+    opts: dict[str, Any] = {"sep": _csv_options(kind, None)["sep"], "header": None,
+                            "nrows": 1, "dtype": str, "na_filter": False}
+    names = pd.read_csv(path, **opts).iloc[0].tolist()
+    found = [d for d in _OTHER_DELIMITERS[kind] if len(names) == 1 and d in names[0]]
+    if found:
+        # another delimiter splits the header and the first row alike ("a;b" over "1;2"; a
+        # one-column file whose name holds one, "price|usd" over "1", is fine)
+        try:
+            row = str(pd.read_csv(path, skiprows=1, **opts).iloc[0, 0])
+        except pd.errors.EmptyDataError:  # a header alone
+            row = None
+        found = [d for d in found if row is None or row.count(d) == names[0].count(d)]
         if found:
+            fix = ("rename it to .csv" if kind == "tsv" and found[0] == "," else
+                   "convert it: anovae reads comma-separated .csv and tab-separated .tsv files")
             raise DataError(f"{str(path)!r} looks delimited by {found[0]!r} (its header "
-                            f"{names[0]!r} reads as one column); anovae reads comma-separated "
-                            ".csv files (tab-separated ones as .tsv): convert the file")
+                            f"{names[0]!r} reads as one column); {fix}")
     counts = pd.Series([n for n in names if n]).value_counts()
     dups = counts.index[counts > 1].tolist()
     if dups:

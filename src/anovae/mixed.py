@@ -33,6 +33,7 @@ import reprlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Number
 from typing import Any
 
 import numpy as np
@@ -216,15 +217,19 @@ def _check_category_kind(s: pd.Series, codes: np.ndarray, missing: np.ndarray,
     """Refuse numbers or booleans in a column whose categories were all text: a column that
     changed kind (every row would be an unseen category, every row flagged). Numbers are fine
     where the categories are numbers (codes; a new code is an unseen category)."""
-    if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
+    typed = pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
+    if not (typed or pd.api.types.is_object_dtype(s.dtype)):
         return
     seen = codes[~missing]
     if not seen.size or (seen >= 0).any():
         return
+    if not typed and not all(isinstance(v, (Number, np.number, np.bool_)) for v in s[~missing]):
+        return  # objects (a JSON record): only numbers or booleans change the column's kind
     labels = [v for v in vocab if v != OTHER]
     if labels and pd.to_numeric(pd.Series(labels), errors="coerce").notna().any():
         return
-    kind = "booleans" if pd.api.types.is_bool_dtype(s.dtype) else "numbers"
+    kind = ("booleans" if pd.api.types.is_bool_dtype(s.dtype) or all(
+        isinstance(v, (bool, np.bool_)) for v in s[~missing]) else "numbers")
     raise DataError(f"column {name!r} of {what} holds {kind} (e.g. {str(s[~missing].iloc[0])!r}), "
                     f"but the model was fitted with it as a text category (e.g. "
                     f"{labels[0] if labels else OTHER!r}); fix the data, or refit")
@@ -345,25 +350,26 @@ def _infer_kind(s: pd.Series, name: str) -> str:
 
 
 #: Python objects in a text column that would silently become categories by their ``str``.
-_DATES = (datetime.date, datetime.time, datetime.timedelta, pd.Period, pd.Interval)
-_CONTAINERS = (list, tuple, dict, set, frozenset, bytes, bytearray)
+_DATES = (datetime.date, datetime.time, datetime.timedelta, pd.Period)
+_CONTAINERS = (list, tuple, dict, set, frozenset, bytes, bytearray, pd.Interval)
 
 
 def _refuse_objects(obs: pd.Series, name: str) -> None:
     """:class:`DataError` for an object column holding dates, times, periods or intervals (as
     Python objects: a datetime64 column is refused by :func:`refuse_unmodelled`) or containers
     and bytes, which would become one category per distinct ``str``."""
-    if not pd.api.types.is_object_dtype(obs.dtype):
+    if (not pd.api.types.is_object_dtype(obs.dtype)
+            or pd.api.types.infer_dtype(obs, skipna=True) == "string"):  # text: the fast answer
         return
     for v in obs:
         if isinstance(v, _DATES):
             raise DataError(f"column {name!r} holds dates or times ({type(v).__name__} objects, "
                             f"e.g. {reprlib.repr(v)}), which anovae does not model; derive "
-                            "numeric features from it or exclude it (CLI: --exclude)")
+                            f"numeric features from it or exclude it (CLI: --exclude {name})")
         if isinstance(v, _CONTAINERS):
             raise DataError(f"column {name!r} holds {type(v).__name__} values (e.g. "
                             f"{reprlib.repr(v)}), which anovae does not model; give it text, "
-                            "numbers or booleans, or exclude it")
+                            f"numbers or booleans, or exclude it (CLI: --exclude {name})")
 
 
 #: A number written with thousands separators: "1,234" or "-12,345,678.5".

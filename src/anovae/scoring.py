@@ -88,10 +88,11 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     in :meth:`anovae.detectors.base.BaseDetector.explain`.
     """
     fitted = getattr(detector, "feature_names_in_", None)
-    if fitted is not None and set(fitted) <= set(features.columns):
+    by_name = {str(c): c for c in features.columns}  # the fitted names are text (0 -> "0")
+    if fitted is not None and {str(n) for n in fitted} <= set(by_name):
         # the model's columns in its order (its scores, gaps and values are in that order);
         # others are left out, as the detector itself does (a missing one: its error)
-        features = features[list(fitted)]
+        features = features[[by_name[str(n)] for n in fitted]]
     names = np.asarray([str(c) for c in features.columns], dtype=object)
     scores, contributions = detector.score_with_feature_scores(features)
     out = pd.DataFrame({"anomaly_score": scores,

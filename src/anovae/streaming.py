@@ -134,7 +134,7 @@ class RecordScorer:
     :func:`anovae.thresholds.conformal_pvalues`), and ``top_features``: the ``top_k`` features
     with the largest ``excess`` over their typical contribution (``contribution``: the
     :meth:`feature_scores` entry, over all features a row's contributions sum to its score;
-    ``excess``: minus the feature's mean over training rows, see
+    ``excess``: minus the feature's median over training rows, see
     :func:`anovae.scores.rank_features`), with the observed ``value`` and the model's
     ``expected`` value when ``explain`` is asked for. Results of a mixed-table model also hold
     ``unseen_category``: the names of the columns whose value in the record is a category never

@@ -187,7 +187,11 @@ def refuse_unmodelled(s: pd.Series, name: str, what: str) -> None:
     if (pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt)
             or isinstance(dt, pd.PeriodDtype)):
         raise DataError(f"column {name!r} of {what} holds dates or times, which anovae does not "
-                        "model; derive numeric features from it or exclude it (CLI: --exclude)")
+                        "model; derive numeric features from it or exclude it (CLI: --exclude "
+                        f"{name})")
+    if isinstance(dt, pd.IntervalDtype):
+        raise DataError(f"column {name!r} of {what} holds intervals, which anovae does not "
+                        f"model; give it numbers or text, or exclude it (CLI: --exclude {name})")
     if pd.api.types.is_complex_dtype(dt):
         raise DataError(f"column {name!r} of {what} holds complex numbers (dtype {dt}); anovae "
                         "takes real numeric features")

@@ -98,7 +98,7 @@ def _quoted(match: re.Match[str]) -> str:
 def cli_message(text: str) -> str:
     """A library message in the CLI's words: ``categorical=['a']`` -> ``--categorical a``
     (``numeric=`` alike), and ``X (CLI: Y)`` hints -> ``Y``, its value quoted for the shell."""
-    hint = r"\(CLI: (--[\w-]+)(?: ([^()]+))?\)"
+    hint = r"\(CLI: (--[\w-]+)(?: ((?:[^()]|\([^()]*\))+))?\)"  # a name may hold "(USD)"
     text = re.sub(r"\b(?:categorical|numeric)=\[[^\]]*\] " + hint, _quoted, text)
     text = re.sub(hint, lambda m: f"({_quoted(m)})", text)
     return _COLUMN_KINDS.sub(_as_options, text)
