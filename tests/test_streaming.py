@@ -222,6 +222,11 @@ def test_cli_stream_names_unseen_categories(tmp_path: Path, fitted_mixed: VAEDet
     assert res.exit_code == 0, res.output
     got = [json.loads(line) for line in res.stdout.splitlines()]
     assert [g["unseen_category"] for g in got] == [[], ["country"], ["country", "weekend"]]
+    # error lines speak of the CLI's options, as the CLI's other errors do
+    res = CliRunner().invoke(app, ["score", str(model), "-", "--stream"],
+                             input='{"amount": "lots", "country": "FR", "weekend": false}\n')
+    error = json.loads(res.stdout)["error"]
+    assert "refit with --categorical amount" in error and "categorical=" not in error
 
 
 def test_cli_stream_from_stdin(tmp_path: Path, fitted_vae_frame: VAEDetector, data: Any) -> None:

@@ -39,7 +39,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -479,7 +479,8 @@ def _read_lines(in_stream: TextIO | Iterable[str], max_chars: int
 
 def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: TextIO, *,
                  top_k: int = 3, explain: bool = False, id_field: str | None = None,
-                 max_line_chars: int = MAX_LINE_CHARS) -> StreamSummary:
+                 max_line_chars: int = MAX_LINE_CHARS,
+                 wording: Callable[[str], str] | None = None) -> StreamSummary:
     """Score JSON lines from ``in_stream``; write one JSON line per input line to ``out_stream``.
 
     Each output line is written and flushed as soon as its input line is scored, so the stream
@@ -498,6 +499,8 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
         explain: add the observed and expected (reconstructed) value of each top feature.
         id_field: a key of the input objects to copy to the output as ``"id"``.
         max_line_chars: longer lines get an error line (and are not kept in memory).
+        wording: rewrites each error message (the CLI names its options instead of the
+            library's parameters, :func:`anovae.cli.app.cli_message`).
 
     Returns:
         A :class:`StreamSummary`. Output lines hold ``line`` (1-based input line number),
@@ -531,7 +534,8 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
         except (ValueError, TypeError, OverflowError) as exc:  # DataError too
             result = {k: v for k, v in result.items() if k in ("line", "id")}
             # the scorer names "record 0" (of a batch of one): here it is this line
-            result["error"] = _ONLY_RECORD.sub("this line", str(exc), count=1)
+            message = _ONLY_RECORD.sub("this line", str(exc), count=1)
+            result["error"] = wording(message) if wording is not None else message
             errors += 1
         out_stream.write(json.dumps(result) + "\n")
         out_stream.flush()

@@ -13,7 +13,7 @@ from typing import TextIO
 
 import typer
 
-from anovae.cli.app import app, handle_errors
+from anovae.cli.app import app, cli_message, handle_errors
 from anovae.exceptions import DataError
 
 
@@ -142,7 +142,7 @@ def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
             tmp = stack.enter_context(atomic_output(out_file))
             dst = stack.enter_context(open(tmp, "w", encoding="utf-8"))
         summary = score_stream(det, src, dst, top_k=top_k, explain=explain,
-                               id_field=id_column)
+                               id_field=id_column, wording=cli_message)
     typer.echo(f"streamed {summary.scored + summary.errors} lines: {summary.scored} scored "
                f"({summary.anomalies} anomalies), {summary.errors} errors in "
                f"{summary.seconds:.2f}s", err=True)
