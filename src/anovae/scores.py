@@ -126,7 +126,7 @@ def row_scores(net: AutoencoderNet, x: torch.Tensor, score: str,
 
 def rank_features(contrib: np.ndarray, k: int, missing: np.ndarray | None = None,
                   baseline: np.ndarray | None = None) -> np.ndarray:
-    """``(n, k)`` column indices of each row's ``k`` top features, first first (ties: the lower
+    """``(n, k)`` column indices of each row's ``k`` top features, top first (ties: the lower
     index): the largest :func:`feature_excess` over ``baseline`` ``(D,)`` (each column's typical
     contribution, see :func:`feature_baseline`), or the largest contributions ``(n, D)`` when
     ``baseline`` is ``None`` (a model without one).
