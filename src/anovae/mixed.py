@@ -44,10 +44,10 @@ from anovae.tabular import (
     Scaler,
     _list,
     holds_numbers,
-    looks_like_row_id,
     match_columns,
     refuse_unmodelled,
     series_as_frame,
+    warn_if_row_id,
 )
 
 __all__ = [
@@ -449,9 +449,8 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                 warnings.warn(f"column {name!r} has a distinct value in every row: it looks like "
                               "an id and carries no pattern; exclude it (CLI: --exclude "
                               f"{name})", UserWarning, stacklevel=3)
-        elif kind == "numeric" and looks_like_row_id(s):
-            warnings.warn(f"column {name!r} counts up by one row by row: it looks like an id; "
-                          f"exclude it (CLI: --exclude {name})", UserWarning, stacklevel=3)
+        elif kind == "numeric":
+            warn_if_row_id(s, name, stacklevel=3)
         observed = int(s.notna().sum())
         if observed == 0:
             warnings.warn(f"column {name!r} has no observed value: it carries no information",

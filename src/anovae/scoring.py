@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, count_rows, iter_table_chunks
 from anovae.mixed import MixedSchema
-from anovae.scores import feature_excess, rank_features
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
            "select_features"]
@@ -112,9 +111,7 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     k = int(min(max(top_k, 0), contributions.shape[1]))
     if k:
         flat = contributions.reshape(len(contributions), -1)
-        baseline = detector._feature_baseline()
-        excess = feature_excess(flat, baseline)  # (n, D); NaN without a baseline
-        top = rank_features(flat, k, gaps, baseline)
+        top, excess = detector._top_features(flat, k, gaps)  # (n, k), (n, D)
         for i in range(k):
             col = top[:, i:i + 1]
             out[f"top_feature_{i + 1}"] = names[top[:, i]]

@@ -46,7 +46,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from anovae.exceptions import DataError
-from anovae.scores import feature_excess, rank_features
 from anovae.thresholds import conformal_pvalues
 
 __all__ = ["MAX_LINE_CHARS", "RecordScorer", "StreamSummary", "feature_names", "score_stream"]
@@ -365,9 +364,7 @@ class RecordScorer:
         else:
             flat = feats.reshape(n, -1)  # (n, D)
             gaps = rows.isna().to_numpy() if hasattr(rows, "isna") else None  # a mixed frame
-            baseline = det._feature_baseline()
-            excess = feature_excess(flat, baseline)  # (n, D); NaN without a baseline
-            top = rank_features(flat, k, gaps, baseline)  # (n, k): a mixed table's gaps last
+            top, excess = det._top_features(flat, k, gaps)  # (n, k): a mixed table's gaps last
             # one flat pass over the (n * k) entries, then cut per row (fewer Python frames)
             names = self._names_arr[top].ravel().tolist()
             contrib = np.take_along_axis(flat, top, 1).ravel().tolist()

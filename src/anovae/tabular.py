@@ -15,7 +15,7 @@ from scipy.sparse import issparse
 from anovae.exceptions import DataError
 
 __all__ = ["SCALED_MAX", "SCALERS", "ColumnSchema", "Scaler", "ScalerStats", "check_tabular",
-           "holds_numbers", "looks_like_row_id", "match_columns"]
+           "holds_numbers", "looks_like_row_id", "match_columns", "warn_if_row_id"]
 
 SCALERS = ("robust", "standard", "minmax", "none")
 
@@ -49,6 +49,14 @@ def looks_like_row_id(s: pd.Series) -> bool:
             and bool((s.diff().dropna() == 1).all()))
 
 
+def warn_if_row_id(s: pd.Series, name: Any, stacklevel: int) -> None:
+    """The warning for a column that :func:`looks_like_row_id` (numeric and mixed tables)."""
+    if looks_like_row_id(s):
+        warnings.warn(f"column {str(name)!r} counts up by one row by row: it looks like an id; "
+                      f"exclude it (CLI: --exclude {name})", UserWarning,
+                      stacklevel=stacklevel + 1)
+
+
 def check_tabular(
     X: Any,
     schema: ColumnSchema | None = None,
@@ -68,10 +76,7 @@ def check_tabular(
         arr, names = _frame_to_array(X, schema, what)
         if schema is None:  # fitting: ids left among the features (as mixed tables warn)
             for name, col in X.items():
-                if looks_like_row_id(col):
-                    warnings.warn(f"column {str(name)!r} counts up by one row by row: it looks "
-                                  f"like an id; exclude it (CLI: --exclude {name})",
-                                  UserWarning, stacklevel=4)
+                warn_if_row_id(col, name, stacklevel=4)
     else:
         arr, names = _array(X, what), None
     if arr.shape[0] == 0:
@@ -206,10 +211,11 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
     if schema is not None and schema.names is not None:
         X = match_columns(X, list(schema.names), what)
         names = list(schema.names)
+    non_numeric = []
     for n, (_, col) in zip(names, X.items(), strict=False):
         refuse_unmodelled(col, n, what)
-    non_numeric = [n for n, (_, s) in zip(names, X.items(), strict=False)
-                   if not holds_numbers(s)]
+        if not holds_numbers(col):
+            non_numeric.append(n)
     if non_numeric:
         raise DataError(
             f"{what} has non-numeric columns {_list(non_numeric)}; this model takes numeric "

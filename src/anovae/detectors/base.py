@@ -573,6 +573,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         one), or ``None`` for models without one (images, files from anovae < 0.4)."""
         return getattr(self, "feature_baselines_", {}).get(score or self.score_name)
 
+    def _top_features(self, contrib: np.ndarray, k: int, missing: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` top features ``(n, k)`` of per-feature scores ``contrib`` ``(n, D)`` and
+        their excesses ``(n, D)`` over this model's baseline (NaN without one), as every
+        explanation ranks them (:func:`anovae.scores.rank_features`; ``missing``: gaps)."""
+        baseline = self._feature_baseline()
+        return (rank_features(contrib, k, missing, baseline),
+                feature_excess(contrib, baseline))
+
     def _fitted_json(self) -> dict[str, Any]:
         """Fitted state beyond the common one, for the model file's JSON (see
         :mod:`anovae.persistence`); :meth:`_load_fitted_json` reads it back."""
@@ -727,9 +736,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                                ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)],
                                dtype=object)
         k = min(int(k), values.shape[1])
-        baseline = self._feature_baseline()  # (D,) or None
-        excess = feature_excess(contrib, baseline)  # (n, D); NaN without a baseline
-        top = rank_features(contrib, k, flags.get("missing"), baseline)  # (n, k)
+        top, excess = self._top_features(contrib, k, flags.get("missing"))  # (n, k), (n, D)
         index = X.index.to_numpy() if isinstance(X, pd.DataFrame) else np.arange(n)
         return pd.DataFrame({
             "row": np.repeat(index, k),
