@@ -272,6 +272,22 @@ def test_numbers_written_as_text_match_boolean_and_code_columns() -> None:
     assert det.unseen_categories(other)[["promo", "code"]].to_numpy().all()
 
 
+def test_codes_fitted_as_text_match_the_numbers_they_read_as() -> None:
+    # `anovae fit --categorical code` on a CSV whose codes pandas wrote as 3.0 keeps the text
+    # "3.0"; JSON records, frames of numbers and the service send 3 or 3.0: the same code
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x": rng.normal(size=300),
+                          "code": rng.choice(["1.0", "2.0", "3.0"], 300).astype(object)})
+    det = VAEDetector(**{**SMALL, "epochs": 3}, categorical=["code"]).fit(frame)
+    rows = frame.head(6)
+    as_numbers = rows.assign(code=rows["code"].astype(float))
+    np.testing.assert_allclose(det.decision_function(as_numbers), det.decision_function(rows),
+                               rtol=1e-6)
+    assert not det.unseen_categories(as_numbers).to_numpy().any()
+    assert not det.unseen_categories(rows.assign(code=[3, 2, 1, 3, 2, 1])).to_numpy().any()
+    assert det.unseen_categories(rows.assign(code=4.0))["code"].all()  # a new code is new
+
+
 def test_unseen_category_is_maximally_surprising_and_flagged(det: VAEDetector,
                                                             test_rows: pd.DataFrame) -> None:
     rows = test_rows.iloc[:5].copy()

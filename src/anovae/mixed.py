@@ -257,9 +257,11 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
 
 def _known_numbers(codes: np.ndarray, labels: np.ndarray, missing: np.ndarray,
                    vocab: Sequence[str]) -> np.ndarray:
-    """``codes`` ``(n,)`` (-1: not a category) with the text labels that are no category but
-    read as a number that is (``"001"`` or ``"1.0"`` for a model that saw the code as the number
-    1: a CSV read as text) matched to it."""
+    """``codes`` ``(n,)`` (-1: not a category) with the labels that are no category but read
+    as the number of one matched to it: ``"001"`` or ``"1.0"`` for a model that saw the code as
+    the number 1 (a CSV read as text), and the number 3 for a model that saw the text ``"3.0"``
+    (fitted on a CSV read as text, scored from JSON or a frame of numbers). A number that two
+    training labels share (``"1"`` and ``"1.0"``, both text) stays unmatched."""
     todo = np.flatnonzero((codes < 0) & ~missing)
     if not todo.size:
         return codes
@@ -268,6 +270,12 @@ def _known_numbers(codes: np.ndarray, labels: np.ndarray, missing: np.ndarray,
     if not ok.any():
         return codes
     alt = pd.Index(vocab).get_indexer([_label(v) for v in num[ok]])
+    if (alt < 0).any():  # the training labels were numbers written as text ("3.0", "007")
+        values = pd.to_numeric(pd.Series(list(vocab), dtype=object), errors="coerce")
+        once = values[values.notna() & ~values.duplicated(keep=False)]  # unambiguous ones
+        by_value = pd.Series(once.index.to_numpy(), index=once.to_numpy())
+        miss = alt < 0
+        alt[miss] = by_value.reindex(num[ok][miss]).fillna(-1).to_numpy(dtype=np.intp)
     found = alt >= 0
     codes = codes.copy()
     codes[todo[ok][found]] = alt[found]
