@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -607,6 +608,13 @@ def test_random_records_are_scored_or_refused_never_5xx(client: TestClient) -> N
 
 
 # -- the CLI ---------------------------------------------------------------------------------
+def _header_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata())
+
+
 def test_cli_serve_hands_the_config_to_uvicorn(tmp_path: Path, fitted_vae_frame: VAEDetector,
                                                fitted_ae: AEDetector, data: Any,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -650,6 +658,19 @@ def test_cli_serve_hands_the_config_to_uvicorn(tmp_path: Path, fitted_vae_frame:
     assert res.exit_code == 2 and "does not exist" in res.output
     res = runner.invoke(app, ["serve", str(a), f"a={b}"])
     assert res.exit_code == 2 and "two models are named 'a'" in res.output
+    # a file whose header reads but whose weights do not load: one line before any worker
+    # starts (a worker's startup failure printed a traceback, and exit code 0 with --workers 2)
+    from safetensors.torch import load_file, save_file
+
+    tensors, meta = load_file(str(a)), _header_metadata(a)
+    first = next(k for k in tensors if k.startswith("net."))
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    calls.clear()
+    res = runner.invoke(app, ["serve", str(bad), "--workers", "2"])
+    assert res.exit_code == 2 and "not finite" in res.output and not calls
+    assert "Traceback" not in res.output
 
 
 @pytest.mark.slow

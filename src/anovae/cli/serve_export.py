@@ -19,8 +19,10 @@ from anovae.exceptions import DataError
 
 def _model_specs(models: list[str]) -> dict[str, str]:
     """``["a.safetensors", "fraud=b.safetensors"]`` -> ``{"a": "a.safetensors", "fraud": ...}``,
-    each file checked (exists, is an anovae model of a readable format version)."""
-    from anovae.persistence import read_metadata
+    each file loaded once here, so a file the service could not load is a one-line error before
+    any worker starts (a worker failing in its startup prints a traceback, and with several
+    workers uvicorn then exits 0)."""
+    from anovae.persistence import load
 
     out: dict[str, str] = {}
     for spec in models:
@@ -29,7 +31,7 @@ def _model_specs(models: list[str]) -> dict[str, str]:
             name, path = Path(spec).stem, spec
         if name in out:
             raise DataError(f"two models are named {name!r}: name them, e.g. {name}2={path}")
-        read_metadata(path)
+        load(path, device="cpu")._check_fitted()
         out[name] = str(Path(path).resolve())
     return out
 
