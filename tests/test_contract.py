@@ -268,6 +268,24 @@ def test_tutorial_preset(data):
     assert PRESETS["tutorial-mlp"]["hidden_dims"] == (32, 16)  # the preset itself is untouched
 
 
+def test_bernoulli_models_flag_values_far_outside_the_training_range():
+    # the tutorial preset (min-max scaling, Bernoulli likelihood): a value 10 spreads below the
+    # training data used to be clipped to the range's bound and scored below the median normal
+    # row, its explanation blaming another column
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4))
+    det = VAEDetector.from_preset("tutorial-mlp", epochs=5, device="cpu", random_state=0).fit(X)
+    probe = np.zeros((3, 4))
+    probe[:, 0] = [-10.0, 10.0, -100.0]
+    scores = det.decision_function(probe)
+    assert np.all(scores > det.decision_scores_.max())
+    assert scores[2] > scores[0]  # farther out, higher
+    assert (det.feature_scores(probe).argmax(1) == 0).all()
+    with pytest.warns(UserWarning, match=r"likelihood='bernoulli' models values in \[0, 1\].*"
+                                         r"scaler='robust'"):
+        VAEDetector(likelihood="bernoulli", epochs=1, device="cpu", random_state=0).fit(X)
+
+
 def test_preset_keywords_override():
     det = VAEDetector.from_preset("tutorial-mlp", latent_dim=4)
     assert det.latent_dim == 4 and det.likelihood == "bernoulli"

@@ -63,6 +63,11 @@ def test_real_rows(cancer: np.ndarray, params: dict[str, Any], tmp_path: Path) -
                       random_state=0, **params).fit(cancer[:400])
     path = export_onnx(det, tmp_path / "m.onnx")
     check_equal(det, path, cancer[400:])
+    # rows far outside the training range: saturated logits gave inf / NaN in the graph of
+    # torch's cross-entropy with a Bernoulli likelihood
+    far = np.vstack([cancer[400:403] * 100, -cancer[403:406] * 1e4, cancer[406:407] + 1e5])
+    check_equal(det, path, far)
+    assert np.isfinite(onnx_scores(path, far)[0]).all()
 
 
 ADBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "adbench"

@@ -104,6 +104,27 @@ def test_bernoulli_nll_matches_torch_on_binary_targets(args):
     torch.testing.assert_close(bernoulli_nll(x, logits), expected, rtol=1e-9, atol=1e-9)
 
 
+@given(shapes().flatmap(lambda s: st.tuples(tensors(s, 0, 1), tensors(s, -30, 30))))
+def test_bernoulli_nll_is_torchs_bce_inside_the_range(args):
+    x, logits = args
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    torch.testing.assert_close(bernoulli_nll(x, logits), expected, rtol=1e-12, atol=1e-12)
+
+
+@given(shapes().flatmap(lambda s: st.tuples(tensors(s, 0, 1), tensors(s, -30, 30),
+                                            tensors(s, 0.01, 1e6))))
+def test_bernoulli_nll_grows_with_the_distance_outside_the_range(args):
+    # below 0 or above 1 a value costs its bound's NLL plus at least one nat per range width:
+    # the plain cross-entropy is linear in x and would fall on one side (far below 0 looks
+    # likelier than 0 when the logit is negative), hiding the farthest outliers
+    x, logits, d = args
+    for bound, outside in ((0.0, -d), (1.0, 1.0 + d)):
+        at_bound = bernoulli_nll(torch.full_like(x, bound), logits)
+        far = bernoulli_nll(outside, logits)
+        assert torch.all(far >= at_bound + d * (1 + logits.abs()) * (1 - 1e-9))
+        assert torch.all(bernoulli_nll(outside * 2 - bound, logits) > far)
+
+
 @given(shapes().flatmap(lambda s: st.tuples(tensors(s, -10, 10), tensors(s, -10, 10),
                                             tensors(s, -5, 5))))
 def test_log_normal_matches_torch(args):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "LIKELIHOODS",
@@ -45,18 +44,27 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> t
 def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Bernoulli negative log-likelihood per feature from logits, for ``x`` in [0, 1].
 
-    Computed stably as binary cross-entropy with logits (no ``sigmoid`` then ``log``):
-    ``x * softplus(-l) + (1 - x) * softplus(l)``. Values of ``x`` strictly inside (0, 1) are
-    allowed (the usual relaxation for grey levels); callers clip ``x`` into [0, 1] first.
+    Binary cross-entropy with logits, written out stably (no ``sigmoid`` then ``log``) and in
+    elementary ops, so that an exported graph (ONNX) computes the same: ``softplus(l) - x l`` as
+    ``max(l, 0) - x l + log1p(exp(-|l|))``. Values of ``x`` strictly inside (0, 1) are allowed
+    (the usual relaxation for grey levels).
+
+    A value outside [0, 1] (a new row beyond the range the data were scaled to) has no
+    likelihood here; it costs the negative log-likelihood of the nearest bound ``c`` plus
+    ``(1 + |l|) |x - c|``: one nat per range width at least, and never less than the bound's own
+    cost, so a value far outside scores as far off. (The linear formula alone would *fall* on
+    one side: a value far below 0 would look likelier than 0.)
 
     Args:
-        x: ``(..., D)`` targets in [0, 1].
+        x: ``(..., D)`` targets, in [0, 1] for a likelihood.
         logits: ``(..., D)`` decoder logits (broadcastable to ``x``).
 
     Returns:
         ``(..., D)`` non-negative per-feature negative log-likelihoods.
     """
-    return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+    c = x.clamp(0.0, 1.0)  # (..., D)
+    nll = logits.clamp(min=0.0) - logits * c + torch.log1p(torch.exp(-logits.abs()))
+    return nll + (x - c).abs() * (1.0 + logits.abs())
 
 
 def categorical_nll(codes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -279,7 +280,18 @@ class VAEDetector(BaseDetector):
     def _fit_scaler(self, rows: np.ndarray) -> Scaler:
         if isinstance(getattr(self, "schema_", None), MixedSchema):
             return fit_mixed_scaler(self.scaler, rows, self.schema_)
-        return super()._fit_scaler(rows)
+        scaler = super()._fit_scaler(rows)
+        if self.likelihood == "bernoulli":
+            xt = scaler.transform(rows)  # (n, d)
+            outside = float(np.mean((xt < 0.0) | (xt > 1.0)))
+            if outside > 0.01:
+                warnings.warn(
+                    f"likelihood='bernoulli' models values in [0, 1], but {outside:.0%} of the "
+                    f"scaled training values fall outside it (scaler={self.scaler!r}); they are "
+                    "charged by their distance from the range instead of modelled: use "
+                    "scaler='minmax', or scaler='none' for data already in [0, 1]",
+                    UserWarning, stacklevel=4)
+        return scaler
 
     @classmethod
     def _schema_from_dict(cls, d: dict[str, Any]) -> Any:

@@ -140,11 +140,12 @@ class LikelihoodHead:
     def nll(self, x: torch.Tensor, loc: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
         """Per-element ``-log p(x|z)``: ``x`` (B, *F) against ``loc`` (..., B, *F) -> same shape.
 
-        A Bernoulli likelihood sees ``x`` clipped into [0, 1]; a Gaussian with fixed variance is
-        the unit-variance Gaussian (squared error / 2 plus a constant).
+        A Bernoulli likelihood charges values outside [0, 1] by their distance (see
+        :func:`anovae.likelihoods.bernoulli_nll`); a Gaussian with fixed variance is the
+        unit-variance Gaussian (squared error / 2 plus a constant).
         """
         if self.config.likelihood == "bernoulli":
-            return bernoulli_nll(x.clamp(0.0, 1.0), loc)
+            return bernoulli_nll(x, loc)
         if logvar is None:
             logvar = torch.zeros((), dtype=loc.dtype, device=loc.device)
         return gaussian_nll(x, loc, logvar)
