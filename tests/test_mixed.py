@@ -559,7 +559,8 @@ def test_numbers_read_as_text_get_a_warning() -> None:
     vals = [str(round(v, 2)) for v in rng.normal(size=100)]
     vals[3] = vals[7] = "?"  # a placeholder for missing values made pandas read text
     df = pd.DataFrame({"a": vals, "b": [f"{v:,}" for v in rng.integers(1000, 10**6, 100)],
-                       "c": rng.choice(["x", "y", "z"], 100)})
+                       "c": rng.choice(["x", "y", "z"], 100),
+                       "d": [str(v) for v in rng.normal(size=100).round(3)]})  # dtype=str
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         infer_schema(df)
@@ -567,6 +568,10 @@ def test_numbers_read_as_text_get_a_warning() -> None:
     assert any("'a' holds numbers except '?'" in t for t in text)
     assert any("'b' holds numbers written with thousands separators" in t for t in text)
     assert not any("'c'" in t for t in text)
+    # every value a number (a frame read with dtype=str): no "except :" with nothing after it
+    assert any("'d' holds only numbers written as text" in t and "numeric=['d']" in t
+               for t in text)
+    assert not any("except :" in t for t in text)
     with warnings.catch_warnings(record=True) as caught:  # forced categorical: no warning
         warnings.simplefilter("always")
         infer_schema(df[["a"]], categorical=["a"])

@@ -393,7 +393,13 @@ def _warn_numbers_as_text(s: pd.Series, name: str) -> None:
         return
     num = pd.to_numeric(obs, errors="coerce")
     text = obs[num.isna()].astype(str)
-    if num.notna().mean() >= 0.9 and text.nunique() <= 3:
+    if num.notna().all():  # a frame read as text (dtype=str): numbers, or codes?
+        warnings.warn(f"column {name!r} holds only numbers written as text (e.g. "
+                      f"{str(obs.iloc[0])!r}): it is modelled as categorical; to model it as a "
+                      f"number pass numeric=[{name!r}] (or convert it: pandas.to_numeric), to "
+                      f"keep it categorical without this warning pass categorical=[{name!r}]",
+                      UserWarning, stacklevel=4)
+    elif num.notna().mean() >= 0.9 and text.nunique() <= 3:
         warnings.warn(f"column {name!r} holds numbers except {_list(sorted(text.unique()))}: it "
                       "is modelled as categorical; if that text marks missing values, read it as "
                       f"missing (pandas: na_values) or pass numeric=[{name!r}] once it is clean",
