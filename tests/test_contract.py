@@ -102,6 +102,12 @@ def test_dataframe_fit_sets_feature_names_and_array_refit_clears_them(data, make
     assert list(det.feature_names_in_) == list(data.columns)
     det.fit(data.X_train)
     assert not hasattr(det, "feature_names_in_")
+    # a frame given to a model fitted without names: taken by position, with scikit-learn's
+    # warning (nothing can check that its columns are the fitted ones)
+    with pytest.warns(UserWarning, match="fitted on an array without names: its columns are "
+                                         "taken by position"):
+        by_frame = det.decision_function(data.frame(data.X_test))
+    np.testing.assert_array_equal(by_frame, det.decision_function(data.X_test))
 
 
 @pytest.mark.parametrize("cls", DETECTORS)

@@ -211,6 +211,9 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
     if schema is not None and schema.names is not None:
         X = match_columns(X, list(schema.names), what)
         names = list(schema.names)
+    elif schema is not None:  # as scikit-learn warns: nothing checks these names
+        warnings.warn(f"{what} has column names, but the model was fitted on an array without "
+                      "names: its columns are taken by position", UserWarning, stacklevel=5)
     non_numeric = []
     for n, (_, col) in zip(names, X.items(), strict=False):
         refuse_unmodelled(col, n, what)
