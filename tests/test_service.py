@@ -202,6 +202,26 @@ def test_api_key(small_client: TestClient, data: Any) -> None:
                              headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert small_client.get("/healthz").status_code == 200  # operations stay open
     assert small_client.get("/metrics").status_code == 200
+    # a bad body without the key: the key first, nothing about the body
+    for bad in ("{not json", json.dumps({"records": "nope"})):
+        r = small_client.post("/v1/score", content=bad,
+                              headers={"Content-Type": "application/json"})
+        assert r.status_code == 401 and "API key" in r.json()["detail"], r.text
+    r = small_client.post("/v1/score", content="{not json", headers={
+        "Content-Type": "application/json", "X-API-Key": "s3cret"})
+    assert r.status_code == 400
+
+
+def test_a_body_not_sent_as_json_is_415_saying_how(client: TestClient, data: Any) -> None:
+    # `curl -d '{...}'` without -H 'Content-Type: application/json' sends a form
+    body = json.dumps({"records": records(data.X_test[:1])})
+    for ctype in (None, "application/x-www-form-urlencoded", "text/plain"):
+        r = client.post("/v1/score", content=body,
+                        headers={} if ctype is None else {"Content-Type": ctype})
+        assert r.status_code == 415, r.text
+        assert "Content-Type: application/json" in r.json()["detail"]
+    r = client.post("/v1/score", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200
 
 
 def test_unknown_model_is_404(client: TestClient) -> None:
@@ -483,7 +503,7 @@ def test_huge_finite_values_are_scored_as_anomalies(client: TestClient,
 
 def test_other_bad_requests(client: TestClient) -> None:
     assert client.post("/v1/score", content=_rec(), headers={"Content-Type": "text/plain"}
-                       ).status_code == 422
+                       ).status_code == 415  # the body is JSON: say how to send it
     assert client.post("/v1/score").status_code == 422  # no body at all
     assert client.get("/v1/score").status_code == 405
     assert client.get("/nowhere").status_code == 404

@@ -208,7 +208,8 @@ class Problem(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "description": what} for code, what in [
         (400, "Malformed JSON."), (401, "Missing or wrong API key."), (404, "Unknown model."),
-        (413, "Body or batch too large."), (422, "Wrong schema, missing columns, NaN..."),
+        (413, "Body or batch too large."), (415, "Body not sent as JSON."),
+        (422, "Wrong schema, missing columns, NaN..."),
     ]}
 
 
@@ -339,6 +340,19 @@ class _Route(APIRoute):
 def _loaded(request: Request) -> dict[str, _Served]:
     """The models the lifespan of the server handling ``request`` loaded (empty: none yet)."""
     return getattr(request.state, _STATE_KEY, None) or {}
+
+
+_KEY_MESSAGE = ("missing or wrong API key: send it as 'X-API-Key: KEY' or "
+                "'Authorization: Bearer KEY'")
+
+
+def _carries_key(request: Request, api_key: str) -> bool:
+    """Whether ``request`` carries ``api_key`` (``X-API-Key`` or ``Authorization: Bearer``)."""
+    given = request.headers.get("x-api-key")
+    if given is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else None
+    return given is not None and secrets.compare_digest(given.encode(), api_key.encode())
 
 
 def _problem(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -512,16 +526,12 @@ def create_app(
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
     bearer = HTTPBearer(auto_error=False)
 
-    async def check_key(key: str | None = Security(header_key),
+    async def check_key(request: Request, key: str | None = Security(header_key),
                         auth: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-        # async: a plain ``def`` dependency would cost every request a hop to a thread pool
-        if api_key is None:
-            return
-        given = key if key is not None else (auth.credentials if auth is not None else None)
-        if given is None or not secrets.compare_digest(given.encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key: send it as 'X-API-Key: KEY' or "
-                                     "'Authorization: Bearer KEY'",
-                                headers={"WWW-Authenticate": "Bearer"})
+        # async: a plain ``def`` dependency would cost every request a hop to a thread pool;
+        # the two Security parameters declare the schemes in the OpenAPI document
+        if api_key is not None and not _carries_key(request, api_key):
+            raise HTTPException(401, _KEY_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
 
     def model_named(request: Request, name: str) -> _Served:
         loaded = _loaded(request)
@@ -534,8 +544,20 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI validates the body before the key's dependency runs: without the key, say so
+        # first (and nothing about the body)
+        if api_key is not None and not _carries_key(request, api_key):
+            return JSONResponse({"detail": _KEY_MESSAGE}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")}
                   for e in exc.errors()][:20]
+        ctype = request.headers.get("content-type", "")
+        if "json" not in ctype.lower() and any(  # a body, read as bytes, was sent
+                tuple(e.get("loc", ()))[:1] == ("body",) and e.get("input") not in (None, b"", "")
+                for e in exc.errors()):
+            # curl -d sends a form: the JSON object in it is not read ("a valid dictionary")
+            return _problem(415, "send the body as JSON with the header 'Content-Type: "
+                                 f"application/json' (got {ctype or 'no Content-Type'!r})")
         if any(e.get("type") == "json_invalid" for e in errors):
             ctx = next((e.get("ctx") or {} for e in exc.errors() if e.get("type") ==
                         "json_invalid"), {})
