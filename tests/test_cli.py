@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -471,7 +472,18 @@ def test_evaluate_json_is_valid_json_and_labels_may_be_text(tmp_path: Path) -> N
     res = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "one.csv"),
                                    "--label-column", "label", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output, parse_constant=lambda c: pytest.fail(c))["auroc"] is None
+    got = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(c))  # warning: stderr
+    assert got["auroc"] is None and got["recall"] is None and got["f1"] is None
+    assert got["precision"] == 0.0  # flagged rows, none an anomaly: defined
+    assert res.stderr == "warning: the labels hold no anomaly (1): auroc, auprc, recall and f1 " \
+                         "are undefined (n/a)\n"
+    res = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "one.csv"),
+                                   "--label-column", "label"])
+    assert res.exit_code == 0, res.output
+    assert [line.split() for line in res.stdout.splitlines()
+            if line.split()[0] in ("auroc", "recall", "f1")] == [["auroc", "n/a"],
+                                                                  ["recall", "n/a"],
+                                                                  ["f1", "n/a"]]
     df.assign(label=["1"] * 20 + ["0"] * 280).to_parquet(tmp_path / "s.parquet")
     res = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "s.parquet"),
                                    "--label-column", "label"])
@@ -620,3 +632,232 @@ def test_warnings_are_one_line_and_errors_name_the_cli_options(tmp_path: Path) -
         res = runner.invoke(app, ["fit", str(tmp_path / "t.csv"), "-o", str(out), *extra, *FAST])
         assert res.exit_code == 2, res.output
         assert message in res.output and "categorical=" not in res.output
+
+
+def test_threshold_without_method_reuses_the_model_s_own_method(model: Path, table: Path,
+                                                                tmp_path: Path) -> None:
+    # the default was the `threshold` parameter (contamination=0.1), not the method the model's
+    # threshold was last set with
+    m = tmp_path / "m.safetensors"
+    m.write_bytes(model.read_bytes())
+    res = runner.invoke(app, ["threshold", str(m), str(table), "--id-column", "id",
+                              "--label-column", "label", "--method", "fpr", "--param", "0.01"])
+    assert res.exit_code == 0, res.output
+    first = load(m).threshold_
+    res = runner.invoke(app, ["threshold", str(m), str(table), "--id-column", "id",
+                              "--label-column", "label"])
+    assert res.exit_code == 0, res.output
+    assert "(fpr=0.01, set on 380 rows)" in res.output
+    assert load(m).threshold_method_ == "fpr=0.01" and load(m).threshold_ == first
+    res = runner.invoke(app, ["threshold", str(m), str(table), "--id-column", "id",
+                              "--label-column", "label", "--param", "0.05"])
+    assert res.exit_code == 0, res.output
+    assert load(m).threshold_method_ == "fpr=0.05" and load(m).threshold_ < first
+    help_text = " ".join(runner.invoke(app, ["threshold", "--help"]).output.split())
+    assert "default: the method the model's threshold was last set with" in help_text.replace(
+        "│ ", "").replace(" │", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["score", "{model}", "{table}", "-o", "{out}", "--top-features", "-5"],
+         "Invalid value for '--top-features'"),
+        (["--log-level", "LOUD", "score", "{model}", "{table}", "-o", "{out}"],
+         "choose one of DEBUG, INFO, WARNING, ERROR (any case), got 'LOUD'"),
+        (["fit", "{table}", "-o", "{out}", "--set", "epochs=2", "--epochs", "3"],
+         "epochs is given twice, by --epochs and by --set epochs=2: give it once"),
+        (["fit", "{table}", "-o", "{out}", "--set", "random-state=1", "--seed", "0"],
+         "random_state is given twice, by --seed and by --set random-state=1"),
+    ],
+)
+def test_option_values_out_of_range_and_given_twice_are_refused(
+        args: list[str], message: str, model: Path, table: Path, tmp_path: Path) -> None:
+    out = tmp_path / ("o.safetensors" if args[0] == "fit" else "s.csv")
+    res = runner.invoke(app, [a.format(model=model, table=table, out=out) for a in args])
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.replace("│", " ").split()), res.output
+    assert not out.exists()
+
+
+def test_log_level_takes_any_case(model: Path, table: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["--log-level", "error", "score", str(model), str(table), "-o",
+                              str(tmp_path / "s.csv"), "--id-column", "id"])
+    assert res.exit_code == 0, res.output
+
+
+def test_numpy_arrays_for_a_model_with_column_names_get_a_hint(model: Path, table: Path,
+                                                               tmp_path: Path) -> None:
+    np.save(tmp_path / "t.npy", pd.read_csv(table)[[f"f{i}" for i in range(5)]].to_numpy())
+    res = runner.invoke(app, ["score", str(model), str(tmp_path / "t.npy"), "-o",
+                              str(tmp_path / "s.csv")])
+    assert res.exit_code == 2, res.output
+    assert "lacks columns the model was fitted on: 'f0'" in res.output
+    assert "a NumPy array (.npy/.npz), which carries no column names" in res.output
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate "
+                 "memory: you tried to allocate 1073741824 bytes. Error code 12"),
+    MemoryError(),
+    "torch",
+])
+def test_out_of_memory_is_one_line_and_exit_2(error: Any, table: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import anovae.detectors
+
+    if error == "torch":
+        error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    def fit(*a: object, **k: object) -> None:
+        raise error
+
+    monkeypatch.setattr(anovae.detectors.VAEDetector, "fit", fit)
+    res = runner.invoke(app, ["fit", str(table), "-o", str(tmp_path / "m.safetensors")])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: out of memory") and "--batch-size" in res.output
+    assert len(res.output.splitlines()) == 1 and "Traceback" not in res.output
+    if isinstance(error, RuntimeError):
+        assert ("1.00 GiB" if "bytes" in str(error) else "20.00 MiB") in res.output
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(table: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import anovae.detectors
+
+    def fit(*a: object, **k: object) -> None:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(anovae.detectors.VAEDetector, "fit", fit)
+    res = runner.invoke(app, ["fit", str(table), "-o", str(tmp_path / "m.safetensors")])
+    assert res.exit_code == 1 and isinstance(res.exception, RuntimeError)
+
+
+# -- image models -------------------------------------------------------------------------------
+def _pngs(folder: Path, images: np.ndarray) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A 16x16 grey model fitted on a flat folder, and a test folder with class sub-folders."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("images")
+    blobs = np.zeros((40, 16, 16), np.uint8)
+    blobs[:, 4:12, 4:12] = rng.integers(150, 255, (40, 8, 8))
+    noise = rng.integers(0, 255, (10, 16, 16)).astype(np.uint8)
+    train = _pngs(root / "train", blobs[:30])
+    test = root / "test"
+    _pngs(test / "normal", blobs[30:])
+    _pngs(test / "anomaly", noise)
+    model = root / "m.safetensors"
+    res = runner.invoke(app, ["fit", str(train), "-o", str(model), "--epochs", "1", "--seed", "0",
+                              "--set", "channels=[4,8]", "--latent-dim", "2"])
+    assert res.exit_code == 0, res.output
+    np.save(root / "test.npy", np.concatenate([blobs[30:], noise]))
+    return {"model": model, "train": train, "test": test, "npy": root / "test.npy",
+            "fit_output": res.output}
+
+
+def test_report_and_threshold_read_images_as_score_does(image_data: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    from anovae.images import read_images
+
+    test = image_data["test"]
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", str(image_data["model"]), str(test), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    assert "Most anomalous images" in page and "ROC curve" in page  # labels: the sub-folders
+    assert re.search(r"<td>(anomaly|normal)/\d{3}\.png</td>", page)  # rows named by file
+    res = runner.invoke(app, ["report", str(image_data["model"]), str(image_data["npy"]), "-o",
+                              str(tmp_path / "n.html")])
+    assert res.exit_code == 0, res.output
+    m = tmp_path / "m.safetensors"
+    m.write_bytes(image_data["model"].read_bytes())
+    res = runner.invoke(app, ["threshold", str(m), str(test), "--method", "fpr", "--param",
+                              "0.2"])
+    assert res.exit_code == 0, res.output
+    assert "(fpr=0.2, set on 10 images)" in res.output  # the images of normal/ only
+    det = load(image_data["model"])
+    data = read_images(test)
+    det.refit_threshold(data.images, (data.labels == "anomaly").astype(int), method="fpr",
+                        param=0.2)
+    assert load(m).threshold_ == pytest.approx(det.threshold_)
+    res = runner.invoke(app, ["threshold", str(m), str(image_data["npy"]), "-o",
+                              str(tmp_path / "t.safetensors")])
+    assert res.exit_code == 0 and "(fpr=0.2, set on 20 images)" in res.output, res.output
+    res = runner.invoke(app, ["report", str(image_data["model"]), str(test), "--label-column",
+                              "y", "-o", str(tmp_path / "x.html")])
+    assert res.exit_code == 2 and "--label-column applies to tables" in res.output
+
+
+def test_image_labels_are_0_1_or_a_normal_class(capsys: pytest.CaptureFixture[str]) -> None:
+    from anovae.cli.core import image_labels
+    from anovae.images import ImageData
+
+    def labels(values: list[Any]) -> Any:
+        return image_labels(ImageData(np.zeros((len(values), 8, 8)), [], np.asarray(values)),
+                            Path("d"))
+
+    assert labels(["good", "crack", "hole"]).tolist() == [0, 1, 1]  # MVTec's layout
+    assert labels([1, 0]).tolist() == [1, 0] and labels(["0", "1"]).tolist() == [0, 1]
+    assert capsys.readouterr().err == ""
+    assert labels([3, 7]) is None and labels(["cat", "dog"]) is None  # digits, two classes
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(e.startswith("warning: the labels of 'd'") for e in err)
+    assert "(cat, dog) are neither 0/1 nor classes of which one is named 'normal'" in err[1]
+
+
+def test_fit_on_images_says_images_and_notes_class_sub_folders(image_data: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    fitted = image_data["fit_output"]  # a flat folder: no note; images, not "rows x columns"
+    assert "on 30 images of 16x16 pixels (1 channel) in" in fitted and "note:" not in fitted
+    res = runner.invoke(app, ["fit", str(image_data["test"]), "-o", str(tmp_path / "m.st"),
+                              "--epochs", "1", "--set", "channels=[4,8]"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr == ("note: 2 class sub-folders (anomaly, normal): fitting on all 20 images "
+                          "as normal\n")
+
+
+def test_image_models_refuse_table_options_and_dask(image_data: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    model, test = str(image_data["model"]), str(image_data["test"])
+    res = runner.invoke(app, ["score", model, test, "-o", str(tmp_path / "s.csv"),
+                              "--top-features", "2"])
+    assert res.exit_code == 2 and "--top-features applies to tables" in res.output
+    assert not (tmp_path / "s.csv").exists()
+    (tmp_path / "x.csv").write_text("old\n")  # dask writes a folder: the model is the cause
+    res = runner.invoke(app, ["score", model, test, "-o", str(tmp_path / "x.csv"), "--engine",
+                              "dask"])
+    assert res.exit_code == 2, res.output
+    assert "Dask scoring (--engine dask) takes table models only" in res.output
+
+
+def test_fit_on_a_folder_without_images_or_tables_names_both(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("nothing here")
+    res = runner.invoke(app, ["fit", str(tmp_path / "empty"), "-o", str(tmp_path / "e.st")])
+    assert res.exit_code == 2, res.output
+    assert "holds no .parquet files and no .png/.jpg/.jpeg images" in res.output
+
+
+def test_a_table_model_given_images_says_so(model: Path, image_data: dict[str, Any],
+                                            tmp_path: Path) -> None:
+    for args in (["score", str(model), "{src}", "-o", str(tmp_path / "s.csv")],
+                 ["evaluate", str(model), "{src}", "--label-column", "y"],
+                 ["report", str(model), "{src}", "-o", str(tmp_path / "r.html")],
+                 ["threshold", str(model), "{src}", "-o", str(tmp_path / "t.safetensors")]):
+        for src in (image_data["test"], image_data["npy"]):
+            res = runner.invoke(app, [a.format(src=src) for a in args])
+            assert res.exit_code == 2, res.output
+            assert "is a table model (fitted on 5 columns), but" in res.output
+            assert f"{str(src)!r} holds images" in res.output

@@ -157,7 +157,8 @@ def test_npy_output_refuses_text_columns(tmp_path: Path) -> None:
         ("empty.csv", b"", "is empty"),
         ("header_only.csv", b"a,b\n", "has no rows"),
         ("bad.parquet", b"not a parquet file", "cannot read"),
-        ("bad.npz", b"garbage", "cannot read"),
+        ("bad.npz", b"garbage", "is not a valid .npz archive"),
+        ("bad.npy", b"garbage", "is not a valid .npy array"),
     ],
 )
 def test_bad_files_raise_clear_errors(tmp_path: Path, name: str, content: bytes | None,
@@ -168,6 +169,7 @@ def test_bad_files_raise_clear_errors(tmp_path: Path, name: str, content: bytes 
     with pytest.raises(DataError, match=message) as err:
         read_table(path)
     assert name in str(err.value)
+    assert "pickle" not in str(err.value)  # NumPy's advice for a file without its header
 
 
 def test_array_files_must_be_numeric_tables(tmp_path: Path) -> None:
@@ -175,8 +177,14 @@ def test_array_files_must_be_numeric_tables(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"shape \(2, 3, 4\).*2-D"):
         read_table(tmp_path / "cube.npy")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="cannot read"):  # never unpickled
+    with pytest.raises(DataError, match="holds Python objects") as err:  # never unpickled
         read_table(tmp_path / "obj.npy")
+    assert "pickle" not in str(err.value)
+    with pytest.raises(DataError, match="holds Python objects"):  # streamed (memory-mapped)
+        list(iter_table_chunks(tmp_path / "obj.npy"))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cube.npy").read_bytes()[:-8])
+    with pytest.raises(DataError, match="cut.npy' is not a valid .npy file"):
+        read_table(tmp_path / "cut.npy")
     np.savez(tmp_path / "two.npz", a=np.zeros((2, 2)), b=np.zeros((3, 2)))
     with pytest.raises(DataError, match="name the table 'X'"):
         read_table(tmp_path / "two.npz")
@@ -184,8 +192,14 @@ def test_array_files_must_be_numeric_tables(tmp_path: Path) -> None:
 
 def test_folder_without_parquet_and_missing_columns(tmp_path: Path) -> None:
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(DataError, match="folder without .parquet"):
+    with pytest.raises(DataError, match="holds no .parquet files and no .png/.jpg/.jpeg images$"):
         read_table(tmp_path / "empty_dir")
+    deep = tmp_path / "deep" / "cls" / "sub"  # images two levels down are not read: say where
+    deep.mkdir(parents=True)
+    (deep / "x.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"no .png/.jpg/.jpeg images where they are read .*"
+                                        r"'cls/sub/x.png' lies deeper"):
+        read_table(tmp_path / "deep")
     write_table(_frame(), tmp_path / "t.csv")
     with pytest.raises(DataError, match=r"no column\(s\) \['zz'\]"):
         read_table(tmp_path / "t.csv", columns=["a", "zz"])

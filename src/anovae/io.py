@@ -24,6 +24,7 @@ from anovae.exceptions import DataError
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "TableWriter",
+    "array_columns",
     "atomic_output",
     "check_output_path",
     "count_rows",
@@ -52,7 +53,7 @@ def _kind(path: Path) -> str:
     if path.is_dir():
         if any(path.rglob("*.parquet")) or any(path.rglob("*.pq")):
             return "parquet"
-        raise DataError(f"{str(path)!r} is a folder without .parquet files")
+        raise DataError(_empty_folder_message(path))
     ext = _suffix(path)
     kinds = {".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".parquet": "parquet",
              ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
@@ -64,6 +65,49 @@ def _kind(path: Path) -> str:
     return kinds[ext]
 
 
+def _empty_folder_message(path: Path) -> str:
+    """Why a folder is neither a table (Parquet files) nor images (PNG/JPEG files, directly in
+    it or in class sub-folders): say both, and where images lie too deep to be read."""
+    from anovae.images import IMAGE_EXTENSIONS
+
+    exts = "/".join(IMAGE_EXTENSIONS)
+    text = f"{str(path)!r} holds no .parquet files and no {exts} images"
+    deep = next((p for p in sorted(path.glob("*/*/**/*")) if p.suffix.lower() in IMAGE_EXTENSIONS
+                 and not any(part.startswith(".") for part in p.relative_to(path).parts)), None)
+    if deep is not None:
+        text += (f" where they are read (in the folder itself, or one sub-folder per class); "
+                 f"{str(deep.relative_to(path))!r} lies deeper: move the images up")
+    return text
+
+
+def array_columns(n: int) -> list[str]:
+    """``["x0", "x1", ...]``: the ``n`` column names of a table read from a NumPy array."""
+    return [f"x{i}" for i in range(n)]
+
+
+#: The first bytes of a ``.npy`` file and of a ``.npz`` (zip) archive.
+_MAGIC = {"npy": b"\x93NUMPY", "npz": b"PK"}
+
+
+def _np_load(path: Path, kind: str, mmap_mode: str | None = None) -> Any:
+    """``np.load`` of a ``.npy``/``.npz`` file (``kind``), never unpickling: a file that does not
+    start as one is "not a valid .npy array" (NumPy would offer to unpickle it), one holding
+    Python objects is refused by name."""
+    with path.open("rb") as fh:
+        head = fh.read(len(_MAGIC[kind]))
+    if head != _MAGIC[kind]:
+        what = "a valid .npy array" if kind == "npy" else "a valid .npz archive"
+        raise DataError(f"{str(path)!r} is not {what}: it lacks the NumPy header (corrupt, cut "
+                        "short or another kind of file)")
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except ValueError as exc:
+        if any(w in str(exc) for w in ("pickle", "Object arrays", "Python objects")):
+            raise DataError(f"{str(path)!r} holds Python objects (an object array), not "
+                            "numbers; only numeric arrays are read") from exc
+        raise DataError(f"{str(path)!r} is not a valid .{kind} file ({exc})") from exc
+
+
 def _array_frame(arr: np.ndarray, path: Path, y: np.ndarray | None = None) -> pd.DataFrame:
     if arr.dtype == object:
         raise DataError(f"{str(path)!r} holds an object array; only numeric arrays are read")
@@ -72,7 +116,7 @@ def _array_frame(arr: np.ndarray, path: Path, y: np.ndarray | None = None) -> pd
     if arr.ndim != 2:
         raise DataError(f"{str(path)!r} holds an array of shape {arr.shape}; table data must be "
                         "2-D (rows, columns)")
-    df = pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])], copy=False)
+    df = pd.DataFrame(arr, columns=array_columns(arr.shape[1]), copy=False)
     if y is not None:
         df["y"] = y
     return df
@@ -83,8 +127,10 @@ def _load_npz(path: Path) -> pd.DataFrame:
     there: ADBench's layout), the file's only array, or equal-length 1-D arrays as columns (what
     :class:`TableWriter` writes)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with _np_load(path, "npz") as z:
             arrays = {k: z[k] for k in z.keys()}
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
     if "X" in arrays or len(arrays) == 1:
@@ -205,7 +251,7 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
         elif kind == "parquet":
             df = pd.read_parquet(path, columns=list(columns) if columns else None)
         elif kind == "npy":
-            df = _array_frame(np.load(path, allow_pickle=False), path)
+            df = _array_frame(_np_load(path, "npy"), path)
         else:
             df = _load_npz(path)
     except DataError:
@@ -273,7 +319,7 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
                 if batch.num_rows:
                     yield indexed(batch.to_pandas())
         elif kind == "npy":
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = _np_load(path, "npy", mmap_mode="r")
             for i in range(0, arr.shape[0], chunk_rows):
                 yield indexed(_select(_array_frame(np.asarray(arr[i:i + chunk_rows]), path),
                                       columns, path))
@@ -303,7 +349,7 @@ def count_rows(path: str | os.PathLike) -> int | None:
 
             return int(ds.dataset(str(path), format="parquet", partitioning="hive").count_rows())
         if kind == "npy":
-            return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+            return int(_np_load(path, "npy", mmap_mode="r").shape[0])
     except Exception:  # a count is a nicety for progress bars; reading reports real errors
         return None
     return None

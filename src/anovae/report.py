@@ -18,6 +18,7 @@ import datetime as _dt
 import html
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,11 @@ def _fmt(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _row_ids(X: Any, n: int) -> np.ndarray:
+def _row_ids(X: Any, n: int, names: Sequence[Any] | None = None) -> np.ndarray:
+    if names is not None:
+        if len(names) != n:
+            raise DataError(f"{len(names)} row names for {n} rows")
+        return np.asarray(names, dtype=object)
     return X.index.to_numpy() if isinstance(X, pd.DataFrame) else np.arange(n)
 
 
@@ -350,12 +355,14 @@ def build_report(
     explain_k: int = 5,
     title: str | None = None,
     data_name: str | None = None,
+    row_names: Sequence[Any] | None = None,
 ) -> Path:
     """Write an HTML report of ``detector`` on ``X`` (and the figures as PNG files beside it).
 
     Args:
         detector: a fitted anovae detector.
-        X: the rows to report on (a DataFrame's index labels name the rows in the report).
+        X: the rows to report on (a DataFrame's index labels name the rows in the report,
+            unless ``row_names`` is given).
         y: optional 0/1 labels (1 = anomaly): adds ROC and precision-recall curves, metrics at
             the threshold, and colours by label.
         out_path: the HTML file; the PNGs go beside it as ``<stem>-<figure>.png``.
@@ -363,6 +370,8 @@ def build_report(
         explain_k: how many features explain each listed row (tables only).
         title: the page title (default: "Anomaly report").
         data_name: a name for the data (e.g. its file name), shown in the summary.
+        row_names: one name per row (e.g. image file names) for the top-rows table; default:
+            a DataFrame's index labels, else the row numbers.
 
     Returns:
         The path of the HTML file.
@@ -386,7 +395,7 @@ def build_report(
     cards, _ = _summary(detector, scores, y_arr, data_name)
     top = np.argsort(-scores, kind="stable")[:top_k]
     why = _explanations(detector, X, top, explain_k)
-    ids = _row_ids(X, scores.size)
+    ids = _row_ids(X, scores.size, row_names)
     header = ["rank", "row", "score", "flagged"] + (["label"] if y_arr is not None else [])
     header += ["why (top features)"] if why is not None else []
     t = float(detector.threshold_)

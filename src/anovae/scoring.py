@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from anovae.exceptions import DataError
-from anovae.io import TableWriter, _stringified, count_rows, iter_table_chunks
+from anovae.io import TableWriter, _stringified, array_columns, count_rows, iter_table_chunks
 from anovae.mixed import MixedSchema
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
@@ -39,8 +39,15 @@ def select_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) -
         missing = [n for n in names if n not in by_name]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:10])
+            hint = ""
+            arrays = [c for c in df.columns if c not in ("y", *drop)]  # an .npz's labels: y
+            if arrays and [str(c) for c in arrays] == array_columns(len(arrays)):
+                hint = ("; the data is a NumPy array (.npy/.npz), which carries no column "
+                        "names (anovae calls them x0, x1, ...): score a CSV or Parquet file "
+                        "whose columns have the model's names")
             raise DataError(f"the data lacks columns the model was fitted on: {shown}"
-                            + (f" ... ({len(missing)} in all)" if len(missing) > 10 else ""))
+                            + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
+                            + hint)
         return df[[by_name[n] for n in names]]
     absent = [c for c in drop if str(c) not in by_name]
     if absent:

@@ -29,6 +29,9 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The levels ``--log-level`` takes (any case).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 def _version(value: bool) -> None:
     if value:
@@ -44,7 +47,10 @@ def _root(
                                   help="Logging level: DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Anomaly detection with variational autoencoders."""
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING),
+    if log_level.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(f"choose one of {', '.join(LOG_LEVELS)} (any case), got "
+                                 f"{log_level!r}", param_hint="--log-level")
+    logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -104,14 +110,26 @@ def cli_message(text: str) -> str:
     return _COLUMN_KINDS.sub(_as_options, text)
 
 
+def warn(message: str) -> None:
+    """Print ``warning: <message>`` (in the CLI's words, :func:`cli_message`) on standard
+    error: something the user should check."""
+    typer.echo(f"warning: {cli_message(message)}", err=True)
+
+
+def note(message: str) -> None:
+    """Print ``note: <message>`` on standard error: what the command did that the user may not
+    expect (nothing is wrong)."""
+    typer.echo(f"note: {message}", err=True)
+
+
 @contextlib.contextmanager
 def cli_warnings() -> Iterator[None]:
     """Show warnings as one line ``warning: <message>`` on standard error (not the library's
-    file, line and source line)."""
+    file, line and source line; see :func:`warn`)."""
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
              file: Any = None, line: str | None = None) -> None:
-        typer.echo(f"warning: {cli_message(str(message))}", err=True)
+        warn(str(message))
 
     saved = warnings.showwarning
     warnings.showwarning = show
@@ -121,10 +139,38 @@ def cli_warnings() -> Iterator[None]:
         warnings.showwarning = saved
 
 
+#: What torch, NumPy and Python say when memory runs out (CPU and CUDA allocators alike).
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|unable to allocate|"
+                            r"DefaultCPUAllocator", re.IGNORECASE)
+_ALLOCATION = re.compile(r"allocate (\d+) bytes|allocate ([\d.]+ ?[KMGTP]i?B)", re.IGNORECASE)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: Python's ``MemoryError`` (NumPy's too),
+    ``torch.OutOfMemoryError`` or torch's allocator ``RuntimeError``."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError)
+        and (type(exc).__name__ == "OutOfMemoryError" or bool(_OUT_OF_MEMORY.search(str(exc)))))
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    """One line for an out-of-memory error: how much was asked for (when said) and what to
+    change."""
+    found = _ALLOCATION.search(str(exc))
+    size = ""
+    if found and found[1]:
+        size = f" (could not allocate {int(found[1]) / 2**30:.2f} GiB)"
+    elif found:
+        size = f" (could not allocate {found[2]})"
+    return (f"out of memory{size}: the images or the batches are too large for this machine; "
+            "fit with a smaller --batch-size, resize the images (fewer pixels), or score a "
+            "table with a smaller --chunk-rows")
+
+
 def handle_errors(func: F) -> F:
-    """Turn anovae's own errors (bad data, bad model file...) and the system's (a folder where
-    a file belongs, no permission, disk full...) into one line and exit code 2; show warnings
-    as one line each (see :func:`cli_warnings`)."""
+    """Turn anovae's own errors (bad data, bad model file...), the system's (a folder where
+    a file belongs, no permission, disk full...) and running out of memory into one line and
+    exit code 2; show warnings as one line each (see :func:`cli_warnings`)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -142,6 +188,11 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(2) from None
         except ValueError as exc:  # parameter validation of the estimators
             typer.echo(f"error: {cli_message(str(exc))}", err=True)
+            raise typer.Exit(2) from None
+        except (MemoryError, RuntimeError) as exc:  # large images or batches; others: as they are
+            if not is_out_of_memory(exc):
+                raise
+            typer.echo(f"error: {out_of_memory_message(exc)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

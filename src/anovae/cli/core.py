@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from anovae.cli.app import app, handle_errors, parse_set_options
+from anovae.cli.app import app, handle_errors, note, parse_set_options, warn
 from anovae.exceptions import DataError
 
 _DETECTORS = ("vae", "ae")
@@ -37,6 +37,62 @@ def _refuse_table_options(data: Path, options: dict[str, Any]) -> None:
         raise DataError(f"{', '.join(given)} {'applies' if one else 'apply'} to tables, but "
                         f"{str(data)!r} holds images (their labels come from the sub-folder "
                         f"names); leave {'it' if one else 'them'} out")
+
+
+def is_image_model(det: Any) -> bool:
+    """Whether ``det`` was fitted on images (and so reads image sources, not tables)."""
+    return hasattr(det, "anomaly_maps")
+
+
+def read_model_images(det: Any | None, data: Path) -> Any:
+    """The images of ``data`` (a folder of PNG/JPEG files, an IDX file, a .npy/.npz array) as
+    every command reads them (:func:`anovae.images.read_images`): for an image model ``det``,
+    its size checked from each file's header before decoding; ``None``: to fit a new model."""
+    from anovae.images import ImageSchema, read_images
+
+    schema = getattr(det, "schema_", None)
+    return read_images(data, schema=schema if isinstance(schema, ImageSchema) else None)
+
+
+def refuse_images_for_table_model(det: Any, model: Path, data: Path) -> None:
+    """A table model given images: say so (its table reader would say the folder has no
+    Parquet files, or that the array is not 2-D)."""
+    from anovae.images import is_image_source
+
+    if not is_image_model(det) and is_image_source(data):
+        raise DataError(f"{str(model)!r} is a table model (fitted on {det.n_features_in_} "
+                        f"columns), but {str(data)!r} holds images: give it a table, or fit a "
+                        "model on images (anovae fit IMAGES)")
+
+
+#: Class sub-folder names taken as the normal images (any case) when labels are needed.
+NORMAL_CLASSES = ("normal", "good", "ok")
+
+
+def image_labels(images: Any, data: Path) -> np.ndarray | None:
+    """0/1 labels (1 = anomaly) from the labels of ``images`` (an
+    :class:`anovae.images.ImageData`): 0/1 numbers (or texts) as they are, or class names
+    (sub-folders) of which one is in :data:`NORMAL_CLASSES` (that class normal, the others
+    anomalies); other labels are left out with a warning. ``None`` without labels."""
+    labels = images.labels
+    if labels is None:
+        return None
+    labels = np.asarray(labels).ravel()
+    text = labels.astype(str)
+    if labels.dtype.kind in "biuf" and set(np.unique(labels).tolist()) <= {0, 1}:
+        return labels.astype(int)
+    if labels.dtype.kind not in "biuf":
+        if set(text.tolist()) <= {"0", "1"}:
+            return (text == "1").astype(int)
+        normal = sorted({t for t in text.tolist() if t.lower() in NORMAL_CLASSES})
+        if len(normal) == 1:
+            return (text != normal[0]).astype(int)
+    values = sorted(set(text.tolist()))
+    shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
+    warn(f"the labels of {str(data)!r} ({shown}) are neither 0/1 nor classes of which one is "
+         f"named {' or '.join(repr(n) for n in NORMAL_CLASSES)} (the normal images; the other "
+         "classes hold anomalies): they are not used")
+    return None
 
 
 def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
@@ -176,7 +232,7 @@ def fit(
         process_group,
         save_on_main,
     )
-    from anovae.images import is_image_source, read_images
+    from anovae.images import is_image_source
     from anovae.io import check_output_path, read_table
 
     check_output_path(output)  # a folder or an unwritable place: say so before training
@@ -198,8 +254,12 @@ def fit(
         "numeric": tuple(numeric) if numeric else None,
     }
     params = {k: v for k, v in params.items() if v is not None}
-    params["verbose"] = verbose
-    params.update(parse_set_options(set_))  # --set verbose=true counts too
+    if verbose:
+        params["verbose"] = True
+    extra = parse_set_options(set_)  # --set verbose=true counts too
+    _refuse_set_twice(params, extra, set_)
+    params.setdefault("verbose", False)
+    params.update(extra)
     known = set(cls().get_params())
     unknown = sorted(set(params) - known)
     if unknown:
@@ -220,7 +280,10 @@ def fit(
             shape = (est.n_train_rows_, est.n_features_in_)
             rows_note = " training rows (held-out and anomalous rows not counted)"
         elif images:
-            est.fit(read_images(data).images)
+            read = read_model_images(None, data)
+            if read.labels is not None:
+                _note_unused_labels(read, data)
+            est.fit(read.images)
             shape = (est.decision_scores_.shape[0], est.n_features_in_)
         else:
             # --categorical columns as text: codes such as "001" keep their leading zeros (and
@@ -228,8 +291,8 @@ def fit(
             df = read_table(data, dtype=dict.fromkeys(categorical, str) if categorical else None)
             if (str(data).lower().endswith(".npz") and "y" in df.columns
                     and label_column is None and "y" not in (exclude or [])):
-                typer.echo(f"warning: {str(data)!r} holds a 'y' array: it is used as a "
-                           "feature; pass --label-column y if it holds the labels", err=True)
+                warn(f"{str(data)!r} holds a 'y' array: it is used as a feature; pass "
+                     "--label-column y if it holds the labels")
             X, y = _split_columns(df, label_column, exclude, id_column, str(data))
             est.fit(X, y)
             shape = X.shape
@@ -240,11 +303,47 @@ def fit(
         main = is_main_process()
     if not main:
         return
+    if images:
+        c, h, w = est.schema_.shape
+        what = f"{shape[0]} images of {h}x{w} pixels ({c} channel{'s' if c != 1 else ''})"
+    else:
+        what = f"{shape[0]}{rows_note} x {shape[1]} columns"
     typer.echo(
-        f"fitted {type(est).__name__} on {shape[0]}{rows_note} x {shape[1]} columns in "
+        f"fitted {type(est).__name__} on {what} in "
         f"{seconds:.1f}s ({est.n_epochs_} epochs, best {est.best_epoch_}); "
         f"threshold {est.threshold_:.6g}; model written to {output}"
     )
+
+
+def _note_unused_labels(read: Any, data: Path) -> None:
+    """Say that ``fit`` trains on every image of ``data`` whatever its class sub-folder (or the
+    labels of an array file): they are not used as labels."""
+    n = len(read.images)
+    if Path(data).is_dir():
+        classes = sorted({str(c) for c in read.labels.tolist()})
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        note(f"{len(classes)} class sub-folder{'s' if len(classes) != 1 else ''} ({shown}): "
+             f"fitting on all {n} images as normal")
+    else:
+        note(f"{str(data)!r} holds labels: they are not used; fitting on all {n} images as "
+             "normal")
+
+
+#: The ``anovae fit`` option that sets each estimator parameter (others: --set only).
+_PARAM_OPTIONS = {"random_state": "--seed", "verbose": "--verbose"}
+
+
+def _refuse_set_twice(params: dict[str, Any], extra: dict[str, Any],
+                      items: list[str] | None) -> None:
+    """A parameter given by its own option and by ``--set`` too: a clear error naming both
+    (rather than one silently winning)."""
+    for key in extra:
+        if key in params:
+            option = _PARAM_OPTIONS.get(key, "--" + key.replace("_", "-"))
+            given = next((i for i in items or [] if i.split("=", 1)[0].strip().replace(
+                "-", "_") == key), key)
+            raise DataError(f"{key} is given twice, by {option} and by --set {given}: give it "
+                            "once")
 
 
 @app.command()
@@ -258,12 +357,14 @@ def score(
                                             "required unless --stream (default: stdout)."),
     id_column: str | None = typer.Option(None, help="Column carried to the output as row id "
                                                     "(default: the row number)."),
-    top_features: int = typer.Option(3, help="How many top features per row: name, contribution "
-                                             "and excess over the feature's typical "
-                                             "contribution (the ranking key)."),
+    top_features: int | None = typer.Option(
+        None, min=0, show_default=False,
+        help="How many top features per row: name, contribution and excess over the feature's "
+             "typical contribution (the ranking key). Default 3; tables only."),
     explain: int | None = typer.Option(
-        None, help="Explain the K top features of each row: name, contribution, excess, observed "
-                   "value and the model's expected value (overrides --top-features)."),
+        None, min=1, help="Explain the K top features of each row: name, contribution, excess, "
+                          "observed value and the model's expected value (overrides "
+                          "--top-features)."),
     chunk_rows: int = typer.Option(200_000, help="Rows per chunk (bounds memory)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress bar."),
     stream: bool = typer.Option(False, "--stream", help="Read JSON lines (one record each) and "
@@ -287,17 +388,23 @@ def score(
     from anovae.persistence import load
     from anovae.scoring import score_file
 
+    top_k = explain if explain is not None else 3 if top_features is None else top_features
     if stream:
         from anovae.cli.serve_export import score_stream_cli
 
-        k = explain if explain is not None else top_features
-        score_stream_cli(model, data, output, k, explain is not None, id_column)
+        score_stream_cli(model, data, output, top_k, explain is not None, id_column)
         return
     if output is None:
         raise typer.BadParameter("an output table is required (or use --stream)",
                                  param_hint="--output")
     if engine not in ("local", "dask"):
         raise typer.BadParameter(f"choose local or dask, got {engine!r}", param_hint="--engine")
+    if engine == "dask":
+        from anovae.persistence import read_metadata
+
+        if read_metadata(model).get("schema", {}).get("kind") == "image":  # header only
+            raise DataError(f"Dask scoring (--engine dask) takes table models only; "
+                            f"{str(model)!r} is an image model: use --engine local")
     check_output_path(output, folder=engine == "dask")  # before any scoring
     if engine == "dask":
         from anovae.dask import score_files
@@ -307,17 +414,16 @@ def score(
                 raise DataError(f"{option} is not available with --engine dask (it writes ids, "
                                 "scores, flags and --top-features); use --engine local")
         summary = score_files(model, str(data), output, scheduler=scheduler, n_workers=workers,
-                              id_column=id_column,
-                              top_k=explain if explain is not None else top_features,
-                              partition_rows=chunk_rows)
+                              id_column=id_column, top_k=top_k, partition_rows=chunk_rows)
         typer.echo(f"scored {summary.rows} rows ({summary.anomalies} flagged as anomalies) in "
                    f"{summary.seconds:.2f}s with Dask; written to {summary.output}/")
         return
     det = load(model)
-    if hasattr(det, "anomaly_maps"):
+    if is_image_model(det):
         from anovae.images import score_images
 
-        _refuse_table_options(data, {"--id-column": id_column, "--explain": explain})
+        _refuse_table_options(data, {"--id-column": id_column, "--explain": explain,
+                                     "--top-features": top_features})
         if maps is not None:
             check_output_path(maps, folder=True)
         done = score_images(det, data, output, maps_dir=maps)
@@ -327,8 +433,8 @@ def score(
         return
     if maps is not None:
         raise DataError("--maps needs an image model (fitted on images)")
-    summary = score_file(det, data, output, id_column=id_column,
-                         top_k=explain if explain is not None else top_features,
+    refuse_images_for_table_model(det, model, data)
+    summary = score_file(det, data, output, id_column=id_column, top_k=top_k,
                          explain=explain is not None, chunk_rows=chunk_rows, progress=verbose)
     typer.echo(f"scored {summary.rows} rows ({summary.anomalies} flagged as anomalies) in "
                f"{summary.seconds:.2f}s; written to {summary.output}")
@@ -349,25 +455,48 @@ def evaluate(
     from anovae.scoring import model_features
 
     det = load(model)
-    if hasattr(det, "anomaly_maps"):
+    if is_image_model(det):
         raise DataError(f"`anovae evaluate` reads a labelled table; {str(model)!r} is an image "
                         "model: score the images with `anovae score` and compare the scores "
                         "with your labels, or run `anovae bench images`")
+    refuse_images_for_table_model(det, model, data)
     df = read_for_model(det, data, label_column, id_column)
     rest, y = _split_columns(df, label_column, None, id_column, str(data))
     scores = det.decision_function(model_features(det, rest))
-    metrics = evaluate_scores(y, scores, (scores > det.threshold_).astype(int))
+    metrics = undefined_as_nan(evaluate_scores(y, scores, (scores > det.threshold_).astype(int)))
     metrics["threshold"] = det.threshold_
     typer.echo(json.dumps(json_safe(metrics), indent=2, allow_nan=False) if as_json
                else format_metrics(metrics))
 
 
+def undefined_as_nan(m: dict[str, Any]) -> dict[str, Any]:
+    """:func:`anovae.metrics.evaluate`'s output with recall and F1 as NaN (undefined, 0/0)
+    rather than 0.0 when the labels hold no anomaly, as AUROC and AUPRC already are for
+    one-class labels; a warning names the undefined metrics. (JSON shows NaN as ``null``,
+    :func:`format_metrics` as ``n/a``.)"""
+    out = dict(m)
+    if "confusion_matrix" in out and not out["n_anomalies"]:
+        out.update(recall=float("nan"), f1=float("nan"))
+    undefined = [k for k in ("auroc", "auprc", "precision", "recall", "f1")
+                 if isinstance(out.get(k), float) and math.isnan(out[k])]
+    if undefined:
+        why = ("the labels hold no anomaly (1)" if not out["n_anomalies"] else
+               "the labels hold no normal row (0)" if out["n_anomalies"] == out["n"] else
+               "some metrics cannot be computed")
+        names = ", ".join(undefined[:-1]) + (" and " if len(undefined) > 1 else "") \
+            + undefined[-1]
+        warn(f"{why}: {names} {'is' if len(undefined) == 1 else 'are'} undefined (n/a)")
+    return out
+
+
 def format_metrics(m: dict[str, Any]) -> str:
-    """A small human-readable table of :func:`anovae.metrics.evaluate`'s output."""
+    """A small human-readable table of :func:`anovae.metrics.evaluate`'s output (``n/a`` for
+    NaN: undefined, e.g. AUROC for one-class labels)."""
     lines = [f"rows {m['n']}  anomalies {m['n_anomalies']}"]
     for key in ("auroc", "auprc", "precision", "recall", "f1", "threshold"):
         if key in m:
-            lines.append(f"{key:<10} {m[key]:.4f}")
+            value = float(m[key])
+            lines.append(f"{key:<10} {'n/a' if math.isnan(value) else f'{value:.4f}'}")
     if "confusion_matrix" in m:
         (tn, fp), (fn, tp) = m["confusion_matrix"]
         lines += ["confusion   predicted 0  predicted 1",

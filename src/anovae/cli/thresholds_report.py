@@ -11,27 +11,47 @@ import numpy as np
 import typer
 
 from anovae.cli.app import app, handle_errors
-from anovae.cli.core import _split_columns, read_for_model
+from anovae.cli.core import (
+    _refuse_table_options,
+    _split_columns,
+    image_labels,
+    is_image_model,
+    read_for_model,
+    read_model_images,
+    refuse_images_for_table_model,
+)
 
 _METHOD_HELP = ("contamination, fpr, best_f1, recall, pot, or pythresh:NAME (e.g. pythresh:IQR, "
-                "needs PyThresh); default: the model's own method.")
+                "needs PyThresh); default: the method the model's threshold was last set with "
+                "(by fit or an earlier `anovae threshold`), with its number.")
 _PARAM_HELP = ("The method's number: the contamination (contamination), the target "
                "false-positive rate (fpr, default 0.05), the target recall (recall, default 0.9) "
-               "or the risk q (pot, default 0.001).")
+               "or the risk q (pot, default 0.001). Without --method: a new number for the "
+               "model's own method.")
+_IMAGES_HELP = (" For an image model: a folder of PNG/JPEG files (class sub-folders give labels: "
+                "the one named normal, good or ok holds the normal images), an IDX file or a "
+                ".npy/.npz array (labels: its 0/1 'y').")
 
 
 def _load_rows(model: Path, data: Path, label_column: str | None, id_column: str | None,
-               exclude: list[str] | None) -> tuple[Any, Any, np.ndarray | None]:
-    """(detector, feature rows indexed by the id column, labels or None)."""
+               exclude: list[str] | None) -> tuple[Any, Any, np.ndarray | None, list[str] | None]:
+    """(detector, rows to score, labels or None, row names or None): feature rows indexed by
+    the id column, or the images of an image model (named by their files)."""
     from anovae.persistence import load
     from anovae.scoring import model_features
 
     det = load(model)
+    if is_image_model(det):
+        _refuse_table_options(data, {"--label-column": label_column, "--id-column": id_column,
+                                     "--exclude": exclude})
+        images = read_model_images(det, data)
+        return det, images.images, image_labels(images, data), images.names
+    refuse_images_for_table_model(det, model, data)
     df = read_for_model(det, data, label_column, id_column)
     if id_column and id_column in df.columns:
         df = df.set_index(df[id_column].to_numpy())
     X, y = _split_columns(df, label_column, exclude, id_column, str(data))
-    return det, model_features(det, X), y
+    return det, model_features(det, X), y, None
 
 
 @app.command()
@@ -40,7 +60,7 @@ def threshold(
     model: Path = typer.Argument(..., help="A model file written by `anovae fit`."),
     data: Path = typer.Argument(..., help="Rows to calibrate on. For fpr and pot: normal rows "
                                           "the model was not trained on (with --label-column, "
-                                          "the rows labelled 0)."),
+                                          "the rows labelled 0)." + _IMAGES_HELP),
     method: str | None = typer.Option(None, help=_METHOD_HELP),
     param: float | None = typer.Option(None, help=_PARAM_HELP),
     label_column: str | None = typer.Option(None, help="0/1 label column (1 = anomaly); needed "
@@ -55,16 +75,19 @@ def threshold(
     from anovae.io import check_output_path
 
     check_output_path(output or model)
-    det, X, y = _load_rows(model, data, label_column, id_column, exclude)
+    det, X, y, _ = _load_rows(model, data, label_column, id_column, exclude)
     old = det.threshold_
+    if method is None:  # the model's own method (and number), not its `threshold` parameter
+        method = getattr(det, "threshold_method_", None)
     det.refit_threshold(X, y, method=method, param=param)
     flagged = int(det.predict(X).sum())
     path = det.save(output or model)
     used = len(X)  # fpr and pot calibrate on the rows labelled normal only
     if y is not None and det._threshold_spec(method, param).wants_normal_scores:
         used = int((y == 0).sum())
+    rows = "images" if is_image_model(det) else "rows"
     typer.echo(f"threshold {old:.6g} -> {det.threshold_:.6g} ({det.threshold_method_}, "
-               f"set on {used} rows); {flagged} of {len(X)} rows of DATA above it; "
+               f"set on {used} {rows}); {flagged} of {len(X)} {rows} of DATA above it; "
                f"model written to {path}")
 
 
@@ -72,7 +95,8 @@ def threshold(
 @handle_errors
 def report(
     model: Path = typer.Argument(..., help="A model file written by `anovae fit`."),
-    data: Path = typer.Argument(..., help="Table to report on (.csv, .parquet, .npy, .npz...)."),
+    data: Path = typer.Argument(..., help="Table to report on (.csv, .parquet, .npy, .npz...)."
+                                          + _IMAGES_HELP),
     output: Path = typer.Option(Path("report.html"), "--output", "-o",
                                 help="The HTML file; the figures are saved beside it as PNG."),
     label_column: str | None = typer.Option(None, help="0/1 label column (1 = anomaly): adds "
@@ -88,7 +112,7 @@ def report(
     from anovae.report import build_report
 
     check_output_path(output)
-    det, X, y = _load_rows(model, data, label_column, id_column, exclude)
+    det, X, y, names = _load_rows(model, data, label_column, id_column, exclude)
     path = build_report(det, X, y, out_path=output, top_k=top_k, explain_k=explain_k,
-                        title=title, data_name=Path(data).name)
+                        title=title, data_name=Path(data).name, row_names=names)
     typer.echo(f"report written to {path} (figures beside it as {path.stem}-*.png)")
