@@ -166,3 +166,14 @@ def test_operating_point_precision_follows_the_metrics_when_nothing_is_flagged()
     fpr, recall, precision = _operating_point(y, s, 100.0)  # above every score
     m = evaluate(y.astype(int), s, (s > 100.0).astype(int))
     assert (fpr, recall) == (0.0, 0.0) and precision == m["precision"] == 0.0
+
+
+def test_recall_and_f1_are_undefined_without_an_anomaly() -> None:
+    # 0 / 0: NaN (shown as n/a) as AUROC and AUPRC are for one-class labels, not 0.0
+    from anovae.metrics import evaluate
+
+    m = evaluate(np.zeros(6, int), np.arange(6.0), np.r_[np.zeros(5, int), 1])
+    assert all(np.isnan(m[k]) for k in ("auroc", "auprc", "recall", "f1"))
+    assert m["precision"] == 0.0 and m["confusion_matrix"] == [[5, 1], [0, 0]]
+    m = evaluate(np.r_[0, 0, 1], [0.1, 0.2, 0.9], [0, 0, 1])
+    assert (m["recall"], m["f1"]) == (1.0, 1.0)

@@ -19,7 +19,8 @@ __all__ = ["evaluate"]
 
 def evaluate(y_true: Any, scores: Any, labels: Any | None = None) -> dict[str, Any]:
     """AUROC, AUPRC (average precision) and, given 0/1 ``labels``, precision/recall/F1 and the
-    confusion matrix ``[[tn, fp], [fn, tp]]``.
+    confusion matrix ``[[tn, fp], [fn, tp]]``. What the labels cannot define is NaN: AUROC and
+    AUPRC without both classes, recall and F1 without an anomaly.
 
     >>> evaluate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.3], [0, 0, 1, 0])["auroc"]
     1.0
@@ -43,5 +44,7 @@ def evaluate(y_true: Any, scores: Any, labels: Any | None = None) -> dict[str, A
             y, pred, average="binary", pos_label=1, zero_division=0
         )
         out.update(precision=float(p), recall=float(r), f1=float(f))
+        if not out["n_anomalies"]:  # 0 / 0: undefined, as AUROC and AUPRC are (not 0.0)
+            out.update(recall=float("nan"), f1=float("nan"))
         out["confusion_matrix"] = confusion_matrix(y, pred, labels=[0, 1]).tolist()
     return out

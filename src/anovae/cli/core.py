@@ -463,20 +463,16 @@ def evaluate(
     df = read_for_model(det, data, label_column, id_column)
     rest, y = _split_columns(df, label_column, None, id_column, str(data))
     scores = det.decision_function(model_features(det, rest))
-    metrics = undefined_as_nan(evaluate_scores(y, scores, (scores > det.threshold_).astype(int)))
+    metrics = warn_undefined(evaluate_scores(y, scores, (scores > det.threshold_).astype(int)))
     metrics["threshold"] = det.threshold_
     typer.echo(json.dumps(json_safe(metrics), indent=2, allow_nan=False) if as_json
                else format_metrics(metrics))
 
 
-def undefined_as_nan(m: dict[str, Any]) -> dict[str, Any]:
-    """:func:`anovae.metrics.evaluate`'s output with recall and F1 as NaN (undefined, 0/0)
-    rather than 0.0 when the labels hold no anomaly, as AUROC and AUPRC already are for
-    one-class labels; a warning names the undefined metrics. (JSON shows NaN as ``null``,
-    :func:`format_metrics` as ``n/a``.)"""
+def warn_undefined(m: dict[str, Any]) -> dict[str, Any]:
+    """:func:`anovae.metrics.evaluate`'s output, with a warning naming the metrics the labels
+    leave undefined (NaN: JSON shows it as ``null``, :func:`format_metrics` as ``n/a``)."""
     out = dict(m)
-    if "confusion_matrix" in out and not out["n_anomalies"]:
-        out.update(recall=float("nan"), f1=float("nan"))
     undefined = [k for k in ("auroc", "auprc", "precision", "recall", "f1")
                  if isinstance(out.get(k), float) and math.isnan(out[k])]
     if undefined:
