@@ -131,6 +131,7 @@ def test_model_info(client: TestClient, fitted_vae_frame: VAEDetector) -> None:
     info = client.get("/v1/model").json()
     assert info["name"] == "main" and info["estimator"] == "VAEDetector"
     assert [c["name"] for c in info["columns"]] == COLS
+    assert {c["type"] for c in info["columns"]} == {"numeric"}  # the word mixed models use
     assert info["threshold"] == fitted_vae_frame.threshold_ and info["score_type"] == "elbo"
     assert info["input_shape"] == [5] and info["has_p_value"] is False
     assert client.get("/v1/models/arr").json()["columns"] is None

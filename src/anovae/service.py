@@ -172,9 +172,10 @@ class ScoreResponse(BaseModel):
 
 class ColumnInfo(BaseModel):
     name: str
-    type: str = Field("number", description="number; for a mixed-table model numeric, boolean "
-                                            "or categorical (those take text; every column "
-                                            "of a mixed table takes null for a missing cell).")
+    type: str = Field("numeric", description="numeric (JSON numbers); for a mixed-table model "
+                                             "numeric, boolean or categorical (those take "
+                                             "text; every column of a mixed table takes null "
+                                             "for a missing cell).")
     categories: list[str] | None = Field(None, description="A categorical column's categories "
                                                            "seen in training.")
 
