@@ -161,3 +161,37 @@ def test_the_worker_model_cache_is_bounded(fitted_vae_frame: Any) -> None:
         digests.append(hashlib.sha256(blob).hexdigest())
         assert adask._detector(blob, digests[-1]).threshold_ == float(threshold)
     assert list(adask._MODELS) == digests[-adask.MAX_CACHED_MODELS:]  # the oldest evicted
+
+
+def test_local_cluster_keeps_dask_s_info_logs_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `anovae --log-level ERROR score ... --engine dask` printed 24 INFO lines of Dask's: its
+    # logging config sets its loggers to INFO whatever the caller's level
+    import contextlib
+    import logging
+
+    from anovae.dask import _client
+
+    seen: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def fake_cluster(**kw: Any) -> Any:
+        seen.update(kw)
+        yield "cluster"
+
+    @contextlib.contextmanager
+    def fake_client(cluster: Any) -> Any:
+        yield "client"
+
+    monkeypatch.setattr(distributed, "LocalCluster", fake_cluster)
+    monkeypatch.setattr(distributed, "Client", fake_client)
+    dlog = logging.getLogger("distributed")
+    monkeypatch.setattr(dlog, "level", logging.INFO)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.ERROR)
+    with _client(None, 1, 1) as c:
+        assert c == "client"
+    assert seen["silence_logs"] == logging.ERROR and dlog.level == logging.ERROR
+    monkeypatch.setattr(root, "level", logging.DEBUG)
+    with _client(None, 1, 1):
+        pass
+    assert seen["silence_logs"] == logging.WARNING  # never Dask's INFO chatter
