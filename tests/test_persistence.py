@@ -25,7 +25,13 @@ from anovae import (
     NotFittedError,
     VAEDetector,
 )
-from anovae.persistence import FORMAT_NAME, FORMAT_VERSION, read_metadata
+from anovae.persistence import (
+    CHECKSUM_KEY,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    read_metadata,
+    tensors_digest,
+)
 
 
 def read_header(path: Path) -> tuple[dict, bytes]:
@@ -51,13 +57,39 @@ def edit_anovae_doc(path: Path, edit) -> None:
     write_header(path, header, data)
 
 
-def edit_tensors(path: Path, edit) -> None:
-    """Rewrite the tensors of a saved model in place (``edit`` changes the dict), same metadata."""
+def edit_tensors(path: Path, edit, *, keep_checksum: bool = False) -> None:
+    """Rewrite the tensors of a saved model in place (``edit`` changes the dict), same metadata:
+    without the tensors' checksum (a file built by hand, or by anovae < 0.5), unless
+    ``keep_checksum`` (a file damaged after it was written)."""
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
+    if not keep_checksum:
+        metadata.pop(CHECKSUM_KEY)
     tensors = load_file(str(path))
     edit(tensors)
     save_file(tensors, str(path), metadata=metadata)
+
+
+def test_a_file_changed_after_it_was_saved_is_refused(fitted_vae, data, tmp_path):
+    # flipped bytes that still read as finite weights loaded, and every row was flagged
+    path = fitted_vae.save(tmp_path / "m.safetensors")
+    key = next(k for k in load_file(str(path)) if k.startswith("net."))
+
+    def nudge(t):
+        t[key] = t[key] * 1.5
+
+    edit_tensors(path, nudge, keep_checksum=True)
+    with pytest.raises(ModelFileError, match=r"is corrupt: its tensors do not match the checksum"):
+        anovae.load(path)
+    edit_tensors(path, lambda t: None)  # the same tensors without a checksum (anovae < 0.5)
+    assert np.isfinite(anovae.load(path).decision_function(data.X_test)).all()
+    # the digest covers names, dtypes, shapes and bytes
+    t = {"a": torch.zeros(2), "b": torch.ones(3, dtype=torch.float64)}
+    assert tensors_digest(t) == tensors_digest(dict(reversed(t.items())))
+    for other in ({"a": torch.zeros(2), "c": t["b"]}, {"a": torch.zeros(2).double(), "b": t["b"]},
+                  {"a": torch.zeros(1, 2), "b": t["b"]}, {"a": torch.tensor([0.0, 1e-30]),
+                                                          "b": t["b"]}):
+        assert tensors_digest(other) != tensors_digest(t)
 
 
 @pytest.fixture
