@@ -76,6 +76,18 @@ def test_layouts_agree_and_uint8_is_scaled() -> None:
     np.testing.assert_array_equal(grey[:, 0], a[:, 0])
 
 
+def test_uint8_and_the_same_images_as_floats_are_the_same_input() -> None:
+    """uint8 and x / 255 in float32 or float64 give bit-identical arrays (x * float32(1 / 255)
+    did not, for half the values: a model's complexity slope once flipped sign on that)."""
+    every = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    as_uint8, _ = check_images(every)
+    np.testing.assert_array_equal(as_uint8, check_images(every.astype(np.float32) / 255)[0])
+    np.testing.assert_array_equal(as_uint8, check_images(every / 255.0)[0])
+    wide = (np.arange(256, dtype=np.uint16) * 257).reshape(1, 16, 16)
+    np.testing.assert_array_equal(check_images(wide)[0],
+                                  check_images(wide.astype(np.float32) / 65535)[0])
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.zeros((2, 28, 28, 2)), "channel"),
     (np.zeros((2, 6, 6)), "smallest side"),
@@ -123,6 +135,40 @@ def test_wrong_size_for_fitted_model(fitted: ImageVAEDetector) -> None:
         fitted.decision_function(np.zeros((2, 32, 32), np.uint8))
     with pytest.raises(DataError, match="3 channels"):
         fitted.decision_function(np.zeros((2, 28, 28, 3), np.uint8))
+
+
+def test_shape_mismatch_names_the_source_and_sizes_read_width_x_height(
+        tmp_path: Path, fitted: ImageVAEDetector) -> None:
+    """Images from a file or folder name it (not "X"), and every message gives sizes as
+    width x height, said so."""
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(rgb / "a.png")
+    want = (r"'[^']*rgb' holds 28x28 pixels \(width x height\) with 3 channels, but the model "
+            r"was fitted on 28x28 pixels \(width x height\) with 1 channel")
+    with pytest.raises(DataError, match=want):
+        score_images(fitted, rgb, tmp_path / "s.csv")
+    np.save(tmp_path / "rgb.npy", np.zeros((2, 3, 28, 28), np.uint8))
+    with pytest.raises(DataError, match=r"'[^']*rgb\.npy' holds 28x28 pixels \(width x height\) "
+                                        "with 3 channels"):
+        read_images(tmp_path / "rgb.npy", schema=fitted.schema_)
+    # an array has no name; a wide one reads width first, as files and viewers give it
+    with pytest.raises(DataError, match=r"X holds 30x28 pixels \(width x height\) with 1 "
+                                        r"channel, but the model was fitted on 28x28"):
+        fitted.decision_function(np.zeros((2, 28, 30), np.uint8))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(mixed / "a.png")
+    Image.fromarray(np.zeros((28, 30), np.uint8)).save(mixed / "b.png")  # 30 wide, 28 high
+    with pytest.raises(DataError, match=r"mixed sizes: 28x28 pixels \(width x height\) with 1 "
+                                        r"channel e\.g\. .*; 30x28 pixels \(width x height\)"):
+        read_images(mixed)  # what fit reads
+    with pytest.raises(DataError, match=r"b\.png' is 30x28 pixels \(width x height\); the "
+                                        "model was fitted on 28x28"):
+        read_images(mixed, schema=fitted.schema_)  # what score reads
+    with pytest.raises(DataError, match=r"X holds images of 6x9 pixels \(width x height\); the "
+                                        "smallest side"):
+        check_images(np.zeros((2, 9, 6)))
 
 
 # -- the network ------------------------------------------------------------------------------
@@ -232,12 +278,55 @@ def test_png_nats_measures_complexity() -> None:
     assert png_nats(np.zeros((0, 1, 28, 28))).shape == (0,)
 
 
-def test_complexity_slope_is_least_squares() -> None:
+def test_complexity_slope_is_least_squares_shrunk_by_its_reliability() -> None:
+    from scipy.stats import linregress
+
     rng = np.random.default_rng(0)
     c = rng.uniform(500, 2000, 400)
     s = 3.0 + 0.07 * c + rng.normal(0, 1, 400)
-    assert complexity_slope(s, c) == pytest.approx(np.polyfit(c, s, 1)[0], rel=1e-9)
+    fit = linregress(c, s)  # b0 and its standard error
+    assert complexity_slope(s, c) == pytest.approx(
+        fit.slope * (1 - (fit.stderr / fit.slope) ** 2), rel=1e-9)
+    assert complexity_slope(s, c) == pytest.approx(np.polyfit(c, s, 1)[0], rel=1e-5)  # t ~ 600
+    weak = 3.0 + 0.0003 * c + rng.normal(0, 1, 400)  # t = 2.2: shrunk by 1 / t^2, about 20%
+    fit = linregress(c, weak)
+    assert 2 < fit.slope / fit.stderr < 2.5
+    assert complexity_slope(weak, c) == pytest.approx(
+        fit.slope * (1 - (fit.stderr / fit.slope) ** 2), rel=1e-9)
+    # scores unrelated to complexity: the least-squares slope is noise (here within one
+    # standard error of 0), so no correction
+    noise = rng.normal(1000, 50, 400)
+    fit = linregress(c, noise)
+    assert fit.slope != 0 and abs(fit.slope / fit.stderr) < 1
+    assert complexity_slope(noise, c) == 0.0
     assert complexity_slope(s, np.full(400, 7.0)) == 0.0  # no spread: no correction
+    # one PNG size for every image (noise textures): its float mean is not exactly that size,
+    # and the old fit divided rounding noise by rounding noise (a slope of -0.016 here)
+    same = np.full(200, 3172 * 8 * np.log(2.0))
+    assert same.mean() != same[0]
+    assert complexity_slope(noise[:200], same) == 0.0
+    assert complexity_slope(s[:2], c[:2]) == 0.0  # two images: no error to measure
+
+
+def test_no_complexity_correction_where_png_size_explains_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Noise textures all have one PNG size: the slope is 0 (it was a large one of either sign,
+    different for uint8 and float input), so uint8 and float32 / 255 give the same model, and
+    it scores as without the correction."""
+    rng = np.random.default_rng(0)
+    tex = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)  # one PNG size, 4724 nats
+    blank = np.zeros((3, 16, 16, 3), np.uint8)
+    with caplog.at_level(logging.WARNING, logger="anovae.detectors.image"):
+        a = ImageVAEDetector(epochs=2, **TINY).fit(tex)
+        b = ImageVAEDetector(epochs=2, **TINY).fit(tex.astype(np.float32) / 255)
+        plain = ImageVAEDetector(epochs=2, complexity_correction=False, **TINY).fit(tex)
+    assert set(a.complexity_slopes_.values()) == {0.0}
+    assert a.complexity_slopes_ == b.complexity_slopes_
+    assert a.threshold_ == b.threshold_ == plain.threshold_
+    for det in (b, plain):
+        np.testing.assert_array_equal(det.decision_function(blank), a.decision_function(blank))
+    # said once per fit with the correction (a and b)
+    assert caplog.text.count("does not reliably explain the 'elbo' score") == 2
 
 
 def test_complexity_correction_subtracts_the_fitted_share(
@@ -439,6 +528,47 @@ def test_save_load_round_trip(tmp_path: Path, fitted: ImageVAEDetector,
     np.testing.assert_array_equal(ae2.sample(2, random_state=1), ae.sample(2, random_state=1))
 
 
+def test_a_changed_score_scores_but_keeps_off_the_fitted_threshold(
+        tmp_path: Path, fitted: ImageVAEDetector, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """After set_params(score=...) on a fitted model, decision_function gives the new score
+    (every score has its fitted terms: anovae bench images compares them on one network), but
+    what compares with threshold_ (set on the fitted score, as decision_scores_ were) refuses,
+    for image and table VAEs alike; the fitted score set back, everything works again."""
+    from anovae import VAEDetector
+
+    X, _ = digits
+    det = copy.deepcopy(fitted)  # the fixture is shared
+    before = det.predict(X[:20])
+    images, _ = check_images(X[:20])
+    det.set_params(score="reconstruction")
+    np.testing.assert_array_equal(det.decision_function(X[:20]),
+                                  det._score_rows(images, score="reconstruction")[0])
+    assert det.anomaly_maps(X[:2]).shape == (2, 28, 28)
+    refused = r"score='reconstruction' but this model's threshold .* set on score='elbo'"
+    folder = _png_folder(tmp_path / "png", X[:3], np.zeros(3, int), classes=False)
+    for call in (lambda: det.predict(X[:2]), lambda: det.predict_proba(X[:2]),
+                 lambda: det.refit_threshold(X[:20]), lambda: det.save(tmp_path / "m.safetensors"),
+                 lambda: score_images(det, folder, tmp_path / "s.csv")):
+        with pytest.raises(ValueError, match=refused):
+            call()
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "s.csv").exists()
+    det.set_params(score="elbo")
+    np.testing.assert_array_equal(det.predict(X[:20]), before)
+    back = load(det.save(tmp_path / "m.safetensors"))
+    assert back.threshold_score_ == "elbo"
+    np.testing.assert_array_equal(back.predict(X[:20]), before)
+    # clone, and parameters before fitting: the score is the one fitted
+    other = clone(back).set_params(score="reconstruction", epochs=1)
+    assert other.get_params()["score"] == "reconstruction"
+    other.fit(X[:40])
+    assert other.threshold_score_ == "reconstruction" and other.predict(X[:2]).shape == (2,)
+    table = VAEDetector(epochs=1, random_state=0).fit(np.random.default_rng(0).normal(size=(60, 3)))
+    table.set_params(score="iwae")
+    assert table.decision_function(np.zeros((2, 3))).shape == (2,)
+    with pytest.raises(ValueError, match=r"score='iwae' but .* set on score='elbo'"):
+        table.predict(np.zeros((2, 3)))
+
+
 def test_estimator_contract() -> None:
     det = ImageVAEDetector(channels=(8, 16), latent_dim=3)
     assert clone(det).get_params() == det.get_params()
@@ -529,6 +659,27 @@ def test_bad_image_files(tmp_path: Path) -> None:
                                                  + (28).to_bytes(4, "big") * 2 + b"\x00" * 50)
     with pytest.raises(DataError, match="cut short"):
         read_idx(tmp_path / "short-idx3-ubyte")
+
+
+def test_hidden_files_in_image_folders_are_skipped(tmp_path: Path) -> None:
+    """macOS leaves AppleDouble files (``._x.png``, not images) and ``.DS_Store`` beside copied
+    files: skipped like hidden folders, at the top and in class folders."""
+    for folder in (tmp_path / "flat", tmp_path / "classes" / "good"):
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(folder / f"{i}.png")
+        (folder / "._0.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+        (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+        (folder / ".hidden").mkdir()
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / ".hidden" / "x.png")
+    assert read_images(tmp_path / "flat").names == ["0.png", "1.png"]
+    classes = read_images(tmp_path / "classes")
+    assert classes.names == ["good/0.png", "good/1.png"] and list(classes.labels) == ["good"] * 2
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    assert not is_image_source(tmp_path / "only")
+    with pytest.raises(DataError, match="holds no .png/.jpg/.jpeg images"):
+        read_images(tmp_path / "only")
 
 
 def _bomb_png(path: Path) -> Path:

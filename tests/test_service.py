@@ -287,7 +287,7 @@ def test_image_models_take_arrays_and_pngs(image_client: Any) -> None:
     ({"images": ["not base64!"]}, "not valid base64"),
     ({"images": ["aGVsbG8="]}, "not a readable PNG or JPEG"),
     ({"images": [_png(np.zeros((9, 8), dtype=np.uint8))]}, "8x9 pixels"),
-    ({"instances": [[[0] * 8] * 7]}, "7x8"),
+    ({"instances": [[[0] * 8] * 7]}, "8x7 pixels (width x height)"),
     ({"instances": [[[-1] * 8] * 8]}, "negative"),
     ({"instances": [[[1.5] * 8] * 8]}, "[0, 1]"),
     ({"instances": [[[0.5] * 8] * 7 + [[0.5] * 7 + [None]]]}, "instance 0, column 'value 63'"),

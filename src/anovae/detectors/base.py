@@ -409,8 +409,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return (np.ascontiguousarray(xt[perm[n_val:]]), np.ascontiguousarray(xt[perm[:n_val]]))
 
     def _set_threshold(self, threshold: float) -> None:
+        """Set ``threshold_``, ``labels_`` from ``decision_scores_`` and ``threshold_score_``:
+        the score they are on (see :meth:`_check_threshold_score`)."""
         self.threshold_ = float(threshold)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+        self.threshold_score_ = self.score_name
 
     # -- thresholds (the methods live in anovae.thresholds) ------------------------------------
     def _threshold_spec(self, method: Any = None, param: float | None = None) -> ThresholdSpec:
@@ -487,6 +490,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         True
         """
         self._check_fitted()
+        self._check_threshold_score()  # decision_scores_ (hence labels_) are of that score
         spec = self._threshold_spec(method, param)
         scores = self.decision_function(X)
         y_arr = None
@@ -514,6 +518,25 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call fit(X) or anovae.load(path)"
             )
+
+    def _check_threshold_score(self) -> None:
+        """The configured score must be the one ``threshold_`` was set on (``threshold_score_``;
+        so were ``decision_scores_``, ``labels_`` and ``calibration_scores_``).
+
+        ``set_params(score=...)`` on a fitted model changes what ``decision_function``,
+        ``feature_scores``, ``explain`` and anomaly maps give (to compare scores on one network,
+        as ``anovae bench images`` does), but the threshold stays the fitted score's: whatever
+        compares with it or with the training scores (``predict``, ``predict_proba``,
+        ``refit_threshold``, ``save``, scoring image files) refuses here, as a changed score
+        term does (``latent_density`` of image VAEs). It is not re-set: that needs every
+        training row's new score, and the training rows are not kept.
+        """
+        fitted = getattr(self, "threshold_score_", self.score_name)  # pickles before it existed
+        if self.score_name != fitted:
+            raise ValueError(
+                f"score={self.score_name!r} but this model's threshold (and its training "
+                f"scores) were set on score={fitted!r}: set score={fitted!r} back, or refit "
+                "after changing it (decision_function and feature_scores give any score)")
 
     def _validate(self, X: Any, schema: Any, min_rows: int = 1) -> tuple[np.ndarray, Any]:
         """Check ``X`` (against the fitted ``schema`` when given): (array, schema)."""
@@ -652,6 +675,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """0/1 labels: 1 where ``decision_function(X) > threshold_`` (anomaly)."""
         self._check_fitted()
+        self._check_threshold_score()
         return (self.decision_function(X) > self.threshold_).astype(int)
 
     def predict_proba(self, X: Any, method: str = "linear") -> np.ndarray:
@@ -666,6 +690,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         a normal row gets an anomaly probability above ``1 - a`` with probability at most ``a``.
         """
         self._check_fitted()
+        self._check_threshold_score()
         if method == "conformal" and not hasattr(self, "calibration_scores_"):
             raise ValueError("method='conformal' needs calibration scores of held-out normal "
                              "rows: fit with threshold='fpr' (or calibration_fraction > 0), or "
@@ -813,9 +838,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Save the fitted detector to one ``.safetensors`` file (atomic write; no pickle)."""
+        """Save the fitted detector to one ``.safetensors`` file (atomic write; no pickle).
+        Refused after ``set_params(score=...)`` to another score than the threshold's (see
+        :meth:`_check_threshold_score`): the file would pair that score with this threshold."""
         from anovae.persistence import save_model
 
+        self._check_threshold_score()
         return save_model(self, path)
 
     # -- misc --------------------------------------------------------------------------------

@@ -172,14 +172,19 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
             normal (AUROC 0.51 against 0.99 for the Gaussian; on MNIST's class 8, 0.79 against
             0.88; docs/benchmarks.md).
             ``variance`` as in :class:`VAEDetector`.
-        score: as in :class:`VAEDetector` (default the negative ELBO). ``"reconstruction"``
-            (squared error of the decoder's mean at ``z = mu``) scored a little better on MNIST
-            (one-class mean AUROC 0.985 vs 0.984, multi-class 0.891 vs 0.885, both with the
-            latent term and complexity-corrected), tied on Fashion-MNIST (0.930 vs 0.930, 0.697
-            vs 0.696), and tied on the training-images-only dev split (+0.2 points one-class,
-            -0.3 multi-class, before the latent term) and on 100 training images of
-            scikit-learn's digits (0.950 vs 0.956, the set-up of tests/test_images.py's quality
-            floor), so the default stays the ELBO, the VAE's own measure (docs/benchmarks.md).
+        score: as in :class:`VAEDetector` (default the negative ELBO). After fitting,
+            ``set_params(score=...)`` makes ``decision_function`` and :meth:`anomaly_maps` give
+            another score from the same network (every score has its latent weight and
+            complexity slope), but ``threshold_`` stays the fitted score's, so ``predict``,
+            ``predict_proba``, ``refit_threshold`` and ``save`` refuse until it is set back
+            (see ``BaseDetector._check_threshold_score``). ``"reconstruction"`` (squared error
+            of the decoder's mean at ``z = mu``) scored a little better on MNIST (one-class mean
+            AUROC 0.985 vs 0.984, multi-class 0.891 vs 0.885, both with the latent term and
+            complexity-corrected), tied on Fashion-MNIST (0.930 vs 0.930, 0.697 vs 0.696), and
+            tied on the training-images-only dev split (+0.2 points one-class, -0.3
+            multi-class, before the latent term) and on 100 training images of scikit-learn's
+            digits (0.950 vs 0.956, the set-up of tests/test_images.py's quality floor), so the
+            default stays the ELBO, the VAE's own measure (docs/benchmarks.md).
         latent_density: add to every score the negative log-density of the image's code
             (the posterior mean) under a Gaussian mixture fitted to codes of the normal images
             (:mod:`anovae.latent`; ``latent_mixture_``), weighted so that both terms have the
@@ -193,9 +198,14 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         complexity_correction: subtract from every score the share that image complexity
             explains on the normal images: ``score - b * png_nats(x)``, with ``b`` the
             least-squares slope of the score (with its latent term) on the image's PNG size over
-            :data:`COMPLEXITY_FIT_IMAGES` fitting images (``complexity_slopes_``, one per score;
-            :func:`anovae.images.complexity_slope`). Likelihood models give simple images (an
-            MNIST 1, a plain sneaker) high likelihood whatever they show (Serra et al. 2020).
+            :data:`COMPLEXITY_FIT_IMAGES` fitting images, shrunk toward 0 by its reliability
+            (``complexity_slopes_``, one per score; :func:`anovae.images.complexity_slope`).
+            Where PNG size does not reliably explain the score (noise-like textures, whose PNG
+            sizes hardly vary) the slope is 0 and scores are not corrected (a logged warning
+            for the configured score): a slope fitted on noise would move the scores of images
+            much simpler or more complex than the normal ones at random, either way.
+            Likelihood models give simple images (an MNIST 1, a plain sneaker) high likelihood
+            whatever they show (Serra et al. 2020).
             It helps where anomalies are simpler than the normal images and hurts where they
             are more complex: mean AUROC +1.6 / +0.5 points one-class (MNIST / Fashion-MNIST),
             +4.3 / -1.9 multi-class (measured with step 1e-3, before the latent term), where
@@ -298,16 +308,18 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
     # -- score terms fitted after training: latent density, complexity correction -------------
     def _fit_score_offsets(self, rows: np.ndarray, rng: np.random.Generator) -> None:
         """Fit the score terms of ``latent_density`` and ``complexity_correction`` from the
-        unscaled fitting images ``rows (n, C, H, W)``, for every score (so ``set_params(score=
-        ...)`` after fitting keeps them):
+        unscaled fitting images ``rows (n, C, H, W)``, for every score (so ``decision_function``
+        after ``set_params(score=...)`` on the fitted model has them; its threshold does not
+        follow, see :meth:`~anovae.detectors.base.BaseDetector._check_threshold_score`):
 
         - ``latent_mixture_``: a Gaussian mixture fitted to codes drawn from ``q(z | x)`` of up
           to :data:`LATENT_FIT_IMAGES` fitting images; ``latent_weights_[score]``: the spread
           (standard deviation) of the raw score over :data:`COMPLEXITY_FIT_IMAGES` fitting
           images divided by that of the code's negative log-density, so both terms weigh the
           same on normal images;
-        - ``complexity_slopes_[score]``: the least-squares slope of the score (with the latent
-          term) on the PNG size over the same images.
+        - ``complexity_slopes_[score]``: the slope of the score (with the latent term) on the
+          PNG size over the same images, shrunk toward 0 by its reliability
+          (:func:`anovae.images.complexity_slope`; a warning when the configured score's is 0).
 
         Each is ``{}`` (and the mixture ``None``) when its parameter is off.
         """
@@ -337,6 +349,11 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
             complexity = png_nats(sample)  # (m,)
             self.complexity_slopes_ = {name: complexity_slope(scores[name], complexity)
                                        for name in SCORES}
+            if self.complexity_slopes_[self.score_name] == 0.0:
+                logger.warning(
+                    "complexity_correction: PNG size does not reliably explain the %r score on "
+                    "the fitting images (sizes %.4g to %.4g nats): its slope is 0, so scores are "
+                    "not corrected", self.score_name, complexity.min(), complexity.max())
 
     def _latent_density(self, rows: np.ndarray) -> np.ndarray:
         """``-log r(mu(x))`` ``(n,)`` of unscaled images under the fitted latent mixture."""
@@ -361,7 +378,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         slopes = getattr(self, "complexity_slopes_", {})
         weights = getattr(self, "latent_weights_", {})
         offset = None
-        if slopes:
+        if slopes and slopes[score] != 0.0:  # 0: no correction, no PNG encoding
             offset = slopes[score] * png_nats(rows)  # (n,)
         if weights:
             term = -weights[score] * self._latent_density(rows)  # (n,): added to the score
