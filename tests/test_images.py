@@ -565,8 +565,16 @@ def test_a_changed_score_scores_but_keeps_off_the_fitted_threshold(
     table = VAEDetector(epochs=1, random_state=0).fit(np.random.default_rng(0).normal(size=(60, 3)))
     table.set_params(score="iwae")
     assert table.decision_function(np.zeros((2, 3))).shape == (2,)
-    with pytest.raises(ValueError, match=r"score='iwae' but .* set on score='elbo'"):
-        table.predict(np.zeros((2, 3)))
+    from anovae.report import build_report
+    from anovae.scoring import score_frame
+    from anovae.streaming import RecordScorer
+
+    rows = np.zeros((2, 3))
+    for call in (lambda: table.predict(rows), lambda: score_frame(table, pd.DataFrame(rows)),
+                 lambda: RecordScorer(table),
+                 lambda: build_report(table, rows, out_path=tmp_path / "r.html")):
+        with pytest.raises(ValueError, match=r"score='iwae' but .* set on score='elbo'"):
+            call()
 
 
 def test_estimator_contract() -> None:

@@ -137,6 +137,7 @@ def _check_scorable(detector: Any, columns: Sequence[Any], id_column: str | None
     """Refuse, before any task runs, what would fail in every partition: an unfitted or image
     model, or an id column the data lacks."""
     detector._check_fitted()
+    detector._check_threshold_score()
     if hasattr(detector, "anomaly_maps"):
         raise DataError("the Dask engine scores tables; this is an image model: score images "
                         "with `anovae score MODEL FOLDER` (--engine local) or decision_function")

@@ -63,6 +63,7 @@ class ScoringModule(nn.Module):
     def __init__(self, detector: Any) -> None:
         super().__init__()
         detector._check_fitted()
+        detector._check_threshold_score()  # the graph's is_anomaly uses threshold_
         if getattr(detector.schema_, "kinds", None) is not None:
             raise ValueError("ONNX export of mixed-table models (categories, booleans, missing "
                              "cells) is not supported: their category encoding and missing-cell "

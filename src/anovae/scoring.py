@@ -93,6 +93,7 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     ``explain`` also ``top_value_i`` (observed) and ``top_expected_i`` (the reconstruction), as
     in :meth:`anovae.detectors.base.BaseDetector.explain`.
     """
+    detector._check_threshold_score()  # is_anomaly compares with threshold_
     fitted = getattr(detector, "feature_names_in_", None)
     by_name = {str(c): c for c in features.columns}  # the fitted names are text (0 -> "0")
     if fitted is not None and {str(n) for n in fitted} <= set(by_name):

@@ -146,6 +146,7 @@ class RecordScorer:
     """
 
     def __init__(self, detector: Any, top_k: int = 3) -> None:
+        detector._check_threshold_score()  # is_anomaly and p-values compare with its scores
         self.detector = detector
         self.top_k = int(top_k)
         self.names = feature_names(detector)
