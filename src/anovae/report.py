@@ -389,7 +389,9 @@ def build_report(
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
         raise ValueError(f"top_k must be a non-negative integer, got {top_k!r}")
     out_path = Path(out_path)
-    detector._check_threshold_score()  # the report draws the threshold on these scores
+    check = getattr(detector, "_check_threshold_score", None)  # any detector-like object works
+    if check is not None:
+        check()  # the report draws the threshold on these scores
     scores = detector.decision_function(X)
     y_arr = _labels(y, scores.size)
     images = _images(detector, X, scores, y_arr)
