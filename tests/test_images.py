@@ -877,3 +877,18 @@ def test_image_vae_takes_channels_as_an_array_and_leaves_python_random_alone() -
     det = ImageVAEDetector(channels=np.array([4, 8]), epochs=1, random_state=0).fit(X)
     assert det.net_config_.channels == (4, 8)
     assert random.getstate() == state  # sklearn's first import of its mixtures draws from it
+
+
+def test_corrupt_or_odd_numpy_image_files_get_anovae_s_messages(tmp_path: Path) -> None:
+    # NumPy's own message for a file without its header offers to unpickle it; and an .npz
+    # without an images key was named twice ("cannot read 'a.npz' ...: 'a.npz' holds arrays")
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"garbage, not an array")
+    with pytest.raises(DataError, match=r"is not a valid \.npy array") as info:
+        read_images(bad)
+    assert "pickle" not in str(info.value)
+    odd = tmp_path / "keys.npz"
+    np.savez(odd, a=np.zeros((2, 8, 8)), b=np.zeros(2))
+    with pytest.raises(DataError, match=r"holds arrays \['a', 'b'\]; name the images") as info:
+        read_images(odd)
+    assert str(info.value).count("keys.npz") == 1

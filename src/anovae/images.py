@@ -590,17 +590,22 @@ def read_images(path: str | os.PathLike, labels: str | os.PathLike | None = None
         arr = read_idx(path)
         data = ImageData(arr, [str(i) for i in range(arr.shape[0])])
     elif path.suffix.lower() in (".npy", ".npz"):
+        from anovae.io import load_numpy
+
+        kind = path.suffix.lower()[1:]
         try:
-            if path.suffix.lower() == ".npy":
-                arr = np.load(path, allow_pickle=False)
+            if kind == "npy":
+                arr = load_numpy(path, kind)
             else:
-                with np.load(path, allow_pickle=False) as z:
+                with load_numpy(path, kind) as z:
                     arr = z[_npz_key(z.files, path)]
                     for k in ("y", "labels"):
                         if k in z.files:
                             y = z[k]
                             break
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # a DataError of load_numpy passes as it is
+            if isinstance(exc, DataError):
+                raise
             raise DataError(f"cannot read {str(path)!r} as a NumPy array: {exc}") from exc
         data = ImageData(arr, [str(i) for i in range(arr.shape[0])], y)
     else:

@@ -89,7 +89,7 @@ def array_columns(n: int) -> list[str]:
 _MAGIC = {"npy": b"\x93NUMPY", "npz": b"PK"}
 
 
-def _np_load(path: Path, kind: str, mmap_mode: str | None = None) -> Any:
+def load_numpy(path: Path, kind: str, mmap_mode: str | None = None) -> Any:
     """``np.load`` of a ``.npy``/``.npz`` file (``kind``), never unpickling: a file that does not
     start as one is "not a valid .npy array" (NumPy would offer to unpickle it), one holding
     Python objects is refused by name."""
@@ -127,7 +127,7 @@ def _load_npz(path: Path) -> pd.DataFrame:
     there: ADBench's layout), the file's only array, or equal-length 1-D arrays as columns (what
     :class:`TableWriter` writes)."""
     try:
-        with _np_load(path, "npz") as z:
+        with load_numpy(path, "npz") as z:
             arrays = {k: z[k] for k in z.keys()}
     except DataError:
         raise
@@ -251,7 +251,7 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
         elif kind == "parquet":
             df = pd.read_parquet(path, columns=list(columns) if columns else None)
         elif kind == "npy":
-            df = _array_frame(_np_load(path, "npy"), path)
+            df = _array_frame(load_numpy(path, "npy"), path)
         else:
             df = _load_npz(path)
     except DataError:
@@ -319,7 +319,7 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
                 if batch.num_rows:
                     yield indexed(batch.to_pandas())
         elif kind == "npy":
-            arr = _np_load(path, "npy", mmap_mode="r")
+            arr = load_numpy(path, "npy", mmap_mode="r")
             for i in range(0, arr.shape[0], chunk_rows):
                 yield indexed(_select(_array_frame(np.asarray(arr[i:i + chunk_rows]), path),
                                       columns, path))
@@ -349,7 +349,7 @@ def count_rows(path: str | os.PathLike) -> int | None:
 
             return int(ds.dataset(str(path), format="parquet", partitioning="hive").count_rows())
         if kind == "npy":
-            return int(_np_load(path, "npy", mmap_mode="r").shape[0])
+            return int(load_numpy(path, "npy", mmap_mode="r").shape[0])
     except Exception:  # a count is a nicety for progress bars; reading reports real errors
         return None
     return None
