@@ -123,7 +123,7 @@ def main() -> None:
         if det.latent_mixture_ is not None:
             out["latent"] = auc(det.latent_mixture_.neg_log_density(det.transform(X[rows])))
         for score in ("elbo", "reconstruction"):
-            det.set_params(score=score)
+            det.set_params(score_type=score)
             out[score] = auc(det.decision_function(X[rows]))
             raw = det._score_rows(images, raw=True)[0]  # same network, without either term
             out[score + ":raw"] = auc(raw)

@@ -109,9 +109,9 @@ def main() -> None:
         out: dict = {"seed": seed, "set": args.sets, "fit_s": round(time.perf_counter() - t0, 1),
                      "epochs": det.n_epochs_, "best_epoch": det.best_epoch_}
         keep = (y == 0) | hard
-        default = det.score
+        default = det.score_type
         for score in ("elbo", "reconstruction_probability", "iwae"):
-            det.set_params(score=score)
+            det.set_params(score_type=score)
             s = det.decision_function(ev)
             out[score] = round(100 * roc_auc_score(y, s), 2)
             if score == default:
@@ -122,7 +122,7 @@ def main() -> None:
                 out["family_min"] = round(100 * min(fam.values()), 2)
                 out["families"] = {k: round(100 * v, 2) for k, v in fam.items()}
                 out["low_difficulty"] = round(100 * low_difficulty_auroc(raw, s[y == 0], s_all), 2)
-        det.set_params(score=default)
+        det.set_params(score_type=default)
         print(json.dumps(out), flush=True)
 
 

@@ -71,7 +71,7 @@ def fit_models(folder: Path) -> dict[str, Path]:
     X.columns = [c.replace(" ", "_") for c in X.columns]
     out = {}
     for score in ("elbo", "reconstruction"):
-        det = VAEDetector(score=score, epochs=30, device="cpu", random_state=0).fit(X)
+        det = VAEDetector(score_type=score, epochs=30, device="cpu", random_state=0).fit(X)
         out[score] = det.save(folder / f"{score}.safetensors")
     return out
 

@@ -6,7 +6,7 @@ Measures, on this machine, for d = 29 features (the width of the credit-card fra
    their defaults, same epochs, side by side in one run; and of ``VAEDetector`` with PyOD's
    default layer sizes (128-64-32, latent 2), the same arithmetic per row (see
    :func:`bench_training`);
-2. scoring throughput of ``decision_function`` with ``score="reconstruction"`` (default
+2. scoring throughput of ``decision_function`` with ``score_type="reconstruction"`` (default
    architecture) vs a bare torch forward pass of the same network (the floor), interleaved
    repeats, medians;
 3. ``anovae score`` on a 10,000,000-row Parquet file: wall time and peak RSS of the process.
@@ -124,7 +124,7 @@ def bench_training(n: int, epochs: int, repeats: int = 3) -> dict:
 
 def bench_scoring(n: int, repeats: int = 11) -> dict:
     X = make_data(n, seed=1)
-    det = VAEDetector(score="reconstruction", epochs=3, device="cpu", random_state=0)
+    det = VAEDetector(score_type="reconstruction", epochs=3, device="cpu", random_state=0)
     det.fit(X[:20000])
     xt = torch.from_numpy(det.scaler_.transform(X))
     net = det.net_
@@ -150,7 +150,7 @@ def bench_cli(n: int, tmp: Path) -> dict:
     import pyarrow.parquet as pq
 
     model = tmp / "model.safetensors"
-    VAEDetector(score="reconstruction", epochs=3, device="cpu", random_state=0).fit(
+    VAEDetector(score_type="reconstruction", epochs=3, device="cpu", random_state=0).fit(
         make_data(20000)).save(model)
     data = tmp / "big.parquet"
     names = [f"x{i}" for i in range(D)]
@@ -206,7 +206,7 @@ def main() -> None:
         print(f"| whole fit rows/s, {label} (+ scaling, + scoring the training rows) | "
               f"{tr[f'{who}_fit_rows_per_s']:,.0f} | PyOD `VAE()` "
               f"{tr['pyod_fit_rows_per_s']:,.0f} | {tr[f'{who}_fit_speedup']:.1f}x faster |")
-    print(f"| scoring rows/s, score=reconstruction ({sc['rows']:,} rows) | "
+    print(f"| scoring rows/s, score_type=reconstruction ({sc['rows']:,} rows) | "
           f"{sc['anovae_rows_per_s']:,.0f} | bare torch forward "
           f"{sc['bare_forward_rows_per_s']:,.0f} | {sc['ratio']:.2f}x the floor |")
     if "cli" in res:

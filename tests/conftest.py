@@ -103,7 +103,7 @@ def make_detector() -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def fitted_vaes(data: Data, make_detector: Callable[..., Any]) -> dict[str, VAEDetector]:
     """One tiny fitted VAEDetector per score type (tests must not mutate them)."""
-    return {s: make_detector(VAEDetector, score=s).fit(data.X_train) for s in SCORES}
+    return {s: make_detector(VAEDetector, score_type=s).fit(data.X_train) for s in SCORES}
 
 
 @pytest.fixture(scope="session")

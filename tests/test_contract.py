@@ -61,7 +61,7 @@ _COMMON_BAD = [
     ("clip_grad_norm", float("inf")), ("dropout", float("nan")),
 ]
 _VAE_BAD = [
-    ("likelihood", "poisson"), ("variance", "learned"), ("score", "mahalanobis"),
+    ("likelihood", "poisson"), ("variance", "learned"), ("score_type", "mahalanobis"),
     ("n_samples", 0), ("beta", -1.0), ("warmup_epochs", -1), ("free_bits", -0.5),
     ("beta", float("nan")), ("beta", float("inf")), ("free_bits", float("nan")),
 ]
@@ -375,3 +375,24 @@ def test_a_failed_refit_leaves_the_fitted_model_as_it_was(cls, data, make_detect
     with pytest.raises(TrainingError):
         fresh.fit(data.X_train * 1000 + 50)
     assert not [k for k in vars(fresh) if k.endswith("_")]  # still unfitted
+
+
+def test_no_score_attribute_hides_scikit_learns_score_method(data, tmp_path):
+    # the score type was the parameter `score`: scikit-learn took that string for the score()
+    # method, and cross_val_score without `scoring` gave NaN; now it says what is missing, as
+    # for IsolationForest
+    from sklearn.model_selection import cross_val_score
+
+    det = VAEDetector(epochs=1, hidden_dims=(8,), latent_dim=2, device="cpu", random_state=0)
+    assert not hasattr(det, "score") and det.get_params()["score_type"] == "elbo"
+    with pytest.raises(TypeError, match="should have a 'score' method"):
+        cross_val_score(det, data.X_train, cv=2)
+    # files keep the old name (older readers read newer files) and it reads back
+    fitted = det.set_params(score_type="iwae").fit(data.X_train)
+    path = fitted.save(tmp_path / "m.safetensors")
+    doc = anovae.persistence.read_metadata(path)
+    assert doc["params"]["score"] == "iwae" and "score_type" not in doc["params"]
+    back = anovae.load(path)
+    assert back.score_type == "iwae"
+    np.testing.assert_array_equal(back.decision_function(data.X_test),
+                                  fitted.decision_function(data.X_test))

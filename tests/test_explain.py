@@ -64,7 +64,7 @@ def test_each_score_ranks_against_its_own_baseline(make_detector, data):
     det = make_detector(VAEDetector).fit(data.X_train)
     X = data.X_test[:6]
     for score in ("elbo", "iwae", "reconstruction_probability", "reconstruction"):
-        det.set_params(score=score)
+        det.set_params(score_type=score)
         contrib = det.feature_scores(X)
         excess = contrib - det.feature_baselines_[score]
         table = det.explain(X, k=5)

@@ -54,8 +54,8 @@ def cancer() -> np.ndarray:
 
 
 @pytest.mark.parametrize("params", [
-    {"score": "elbo"}, {"score": "iwae"}, {"score": "reconstruction"},
-    {"score": "reconstruction_probability", "variance": "per_feature"},
+    {"score_type": "elbo"}, {"score_type": "iwae"}, {"score_type": "reconstruction"},
+    {"score_type": "reconstruction_probability", "variance": "per_feature"},
     {"likelihood": "bernoulli", "scaler": "minmax"},
 ], ids=lambda p: "-".join(map(str, p.values())))
 def test_real_rows(cancer: np.ndarray, params: dict[str, Any], tmp_path: Path) -> None:

@@ -349,12 +349,12 @@ def test_complexity_correction_subtracts_the_fitted_share(
     b = det.complexity_slopes_["elbo"]
     np.testing.assert_allclose(corrected, uncorrected - b * png_nats(images), rtol=1e-6,
                                atol=1e-3)
-    det.set_params(score="reconstruction")  # every score has its slope
+    det.set_params(score_type="reconstruction")  # every score has its slope
     np.testing.assert_allclose(
         det.decision_function(X[test]),
         det._score_rows(images, raw=True)[0]
         - det.complexity_slopes_["reconstruction"] * png_nats(images), rtol=1e-6, atol=1e-4)
-    det.set_params(score="elbo")
+    det.set_params(score_type="elbo")
     # on these blocky upsampled 8x8 digits the 1s are not simpler to the model than the 8s
     # (0.844 uncorrected, 0.853 corrected; 0.67-0.96 over seeds and step sizes, from 30
     # updates): the gain shows on MNIST's own images (docs/benchmarks.md); here both stay good
@@ -530,7 +530,7 @@ def test_save_load_round_trip(tmp_path: Path, fitted: ImageVAEDetector,
 
 def test_a_changed_score_scores_but_keeps_off_the_fitted_threshold(
         tmp_path: Path, fitted: ImageVAEDetector, digits: tuple[np.ndarray, np.ndarray]) -> None:
-    """After set_params(score=...) on a fitted model, decision_function gives the new score
+    """After set_params(score_type=...) on a fitted model, decision_function gives the new score
     (every score has its fitted terms: anovae bench images compares them on one network), but
     what compares with threshold_ (set on the fitted score, as decision_scores_ were) refuses,
     for image and table VAEs alike; the fitted score set back, everything works again."""
@@ -540,11 +540,11 @@ def test_a_changed_score_scores_but_keeps_off_the_fitted_threshold(
     det = copy.deepcopy(fitted)  # the fixture is shared
     before = det.predict(X[:20])
     images, _ = check_images(X[:20])
-    det.set_params(score="reconstruction")
+    det.set_params(score_type="reconstruction")
     np.testing.assert_array_equal(det.decision_function(X[:20]),
                                   det._score_rows(images, score="reconstruction")[0])
     assert det.anomaly_maps(X[:2]).shape == (2, 28, 28)
-    refused = r"score='reconstruction' but this model's threshold .* set on score='elbo'"
+    refused = r"score_type='reconstruction' but this model's threshold .* set on score_type='elbo'"
     folder = _png_folder(tmp_path / "png", X[:3], np.zeros(3, int), classes=False)
     for call in (lambda: det.predict(X[:2]), lambda: det.predict_proba(X[:2]),
                  lambda: det.refit_threshold(X[:20]), lambda: det.save(tmp_path / "m.safetensors"),
@@ -552,18 +552,18 @@ def test_a_changed_score_scores_but_keeps_off_the_fitted_threshold(
         with pytest.raises(ValueError, match=refused):
             call()
     assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "s.csv").exists()
-    det.set_params(score="elbo")
+    det.set_params(score_type="elbo")
     np.testing.assert_array_equal(det.predict(X[:20]), before)
     back = load(det.save(tmp_path / "m.safetensors"))
     assert back.threshold_score_ == "elbo"
     np.testing.assert_array_equal(back.predict(X[:20]), before)
     # clone, and parameters before fitting: the score is the one fitted
-    other = clone(back).set_params(score="reconstruction", epochs=1)
-    assert other.get_params()["score"] == "reconstruction"
+    other = clone(back).set_params(score_type="reconstruction", epochs=1)
+    assert other.get_params()["score_type"] == "reconstruction"
     other.fit(X[:40])
     assert other.threshold_score_ == "reconstruction" and other.predict(X[:2]).shape == (2,)
     table = VAEDetector(epochs=1, random_state=0).fit(np.random.default_rng(0).normal(size=(60, 3)))
-    table.set_params(score="iwae")
+    table.set_params(score_type="iwae")
     assert table.decision_function(np.zeros((2, 3))).shape == (2,)
     from anovae.report import build_report
     from anovae.scoring import score_frame
@@ -573,7 +573,7 @@ def test_a_changed_score_scores_but_keeps_off_the_fitted_threshold(
     for call in (lambda: table.predict(rows), lambda: score_frame(table, pd.DataFrame(rows)),
                  lambda: RecordScorer(table),
                  lambda: build_report(table, rows, out_path=tmp_path / "r.html")):
-        with pytest.raises(ValueError, match=r"score='iwae' but .* set on score='elbo'"):
+        with pytest.raises(ValueError, match=r"score_type='iwae' but .* set on score_type='elbo'"):
             call()
 
 

@@ -428,14 +428,14 @@ def test_categorical_nll_is_cross_entropy() -> None:
 
 def test_reconstruction_score_is_refused_on_mixed_tables(train: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="reconstruction"):
-        VAEDetector(**{**SMALL, "epochs": 1}, score="reconstruction").fit(train)
+        VAEDetector(**{**SMALL, "epochs": 1}, score_type="reconstruction").fit(train)
 
 
 def test_reconstruction_score_is_refused_after_fitting_too(det: VAEDetector,
                                                            test_rows: pd.DataFrame) -> None:
     # set_params on a fitted mixed model used to score squared errors of category codes (and
     # NaN for rows with gaps, which were then predicted normal)
-    det = copy.deepcopy(det).set_params(score="reconstruction")  # the fixture is shared
+    det = copy.deepcopy(det).set_params(score_type="reconstruction")  # the fixture is shared
     for method in (det.decision_function, det.feature_scores, det.predict):
         with pytest.raises(ValueError, match="reconstruction"):
             method(test_rows)

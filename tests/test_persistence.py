@@ -399,7 +399,7 @@ def test_overwrite_replaces_the_model(fitted_vae, fitted_ae, tmp_path, data):
     (lambda doc: doc["schema"].update(names=["a", "b"]), "schema names 2 columns for 5"),
     (lambda doc: doc["scaler"].update(method="evil"), "scaler method 'evil' is unknown"),
     (lambda doc: doc["params"].update(n_samples=-1), "n_samples must be >= 1"),
-    (lambda doc: doc["params"].update(score="evil"), "score must be one of"),
+    (lambda doc: doc["params"].update(score="evil"), "score_type must be one of"),
 ], ids=["estimator-list", "seed-inf", "seed-negative", "seed-float", "epochs-inf",
         "best-epoch-str", "history-list", "training-list", "threshold-nan", "threshold-minus-inf",
         "threshold-str", "hidden-inf", "likelihood", "variational", "floor-inf", "n-features",

@@ -35,7 +35,7 @@ def test_near_constant_column_with_extreme_values_trains() -> None:
 
 
 def _fitted(score: str, X: np.ndarray) -> VAEDetector:
-    return VAEDetector(epochs=3, random_state=0, score=score).fit(X)
+    return VAEDetector(epochs=3, random_state=0, score_type=score).fit(X)
 
 
 @pytest.mark.parametrize("score", ["elbo", "iwae", "reconstruction_probability",

@@ -63,6 +63,12 @@ _NEWER_PARAMS: dict[str, Any] = {"logvar_floor": LOGVAR_MIN}
 #: Tensor-name prefix of ``feature_baselines_`` (one float64 vector per score name).
 BASELINE_PREFIX = "feature_baseline."
 
+#: Parameters whose name in the file is not the constructor's: ``score_type`` was ``score``
+#: before anovae 0.5 (a ``score`` attribute hid scikit-learn's ``score()`` method, and
+#: ``cross_val_score`` gave NaN). Files keep the old name, so older readers read newer files.
+_FILE_PARAM_NAMES = {"score_type": "score"}
+_PARAM_NAMES = {v: k for k, v in _FILE_PARAM_NAMES.items()}
+
 #: Metadata key (beside ``anovae``) of the SHA-256 of the file's tensors (see
 #: :func:`tensors_digest`): a file damaged after it was written - flipped bytes that still read as
 #: finite weights - is refused instead of scoring every row as an anomaly. Written since anovae
@@ -134,7 +140,8 @@ def save_model(detector: Any, path: str | Path) -> Path:
         "library_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "estimator": name,
-        "params": {k: _jsonable(v) for k, v in detector.get_params(deep=False).items()
+        "params": {_FILE_PARAM_NAMES.get(k, k): _jsonable(v)
+                   for k, v in detector.get_params(deep=False).items()
                    if not (k in _NEWER_PARAMS and v == _NEWER_PARAMS[k])},
         "net": detector.net_config_.to_dict(),
         "scaler": {"method": detector.scaler_.method},
@@ -503,7 +510,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
     except Exception as exc:  # safetensors raises its own error types
         raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
     try:
-        params = {k: tuple(v) if isinstance(v, list) else v
+        params = {_PARAM_NAMES.get(k, k): tuple(v) if isinstance(v, list) else v
                   for k, v in _dict_field(doc["params"], "params").items()}
         if device is not None:
             params["device"] = device

@@ -264,11 +264,11 @@ def run_image_benchmark(
                          "score_s": t2 - t1, "score_cpu_s": c2 - c1})
             logger.info("%s %s %s class %d: AUROC %.4f (fit %.0fs, score %.0fs)", ds, proto,
                         det_name, cls, rows[-1]["auroc"], t1 - t0, t2 - t1)
-            own = det.get_params().get("score")  # None for the AE: it has one score
+            own = det.get_params().get("score_type")  # None for the AE: it has one score
             for sc in extra_scores if own is not None else ():
                 if sc == own:
                     continue
-                det.set_params(score=sc)  # scoring reads it; the fitted network is shared
+                det.set_params(score_type=sc)  # scoring reads it; the fitted network is shared
                 c2, t2 = time.process_time(), time.perf_counter()
                 extra = det.decision_function(Xte)
                 rows.append({**common, "detector": f"{det_name}:{sc}",
@@ -276,7 +276,7 @@ def run_image_benchmark(
                              "auprc": float(average_precision_score(y_anom, extra)),
                              "score_s": time.perf_counter() - t2,
                              "score_cpu_s": time.process_time() - c2})
-                det.set_params(score=own)
+                det.set_params(score_type=own)
             result = ImageBenchResult(pd.DataFrame(rows), env)
             if out_dir is not None:
                 result.write(out_dir)

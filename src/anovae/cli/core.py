@@ -245,7 +245,7 @@ def fit(
                           id_column, exclude)
     cls = _detector_class(detector, images)
     params: dict[str, Any] = {
-        "score": score, "likelihood": likelihood, "latent_dim": latent_dim, "epochs": epochs,
+        "score_type": score, "likelihood": likelihood, "latent_dim": latent_dim, "epochs": epochs,
         "batch_size": batch_size, "learning_rate": learning_rate, "beta": beta,
         "contamination": contamination, "scaler": scaler, "device": device,
         "random_state": random_state,

@@ -523,7 +523,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """The configured score must be the one ``threshold_`` was set on (``threshold_score_``;
         so were ``decision_scores_``, ``labels_`` and ``calibration_scores_``).
 
-        ``set_params(score=...)`` on a fitted model changes what ``decision_function``,
+        ``set_params(score_type=...)`` on a fitted model changes what ``decision_function``,
         ``feature_scores``, ``explain`` and anomaly maps give (to compare scores on one network,
         as ``anovae bench images`` does), but the threshold stays the fitted score's: whatever
         compares with it or with the training scores (``predict``, ``predict_proba``,
@@ -534,9 +534,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         fitted = getattr(self, "threshold_score_", self.score_name)  # pickles before it existed
         if self.score_name != fitted:
             raise ValueError(
-                f"score={self.score_name!r} but this model's threshold (and its training "
-                f"scores) were set on score={fitted!r}: set score={fitted!r} back, or refit "
-                "after changing it (decision_function and feature_scores give any score)")
+                f"score_type={self.score_name!r} but this model's threshold (and its training "
+                f"scores) were set on score_type={fitted!r}: set score_type={fitted!r} back, or "
+                "refit after changing it (decision_function and feature_scores give any score)")
 
     def _validate(self, X: Any, schema: Any, min_rows: int = 1) -> tuple[np.ndarray, Any]:
         """Check ``X`` (against the fitted ``schema`` when given): (array, schema)."""
@@ -839,7 +839,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Save the fitted detector to one ``.safetensors`` file (atomic write; no pickle).
-        Refused after ``set_params(score=...)`` to another score than the threshold's (see
+        Refused after ``set_params(score_type=...)`` to another score than the threshold's (see
         :meth:`_check_threshold_score`): the file would pair that score with this threshold."""
         from anovae.persistence import save_model
 

@@ -172,8 +172,8 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
             normal (AUROC 0.51 against 0.99 for the Gaussian; on MNIST's class 8, 0.79 against
             0.88; docs/benchmarks.md).
             ``variance`` as in :class:`VAEDetector`.
-        score: as in :class:`VAEDetector` (default the negative ELBO). After fitting,
-            ``set_params(score=...)`` makes ``decision_function`` and :meth:`anomaly_maps` give
+        score_type: as in :class:`VAEDetector` (default the negative ELBO). After fitting,
+            ``set_params(score_type=...)`` makes ``decision_function`` and :meth:`anomaly_maps` give
             another score from the same network (every score has its latent weight and
             complexity slope), but ``threshold_`` stays the fitted score's, so ``predict``,
             ``predict_proba``, ``refit_threshold`` and ``save`` refuse until it is set back
@@ -244,7 +244,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         seed_channels: int | None = None,
         likelihood: str = "gaussian",
         variance: str = "per_sample",
-        score: str = "elbo",
+        score_type: str = "elbo",
         latent_density: bool = True,
         complexity_correction: bool = True,
         n_samples: int = 4,
@@ -273,7 +273,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         self.seed_channels = seed_channels
         self.likelihood = likelihood
         self.variance = variance
-        self.score = score
+        self.score_type = score_type
         self.latent_density = latent_density
         self.complexity_correction = complexity_correction
         self.n_samples = n_samples
@@ -309,7 +309,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
     def _fit_score_offsets(self, rows: np.ndarray, rng: np.random.Generator) -> None:
         """Fit the score terms of ``latent_density`` and ``complexity_correction`` from the
         unscaled fitting images ``rows (n, C, H, W)``, for every score (so ``decision_function``
-        after ``set_params(score=...)`` on the fitted model has them; its threshold does not
+        after ``set_params(score_type=...)`` on the fitted model has them; its threshold does not
         follow, see :meth:`~anovae.detectors.base.BaseDetector._check_threshold_score`):
 
         - ``latent_mixture_``: a Gaussian mixture fitted to codes drawn from ``q(z | x)`` of up

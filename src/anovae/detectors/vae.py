@@ -52,8 +52,8 @@ class VAEDetector(BaseDetector):
     categorical column; missing cells are masked out of the likelihood; categories never seen in
     training score as maximally surprising (see :meth:`unseen_categories`). Scores,
     ``feature_scores`` and :meth:`explain` stay per original column, and :meth:`reconstruct` and
-    :meth:`sample` return DataFrames. ``likelihood``, ``variance`` and ``score="reconstruction"``
-    apply to numeric tables only.
+    :meth:`sample` return DataFrames. ``likelihood``, ``variance`` and
+    ``score_type="reconstruction"`` apply to numeric tables only.
 
     Args:
         hidden_dims: encoder widths (the decoder mirrors them); ``None`` scales them with the
@@ -73,7 +73,7 @@ class VAEDetector(BaseDetector):
             NSL-KDD's training file +1.3 AUROC points and ADBench cardio +7 / +15 (novelty /
             unsupervised), but Wilt -40 and the ADBench mean -5; on mixed tables a single broken
             column is then much harder to find.
-        score: ``"elbo"`` (negative ELBO), ``"reconstruction_probability"`` (An & Cho 2015),
+        score_type: ``"elbo"`` (negative ELBO), ``"reconstruction_probability"`` (An & Cho 2015),
             ``"iwae"`` (importance-weighted -log p(x)) or ``"reconstruction"`` (squared error).
         n_samples: Monte-Carlo samples ``L`` (or ``K`` for ``"iwae"``) for the sampled scores.
         beta: weight of the KL term (1 = the ELBO).
@@ -140,7 +140,7 @@ class VAEDetector(BaseDetector):
         likelihood: str = "gaussian",
         variance: str = "per_sample",
         logvar_floor: float = LOGVAR_MIN,
-        score: str = "elbo",
+        score_type: str = "elbo",
         n_samples: int = 16,
         beta: float = 1.0,
         warmup_epochs: int | None = None,
@@ -171,7 +171,7 @@ class VAEDetector(BaseDetector):
         self.likelihood = likelihood
         self.variance = variance
         self.logvar_floor = logvar_floor
-        self.score = score
+        self.score_type = score_type
         self.n_samples = n_samples
         self.beta = beta
         self.warmup_epochs = warmup_epochs
@@ -214,7 +214,7 @@ class VAEDetector(BaseDetector):
 
     @property
     def score_name(self) -> str:
-        return self.score
+        return self.score_type
 
     def _baseline_scores(self) -> tuple[str, ...]:
         # a mixed table has no squared error (see _validate)
@@ -225,7 +225,7 @@ class VAEDetector(BaseDetector):
         """Validate the parameters of the objective and the score (shared with image VAEs)."""
         _check_param("likelihood", self.likelihood, str, choices=LIKELIHOODS)
         _check_param("variance", self.variance, str, choices=VARIANCES)
-        _check_param("score", self.score, str, choices=SCORES)
+        _check_param("score_type", self.score_type, str, choices=SCORES)
         _check_param("n_samples", self.n_samples, Integral, 1)
         _check_param("beta", self.beta, Real, 0.0)
         _check_param("warmup_epochs", self.warmup_epochs, Integral, 0, none_ok=True)
@@ -262,8 +262,8 @@ class VAEDetector(BaseDetector):
     def _validate(self, X: Any, schema: Any, min_rows: int = 1) -> tuple[np.ndarray, Any]:
         mixed = isinstance(schema, MixedSchema) or (
             schema is None and needs_mixed(X, self.categorical, self.numeric))
-        if mixed and self.score == "reconstruction":  # also after set_params on a fitted model
-            raise ValueError("score='reconstruction' (squared error) has no meaning for "
+        if mixed and self.score_type == "reconstruction":  # also after set_params on a fitted model
+            raise ValueError("score_type='reconstruction' (squared error) has no meaning for "
                              "categorical or missing cells; use 'elbo' on mixed tables")
         if mixed and schema is None and (self.likelihood, self.variance) != (
                 "gaussian", "per_sample"):
