@@ -124,6 +124,12 @@ def test_bernoulli_nll_grows_with_the_distance_outside_the_range(args):
         far = bernoulli_nll(outside, logits)
         assert torch.all(far >= at_bound + d * (1 + logits.abs()) * (1 - 1e-9))
         assert torch.all(bernoulli_nll(outside * 2 - bound, logits) > far)
+        # training on such a value: the bound's gradient (a target above 1 pushes p up)
+        lg = logits.clone().requires_grad_(True)
+        bernoulli_nll(outside, lg).sum().backward()
+        lb = logits.clone().requires_grad_(True)
+        bernoulli_nll(torch.full_like(x, bound), lb).sum().backward()
+        assert torch.equal(lg.grad, lb.grad)
 
 
 @given(shapes().flatmap(lambda s: st.tuples(tensors(s, -10, 10), tensors(s, -10, 10),

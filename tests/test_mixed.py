@@ -286,6 +286,17 @@ def test_codes_fitted_as_text_match_the_numbers_they_read_as() -> None:
     assert not det.unseen_categories(as_numbers).to_numpy().any()
     assert not det.unseen_categories(rows.assign(code=[3, 2, 1, 3, 2, 1])).to_numpy().any()
     assert det.unseen_categories(rows.assign(code=4.0))["code"].all()  # a new code is new
+    # the same in the <other> bucket of a column with more codes than max_categories
+    many = pd.DataFrame({"x": rng.normal(size=400),
+                         "code": [f"{k}.0" for k in rng.integers(0, 40, 400)]})
+    det = VAEDetector(**{**SMALL, "epochs": 2}, categorical=["code"], max_categories=6).fit(many)
+    rare = many[~many["code"].isin(det.schema_.vocabularies[1])].head(4)
+    assert len(rare) == 4
+    as_numbers = rare.assign(code=rare["code"].astype(float))
+    assert not det.unseen_categories(rare).to_numpy().any()
+    assert not det.unseen_categories(as_numbers).to_numpy().any()
+    np.testing.assert_allclose(det.decision_function(as_numbers), det.decision_function(rare),
+                               rtol=1e-6)
 
 
 def test_unseen_category_is_maximally_surprising_and_flagged(det: VAEDetector,

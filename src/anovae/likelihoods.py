@@ -71,7 +71,9 @@ def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         nll = logits.clamp(min=0.0) - logits * c + torch.log1p(torch.exp(-logits.abs()))
     else:
         nll = F.binary_cross_entropy_with_logits(logits, c.expand_as(logits), reduction="none")
-    return nll + (x - c).abs() * (1.0 + logits.abs())  # + 0 inside the range
+    # + 0 inside the range; the factor is detached: outside, training gets the bound's gradient
+    # (a target above 1 pulls p toward 1), not a pull of the logit toward 0
+    return nll + (x - c).abs() * (1.0 + logits.abs().detach())
 
 
 def categorical_nll(codes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -150,14 +150,13 @@ class MixedSchema:
             else:
                 assert vocab is not None
                 labels, missing = _labels(s)
-                codes = _known_numbers(pd.Index(vocab).get_indexer(labels).astype(np.float64),
-                                       labels, missing, vocab)
+                codes = _match_labels(labels, missing, vocab)
                 _check_category_kind(s, codes, missing, vocab, name, what)
                 if vocab and vocab[-1] == OTHER:
                     members = None if self.other_members is None else self.other_members[j]
                     rest = codes < 0
                     if members is not None:  # only the training labels of the bucket
-                        rest &= pd.Index(members).get_indexer(labels) >= 0
+                        rest &= _match_labels(labels, missing, members) >= 0
                     codes[rest] = len(vocab) - 1
                 codes[missing] = np.nan
                 out[:, j] = codes
@@ -255,13 +254,21 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
     return np.where(np.isnan(v) | (v == 0.0) | (v == 1.0), v, UNSEEN)
 
 
+def _match_labels(labels: np.ndarray, missing: np.ndarray, vocab: Sequence[str]) -> np.ndarray:
+    """Float codes ``(n,)``: each label's index in ``vocab``, else -1. A label matches its
+    exact text first, then as a number (see :func:`_known_numbers`)."""
+    codes = pd.Index(vocab).get_indexer(labels).astype(np.float64)
+    return _known_numbers(codes, labels, missing, vocab)
+
+
 def _known_numbers(codes: np.ndarray, labels: np.ndarray, missing: np.ndarray,
                    vocab: Sequence[str]) -> np.ndarray:
     """``codes`` ``(n,)`` (-1: not a category) with the labels that are no category but read
     as the number of one matched to it: ``"001"`` or ``"1.0"`` for a model that saw the code as
     the number 1 (a CSV read as text), and the number 3 for a model that saw the text ``"3.0"``
-    (fitted on a CSV read as text, scored from JSON or a frame of numbers). A number that two
-    training labels share (``"1"`` and ``"1.0"``, both text) stays unmatched."""
+    (fitted on a CSV read as text, scored from JSON or a frame of numbers). The number's own
+    label (``"1"``) is tried first; otherwise a training label of the same value matches if it
+    is the only one (of ``"1.0"`` and ``"01"``, both text, neither)."""
     todo = np.flatnonzero((codes < 0) & ~missing)
     if not todo.size:
         return codes
