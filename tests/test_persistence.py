@@ -29,8 +29,8 @@ from anovae.persistence import (
     CHECKSUM_KEY,
     FORMAT_NAME,
     FORMAT_VERSION,
+    file_digest,
     read_metadata,
-    tensors_digest,
 )
 
 
@@ -48,12 +48,15 @@ def write_header(path: Path, header: dict, data: bytes) -> None:
     path.write_bytes(struct.pack("<Q", len(text)) + text + data)
 
 
-def edit_anovae_doc(path: Path, edit) -> None:
-    """Rewrite the ``anovae`` metadata document of a saved model in place."""
+def edit_anovae_doc(path: Path, edit, *, keep_checksum: bool = False) -> None:
+    """Rewrite the ``anovae`` metadata document of a saved model in place: without the file's
+    checksum (a file built by hand, or by anovae < 0.5), unless ``keep_checksum``."""
     header, data = read_header(path)
     doc = json.loads(header["__metadata__"]["anovae"])
     edit(doc)
     header["__metadata__"]["anovae"] = json.dumps(doc)
+    if not keep_checksum:
+        header["__metadata__"].pop(CHECKSUM_KEY)
     write_header(path, header, data)
 
 
@@ -79,17 +82,24 @@ def test_a_file_changed_after_it_was_saved_is_refused(fitted_vae, data, tmp_path
         t[key] = t[key] * 1.5
 
     edit_tensors(path, nudge, keep_checksum=True)
-    with pytest.raises(ModelFileError, match=r"is corrupt: its tensors do not match the checksum"):
+    refused = r"is corrupt: its contents do not match the checksum"
+    with pytest.raises(ModelFileError, match=refused):
         anovae.load(path)
     edit_tensors(path, lambda t: None)  # the same tensors without a checksum (anovae < 0.5)
     assert np.isfinite(anovae.load(path).decision_function(data.X_test)).all()
-    # the digest covers names, dtypes, shapes and bytes
+    # the JSON document too: another threshold that still reads as one
+    path = fitted_vae.save(tmp_path / "m2.safetensors")
+    edit_anovae_doc(path, lambda d: d.update(threshold=d["threshold"] * 2), keep_checksum=True)
+    with pytest.raises(ModelFileError, match=refused):
+        anovae.load(path)
+    # the digest covers the document and the tensors' names, dtypes, shapes and bytes
     t = {"a": torch.zeros(2), "b": torch.ones(3, dtype=torch.float64)}
-    assert tensors_digest(t) == tensors_digest(dict(reversed(t.items())))
+    assert file_digest("{}", t) == file_digest("{}", dict(reversed(t.items())))
+    assert file_digest("{}", t) != file_digest("{ }", t)
     for other in ({"a": torch.zeros(2), "c": t["b"]}, {"a": torch.zeros(2).double(), "b": t["b"]},
                   {"a": torch.zeros(1, 2), "b": t["b"]}, {"a": torch.tensor([0.0, 1e-30]),
                                                           "b": t["b"]}):
-        assert tensors_digest(other) != tensors_digest(t)
+        assert file_digest("{}", other) != file_digest("{}", t)
 
 
 @pytest.fixture

@@ -69,19 +69,22 @@ BASELINE_PREFIX = "feature_baseline."
 _FILE_PARAM_NAMES = {"score_type": "score"}
 _PARAM_NAMES = {v: k for k, v in _FILE_PARAM_NAMES.items()}
 
-#: Metadata key (beside ``anovae``) of the SHA-256 of the file's tensors (see
-#: :func:`tensors_digest`): a file damaged after it was written - flipped bytes that still read as
-#: finite weights - is refused instead of scoring every row as an anomaly. Written since anovae
-#: 0.5; readers before it ignore the key, and files without it load unchecked.
+#: Metadata key (beside ``anovae``) of the SHA-256 of the file's JSON document and tensors (see
+#: :func:`file_digest`): a file damaged after it was written - flipped bytes that still read as
+#: finite weights, or as another threshold - is refused instead of, say, scoring every row as an
+#: anomaly. Written since anovae 0.5; readers before it ignore the key, and files without it
+#: load unchecked.
 CHECKSUM_KEY = "anovae.sha256"
 
 
-def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 (hex) of ``tensors``: each name, dtype, shape and raw bytes, in name order."""
+def file_digest(doc_text: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of a model file's ``anovae`` JSON text and its tensors (each name, dtype,
+    shape and raw bytes, in name order)."""
     h = hashlib.sha256()
+    h.update(doc_text.encode())
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
-        h.update(f"{key}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(f"\0{key}\0{t.dtype}\0{list(t.shape)}\0".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
@@ -184,8 +187,9 @@ def save_model(detector: Any, path: str | Path) -> Path:
     from anovae.io import atomic_output
 
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"anovae": json.dumps(doc),
-                                               CHECKSUM_KEY: tensors_digest(tensors)})
+        text = json.dumps(doc)
+        save_file(tensors, str(tmp), metadata={"anovae": text,
+                                               CHECKSUM_KEY: file_digest(text, tensors)})
     logger.info("saved %s to %s", name, path)
     return path
 
@@ -506,7 +510,8 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
     try:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            checksum = (f.metadata() or {}).get(CHECKSUM_KEY)
+            meta = f.metadata() or {}
+            checksum, doc_text = meta.get(CHECKSUM_KEY), meta.get("anovae", "")
     except Exception as exc:  # safetensors raises its own error types
         raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
     try:
@@ -539,7 +544,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         except Exception as exc:
             raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
         # checked after every other check: those name what is wrong in a file built by hand
-        intact = checksum is None or tensors_digest(tensors) == checksum
+        intact = checksum is None or file_digest(doc_text, tensors) == checksum
         inputs = ((schema.channels, 1, 1) if isinstance(schema, ImageSchema)
                   else (schema.n_features,))
         _check_scaler(scaler_doc.get("method"), tensors["scaler.center"],
@@ -583,7 +588,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         if doc.get("threshold_method"):
             det.threshold_method_ = str(doc["threshold_method"])
         if not intact:
-            raise ModelFileError(f"{str(path)!r} is corrupt: its tensors do not match the "
+            raise ModelFileError(f"{str(path)!r} is corrupt: its contents do not match the "
                                  "checksum written with them (the file changed after it was "
                                  "saved); use an intact copy or refit")
     except ModelFileError:
