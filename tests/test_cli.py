@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import anovae
@@ -209,6 +210,10 @@ def test_set_options_read_json_and_python_spellings() -> None:
                               "hidden_dims=[64,32]", "activation=tanh", "verbose=true"]) == {
         "complexity_correction": False, "beta": 0.5, "latent_dim": None,
         "hidden_dims": (64, 32), "activation": "tanh", "verbose": True}
+    # the name of before 0.5 still works; one key twice is refused, not "last one wins"
+    assert parse_set_options(["score=iwae"]) == {"score_type": "iwae"}
+    with pytest.raises(typer.BadParameter, match="beta is set twice"):
+        parse_set_options(["beta=1", "beta=2"])
 
 
 @pytest.mark.parametrize(
@@ -820,7 +825,8 @@ def test_image_labels_are_0_1_or_a_normal_class(capsys: pytest.CaptureFixture[st
 def test_fit_on_images_says_images_and_notes_class_sub_folders(image_data: dict[str, Any],
                                                               tmp_path: Path) -> None:
     fitted = image_data["fit_output"]  # a flat folder: no note; images, not "rows x columns"
-    assert "on 30 images of 16x16 pixels (1 channel) in" in fitted and "note:" not in fitted
+    assert "on 30 images of 16x16 pixels (width x height) with 1 channel in" in fitted
+    assert "note:" not in fitted
     res = runner.invoke(app, ["fit", str(image_data["test"]), "-o", str(tmp_path / "m.st"),
                               "--epochs", "1", "--set", "channels=[4,8]"])
     assert res.exit_code == 0, res.output

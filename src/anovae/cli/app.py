@@ -214,5 +214,14 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        out[key.strip().replace("-", "_")] = tuple(value) if isinstance(value, list) else value
+        key = key.strip().replace("-", "_")
+        key = _RENAMED_PARAMS.get(key, key)
+        if key in out:
+            raise typer.BadParameter(f"{key} is set twice ({item!r} and an earlier --set): "
+                                     "give it once", param_hint="--set")
+        out[key] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+#: Parameters renamed since an earlier release: ``--set OLD=...`` still works.
+_RENAMED_PARAMS = {"score": "score_type"}  # anovae 0.5

@@ -304,8 +304,7 @@ def fit(
     if not main:
         return
     if images:
-        c, h, w = est.schema_.shape
-        what = f"{shape[0]} images of {h}x{w} pixels ({c} channel{'s' if c != 1 else ''})"
+        what = f"{shape[0]} images of {est.schema_.describe()}"
     else:
         what = f"{shape[0]}{rows_note} x {shape[1]} columns"
     typer.echo(
@@ -330,7 +329,7 @@ def _note_unused_labels(read: Any, data: Path) -> None:
 
 
 #: The ``anovae fit`` option that sets each estimator parameter (others: --set only).
-_PARAM_OPTIONS = {"random_state": "--seed", "verbose": "--verbose"}
+_PARAM_OPTIONS = {"random_state": "--seed", "verbose": "--verbose", "score_type": "--score"}
 
 
 def _refuse_set_twice(params: dict[str, Any], extra: dict[str, Any],
