@@ -284,9 +284,13 @@ def test_refit_threshold_without_retraining(fitted_vae, data, tmp_path):
     assert det.threshold_ == fpr_threshold(det.calibration_scores_, 0.2)
     assert det.predict(normal).mean() <= 0.2
     assert all((v == weights[k]).all() for k, v in det.net_.state_dict().items())
+    det.refit_threshold(normal[::-1])  # no method: the one last used (fpr=0.2), not the
+    assert det.threshold_method_ == "fpr=0.2"  # `threshold` parameter (contamination)
     det.refit_threshold(data.X_test, data.y_test, method="best_f1")
     assert det.threshold_ == best_f1_threshold(det.decision_function(data.X_test), data.y_test)
-    det.refit_threshold(data.X_test)  # the estimator's own method: contamination
+    with pytest.raises(DataError, match="needs labels"):  # best_f1 again
+        det.refit_threshold(data.X_test)
+    det.refit_threshold(data.X_test, method="contamination")
     assert det.threshold_ == contamination_threshold(det.decision_function(data.X_test), 0.1)
     with pytest.raises(DataError, match="needs labels"):
         det.refit_threshold(data.X_test, method="recall")

@@ -77,13 +77,11 @@ def threshold(
     check_output_path(output or model)
     det, X, y, _ = _load_rows(model, data, label_column, id_column, exclude)
     old = det.threshold_
-    if method is None:  # the model's own method (and number), not its `threshold` parameter
-        method = getattr(det, "threshold_method_", None)
-    det.refit_threshold(X, y, method=method, param=param)
+    det.refit_threshold(X, y, method=method, param=param)  # None: the model's own method
     flagged = int(det.predict(X).sum())
     path = det.save(output or model)
     used = len(X)  # fpr and pot calibrate on the rows labelled normal only
-    if y is not None and det._threshold_spec(method, param).wants_normal_scores:
+    if y is not None and det._threshold_spec(det.threshold_method_).wants_normal_scores:
         used = int((y == 0).sum())
     rows = "images" if is_image_model(det) else "rows"
     typer.echo(f"threshold {old:.6g} -> {det.threshold_:.6g} ({det.threshold_method_}, "

@@ -471,8 +471,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 ``"fpr"`` their scores become ``calibration_scores_`` (conformal p-values).
             y: optional 0/1 labels (1 = anomaly); needed by ``"best_f1"`` and ``"recall"``.
             method: a threshold method (see :func:`anovae.thresholds.parse_threshold`);
-                ``None``: the estimator's ``threshold`` parameter.
+                ``None``: the method ``threshold_`` was last set with (``threshold_method_``:
+                by ``fit`` or an earlier call, with its number), as ``anovae threshold`` does
+                without ``--method``.
             param: the method's number (contamination, FPR, recall, POT risk ``q``); ``None``:
+                the number of ``threshold_method_`` (with ``method=None``), else
                 ``threshold_param``, else the method's default (``contamination`` for
                 ``"contamination"``).
 
@@ -491,6 +494,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """
         self._check_fitted()
         self._check_threshold_score()  # decision_scores_ (hence labels_) are of that score
+        if method is None:  # the model's own method, not its `threshold` parameter
+            method = getattr(self, "threshold_method_", None)
         spec = self._threshold_spec(method, param)
         scores = self.decision_function(X)
         y_arr = None
