@@ -698,7 +698,7 @@ def test_numpy_arrays_for_a_model_with_column_names_get_a_hint(model: Path, tabl
                               str(tmp_path / "s.csv")])
     assert res.exit_code == 2, res.output
     assert "lacks columns the model was fitted on: 'f0'" in res.output
-    assert "a NumPy array (.npy/.npz), which carries no column names" in res.output
+    assert "arrays carry no column names (anovae calls them x0, x1, ...)" in res.output
 
 
 @pytest.mark.parametrize("error", [
@@ -867,3 +867,19 @@ def test_a_table_model_given_images_says_so(model: Path, image_data: dict[str, A
             assert res.exit_code == 2, res.output
             assert "is a table model (fitted on 5 columns), but" in res.output
             assert f"{str(src)!r} holds images" in res.output
+
+
+def test_a_warning_of_chunked_scoring_is_shown_once_per_file(tmp_path: Path) -> None:
+    # a model fitted on an unnamed array, scored from a CSV in chunks: the "taken by position"
+    # warning came once per chunk (a line per 500 rows)
+    from anovae import VAEDetector
+
+    rng = np.random.default_rng(0)
+    det = VAEDetector(epochs=1, hidden_dims=(8,), latent_dim=2, random_state=0, device="cpu")
+    model = det.fit(rng.normal(size=(200, 3))).save(tmp_path / "m.safetensors")
+    table = tmp_path / "t.csv"
+    pd.DataFrame(rng.normal(size=(3000, 3)), columns=list("abc")).to_csv(table, index=False)
+    res = runner.invoke(app, ["score", str(model), str(table), "-o", str(tmp_path / "s.csv"),
+                              "--chunk-rows", "500"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("taken by position") == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +43,8 @@ def select_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) -
             hint = ""
             arrays = [c for c in df.columns if c not in ("y", *drop)]  # an .npz's labels: y
             if arrays and [str(c) for c in arrays] == array_columns(len(arrays)):
-                hint = ("; the data is a NumPy array (.npy/.npz), which carries no column "
-                        "names (anovae calls them x0, x1, ...): score a CSV or Parquet file "
+                hint = ("; if the data is a NumPy array (.npy/.npz): arrays carry no column "
+                        "names (anovae calls them x0, x1, ...), so score a CSV or Parquet file "
                         "whose columns have the model's names")
             raise DataError(f"the data lacks columns the model was fitted on: {shown}"
                             + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
@@ -173,6 +174,7 @@ def score_file(
     rows = anomalies = 0
     drop = [id_column] if id_column else []
     dtypes = read_dtypes(detector, id_column)
+    warned: set[str] = set()
     with TableWriter(out) as writer, tqdm(total=total, unit="row", disable=not progress,
                                           desc="scoring") as bar:
         for chunk in iter_table_chunks(data, chunk_rows=chunk_rows, dtype=dtypes):
@@ -180,8 +182,14 @@ def score_file(
                 continue
             if id_column and id_column not in chunk.columns:
                 raise DataError(f"id column {id_column!r} is not in {os.fspath(data)!r}")
-            feats = model_features(detector, chunk, drop)
-            scored = score_frame(detector, feats, top_k=top_k, explain=explain)
+            with warnings.catch_warnings(record=True) as caught:  # each once per file, not
+                warnings.simplefilter("always")                    # once per chunk
+                feats = model_features(detector, chunk, drop)
+                scored = score_frame(detector, feats, top_k=top_k, explain=explain)
+            for w in caught:
+                if str(w.message) not in warned:
+                    warned.add(str(w.message))
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             if writer.kind == "parquet":  # observed/expected values mixing text and numbers
                 for c in scored.columns:
                     if (c.startswith(("top_value_", "top_expected_"))
