@@ -189,9 +189,10 @@ def test_local_cluster_keeps_dask_s_info_logs_quiet(monkeypatch: pytest.MonkeyPa
     root = logging.getLogger()
     monkeypatch.setattr(root, "level", logging.ERROR)
     with _client(None, 1, 1) as c:
-        assert c == "client"
-    assert seen["silence_logs"] == logging.ERROR and dlog.level == logging.ERROR
-    monkeypatch.setattr(root, "level", logging.DEBUG)
+        assert c == "client" and dlog.level == logging.ERROR
+    assert seen["silence_logs"] == logging.ERROR
+    assert dlog.level == logging.INFO  # as it was, once the cluster is closed
+    monkeypatch.setattr(root, "level", logging.DEBUG)  # --log-level DEBUG: Dask's records too
     with _client(None, 1, 1):
-        pass
-    assert seen["silence_logs"] == logging.WARNING  # never Dask's INFO chatter
+        assert dlog.level == logging.DEBUG
+    assert seen["silence_logs"] == logging.DEBUG

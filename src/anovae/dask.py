@@ -242,13 +242,18 @@ def _client(scheduler: str | None, n_workers: int | None, threads_per_worker: in
             yield client
         return
     # Dask's own logging config sets its loggers to INFO, over the caller's level (the CLI's
-    # --log-level): keep its records at WARNING and above (or the root logger's level if higher)
-    level = max(logging.getLogger().getEffectiveLevel(), logging.WARNING)
-    logging.getLogger("distributed").setLevel(level)
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                      processes=True, dashboard_address=None, silence_logs=level) as cluster, \
-            Client(cluster) as client:
-        yield client
+    # --log-level): while the cluster runs, they take the root logger's level
+    level = logging.getLogger().getEffectiveLevel()
+    dask_log = logging.getLogger("distributed")
+    before = dask_log.level
+    dask_log.setLevel(level)
+    try:
+        with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                          processes=True, dashboard_address=None, silence_logs=level) as cluster, \
+                Client(cluster) as client:
+            yield client
+    finally:
+        dask_log.setLevel(before)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
