@@ -725,7 +725,20 @@ def test_out_of_memory_is_one_line_and_exit_2(error: Any, table: Path, tmp_path:
     assert res.output.startswith("error: out of memory") and "--batch-size" in res.output
     assert len(res.output.splitlines()) == 1 and "Traceback" not in res.output
     if isinstance(error, RuntimeError):
-        assert ("1.00 GiB" if "bytes" in str(error) else "20.00 MiB") in res.output
+        assert ("(could not allocate 1 GiB)" if "bytes" in str(error) else
+                "(could not allocate 20 MiB)") in res.output
+
+
+def test_out_of_memory_sizes_read_alike() -> None:
+    # NumPy writes "256. TiB", torch "256.00 TiB" or a byte count: one wording
+    from anovae.cli.app import out_of_memory_message
+
+    for text in ("CUDA out of memory. Tried to allocate 256.00 TiB (GPU 0)",
+                 "Unable to allocate 256. TiB for an array with shape (1, 2)",
+                 "DefaultCPUAllocator: you tried to allocate 281474976710656 bytes"):
+        assert "(could not allocate 256 TiB)" in out_of_memory_message(MemoryError(text))
+    assert "(could not allocate 3.5 MiB)" in out_of_memory_message(
+        MemoryError("Unable to allocate 3.50 MiB"))
 
 
 def test_other_runtime_errors_are_not_taken_for_out_of_memory(table: Path, tmp_path: Path,

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -142,7 +143,8 @@ def cli_warnings() -> Iterator[None]:
 #: What torch, NumPy and Python say when memory runs out (CPU and CUDA allocators alike).
 _OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|unable to allocate|"
                             r"DefaultCPUAllocator", re.IGNORECASE)
-_ALLOCATION = re.compile(r"allocate (\d+) bytes|allocate ([\d.]+ ?[KMGTP]i?B)", re.IGNORECASE)
+_ALLOCATION = re.compile(r"allocate (\d+) bytes|allocate ([\d.]+) ?([KMGTP])i?B", re.IGNORECASE)
+_UNITS = "KMGTP"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -158,10 +160,11 @@ def out_of_memory_message(exc: BaseException) -> str:
     change."""
     found = _ALLOCATION.search(str(exc))
     size = ""
-    if found and found[1]:
-        size = f" (could not allocate {int(found[1]) / 2**30:.2f} GiB)"
-    elif found:
-        size = f" (could not allocate {found[2]})"
+    if found:  # bytes, or a number and a unit (NumPy writes "256. TiB", torch "256.00 TiB")
+        n = (float(found[1]) if found[1] else
+             float(found[2]) * 1024.0 ** (_UNITS.index(found[3].upper()) + 1))
+        k = min(max(int(math.log(max(n, 1.0), 1024)), 1), len(_UNITS))  # KiB at least
+        size = f" (could not allocate {n / 1024.0 ** k:.3g} {_UNITS[k - 1]}iB)"
     return (f"out of memory{size}: the images or the batches are too large for this machine; "
             "fit with a smaller --batch-size, resize the images (fewer pixels), or score a "
             "table with a smaller --chunk-rows")
