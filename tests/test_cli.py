@@ -850,9 +850,10 @@ def test_fit_on_images_says_images_and_notes_class_sub_folders(image_data: dict[
 def test_image_models_refuse_table_options_and_dask(image_data: dict[str, Any],
                                                      tmp_path: Path) -> None:
     model, test = str(image_data["model"]), str(image_data["test"])
-    res = runner.invoke(app, ["score", model, test, "-o", str(tmp_path / "s.csv"),
-                              "--top-features", "2"])
-    assert res.exit_code == 2 and "--top-features applies to tables" in res.output
+    for k in ("2", "0"):  # 0 too: it is given (it equals False)
+        res = runner.invoke(app, ["score", model, test, "-o", str(tmp_path / "s.csv"),
+                                  "--top-features", k])
+        assert res.exit_code == 2 and "--top-features applies to tables" in res.output
     assert not (tmp_path / "s.csv").exists()
     (tmp_path / "x.csv").write_text("old\n")  # dask writes a folder: the model is the cause
     res = runner.invoke(app, ["score", model, test, "-o", str(tmp_path / "x.csv"), "--engine",

@@ -31,7 +31,9 @@ def _detector_class(name: str, images: bool = False) -> type:
 def _refuse_table_options(data: Path, options: dict[str, Any]) -> None:
     """Table-only options given with image data: a clear error rather than silently ignoring
     them (an image's label is its sub-folder; images have no columns)."""
-    given = [name for name, value in options.items() if value not in (None, False, [], ())]
+    given = [name for name, value in options.items()  # 0 is given (0 == False: test types)
+             if not (value is None or value is False or (isinstance(value, (list, tuple))
+                                                          and not value))]
     if given:
         one = len(given) == 1
         raise DataError(f"{', '.join(given)} {'applies' if one else 'apply'} to tables, but "
