@@ -237,3 +237,24 @@ def test_a_row_number_left_among_numeric_features_gets_a_warning() -> None:
         _warnings.simplefilter("error")  # scoring, and a table without ids: no warning
         det.decision_function(X)
         VAEDetector(epochs=1, random_state=0).fit(X.drop(columns="id"))
+
+
+def test_a_shuffled_integer_id_gets_a_warning_and_wide_distinct_counts_do_not() -> None:
+    # a shuffled customer id (all distinct, densely numbered) was modelled as a number with no
+    # warning, and every new customer was flagged
+    import warnings as _warnings
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame({"customer_id": rng.permutation(n) + 100_000,
+                          "amount": rng.lognormal(3, 0.3, n),
+                          "country": rng.choice(["FR", "DE"], n)})
+    for X in (frame, frame.drop(columns="country")):  # a mixed table and a numeric one
+        with pytest.warns(UserWarning, match="column 'customer_id' holds a distinct integer in "
+                                             "every row, densely numbered: it looks like an id"):
+            VAEDetector(epochs=1, random_state=0).fit(X)
+    # distinct integers over a wide range (byte counts): no id
+    counts = frame.assign(customer_id=rng.choice(10**9, n, replace=False))
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        VAEDetector(epochs=1, random_state=0).fit(counts.drop(columns="country"))

@@ -42,17 +42,29 @@ class ColumnSchema:
         return cls(int(d["n_features"]), None if names is None else tuple(names))
 
 
-def looks_like_row_id(s: pd.Series) -> bool:
-    """An integer column of 20 rows or more that counts up by one row by row (0, 1, 2, ...): a
-    row number or id left among the features, which carries no pattern."""
-    return (pd.api.types.is_integer_dtype(s.dtype) and len(s) >= 20 and s.nunique() == len(s)
-            and bool((s.diff().dropna() == 1).all()))
+def looks_like_row_id(s: pd.Series) -> str | None:
+    """Why an integer column of 20 rows or more looks like a row number or id left among the
+    features (which carries no pattern, and whose new values at scoring all look anomalous), or
+    None: it counts up by one row by row (0, 1, 2, ...), or its values are all distinct and
+    fill their range densely (a shuffled 100000..101999). Distinct integers spread over a wide
+    range (byte counts, amounts in cents) are not taken for ids."""
+    n = len(s)
+    if not pd.api.types.is_integer_dtype(s.dtype) or n < 20 or s.isna().any():
+        return None
+    if s.nunique() != n:
+        return None
+    if bool((s.diff().dropna() == 1).all()):
+        return "counts up by one row by row"
+    if float(s.max()) - float(s.min()) + 1 <= 2 * n:
+        return "holds a distinct integer in every row, densely numbered"
+    return None
 
 
 def warn_if_row_id(s: pd.Series, name: Any, stacklevel: int) -> None:
     """The warning for a column that :func:`looks_like_row_id` (numeric and mixed tables)."""
-    if looks_like_row_id(s):
-        warnings.warn(f"column {str(name)!r} counts up by one row by row: it looks like an id; "
+    why = looks_like_row_id(s)
+    if why:
+        warnings.warn(f"column {str(name)!r} {why}: it looks like an id; "
                       f"exclude it (CLI: --exclude {name})", UserWarning,
                       stacklevel=stacklevel + 1)
 
