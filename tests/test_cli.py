@@ -897,3 +897,30 @@ def test_a_warning_of_chunked_scoring_is_shown_once_per_file(tmp_path: Path) -> 
                               "--chunk-rows", "500"])
     assert res.exit_code == 0, res.output
     assert res.output.count("taken by position") == 1
+
+
+def test_numbers_in_a_text_category_column_of_a_csv_are_an_error(tmp_path: Path) -> None:
+    # the CLI reads a CSV's category columns as text: codes 1, 2, 3 where the model saw FR, DE,
+    # ES were unseen categories, every row flagged, exit 0 (a frame or --stream: an error)
+    rng = np.random.default_rng(0)
+    n = 300
+    train = pd.DataFrame({"amount": rng.normal(50, 5, n).round(2),
+                          "country": rng.choice(["FR", "DE", "ES"], n)})
+    train.to_csv(tmp_path / "train.csv", index=False)
+    model = tmp_path / "m.safetensors"
+    assert runner.invoke(app, ["fit", str(tmp_path / "train.csv"), "-o", str(model),
+                               "--epochs", "2", "--seed", "0"]).exit_code == 0
+    for values, kind in (([1, 2, 3], "numbers"), (["True", "False", "True"], "booleans")):
+        table = tmp_path / "codes.csv"
+        pd.DataFrame({"amount": [50.0, 51.0, 49.0], "country": values}).to_csv(table, index=False)
+        res = runner.invoke(app, ["score", str(model), str(table), "-o", str(tmp_path / "s.csv")])
+        assert res.exit_code == 2, res.output
+        assert f"column 'country' of the data holds {kind}" in res.output
+        assert "fitted with it as a text category" in res.output
+    # one new value among known text: an unseen category, flagged, as before
+    table = tmp_path / "mixed.csv"
+    pd.DataFrame({"amount": [50.0, 51.0], "country": ["FR", "7"]}).to_csv(table, index=False)
+    res = runner.invoke(app, ["score", str(model), str(table), "-o", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "s.csv")["unseen_category"].fillna("").tolist() == [
+        "", "country"]

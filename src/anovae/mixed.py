@@ -59,6 +59,7 @@ __all__ = [
     "fit_mixed_scaler",
     "infer_schema",
     "needs_mixed",
+    "refuse_numbers_read_as_text",
 ]
 
 KINDS = ("numeric", "boolean", "categorical")
@@ -224,14 +225,54 @@ def _check_category_kind(s: pd.Series, codes: np.ndarray, missing: np.ndarray,
         return
     if not typed and not all(isinstance(v, (Number, np.number, np.bool_)) for v in s[~missing]):
         return  # objects (a JSON record): only numbers or booleans change the column's kind
-    labels = [v for v in vocab if v != OTHER]
-    if labels and pd.to_numeric(pd.Series(labels), errors="coerce").notna().any():
+    labels = _text_labels(vocab)
+    if labels is None:
         return
     kind = ("booleans" if pd.api.types.is_bool_dtype(s.dtype) or all(
         isinstance(v, (bool, np.bool_)) for v in s[~missing]) else "numbers")
-    raise DataError(f"column {name!r} of {what} holds {kind} (e.g. {str(s[~missing].iloc[0])!r}), "
-                    f"but the model was fitted with it as a text category (e.g. "
-                    f"{labels[0] if labels else OTHER!r}); fix the data, or refit")
+    raise _kind_changed(name, what, kind, s[~missing].iloc[0], labels)
+
+
+def _text_labels(vocab: Sequence[str]) -> list[str] | None:
+    """The training labels of a column whose categories were all text (not one reads as a
+    number), else None (codes: a number there is a category, or an unseen one)."""
+    labels = [v for v in vocab if v != OTHER]
+    if labels and pd.to_numeric(pd.Series(labels), errors="coerce").notna().any():
+        return None
+    return labels
+
+
+def _kind_changed(name: str, what: str, kind: str, example: Any, labels: list[str]
+                  ) -> DataError:
+    return DataError(f"column {name!r} of {what} holds {kind} (e.g. {str(example)!r}), but the "
+                     f"model was fitted with it as a text category (e.g. "
+                     f"{labels[0] if labels else OTHER!r}); fix the data, or refit")
+
+
+def refuse_numbers_read_as_text(df: pd.DataFrame, schema: MixedSchema, what: str) -> None:
+    """The check of :func:`_check_category_kind` for a file read as text (the CLI reads a CSV's
+    category columns as text, to keep codes such as ``"007"``): a column whose categories were
+    all text, whose cells all read as numbers or true/false and match none of them, held
+    numbers or booleans in the file, and every row would be an unseen category. One cell among
+    known text stays an unseen category."""
+    by_name = {str(c): c for c in df.columns}  # the schema's names are text (0 -> "0")
+    for name, kind, vocab in zip(schema.columns, schema.kinds, schema.vocabularies,
+                                 strict=True):
+        if kind != "categorical" or not vocab or name not in by_name:
+            continue
+        obs = df[by_name[name]].dropna()
+        if obs.empty or not (pd.api.types.is_object_dtype(obs.dtype)
+                             or pd.api.types.is_string_dtype(obs.dtype)):
+            continue
+        labels = _text_labels(vocab)
+        if labels is None:
+            continue
+        text = obs.astype(str).str.strip()
+        words = text.str.lower().isin(_TRUE | _FALSE)
+        if ((words | pd.to_numeric(text, errors="coerce").notna()).all()
+                and not text.isin(set(vocab)).any()):
+            raise _kind_changed(name, what, "booleans" if words.all() else "numbers",
+                                text.iloc[0], labels)
 
 
 def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, array_columns, count_rows, iter_table_chunks
-from anovae.mixed import MixedSchema
+from anovae.mixed import MixedSchema, refuse_numbers_read_as_text
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
            "select_features"]
@@ -79,7 +79,11 @@ def model_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) ->
     command that scores a file hands the detector. (Columns that :func:`read_dtypes` read as
     text need nothing more: :mod:`anovae.mixed` matches text that reads as a number to the
     number's category, and reads 0/1 and true/false words in a boolean column.)"""
-    return select_features(detector, df, drop)
+    features = select_features(detector, df, drop)
+    schema = getattr(detector, "schema_", None)
+    if isinstance(schema, MixedSchema):  # category columns read as text: numbers in one
+        refuse_numbers_read_as_text(features, schema, "the data")  # are no longer text
+    return features
 
 
 def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
