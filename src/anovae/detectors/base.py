@@ -325,7 +325,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         y_fit = None if y is None else y_arr.astype(int)
         if spec.needs_labels and (y_fit is None or not y_fit.any()):
             raise DataError(f"threshold={spec.method!r} needs labels with at least one anomaly: "
-                            "fit(X, y) with y = 1 for anomalies")
+                            "fit(X, y) with y = 1 for anomalies (CLI: --label-column COLUMN)")
         normal = np.arange(X_arr.shape[0]) if y_fit is None else np.flatnonzero(y_fit == 0)
         cal_rows = self._calibration_rows(normal, spec, rng)  # (n_cal,) indices into X
         if cal_rows.size:  # held out of everything fitted: scaler, network, early stopping
@@ -508,7 +508,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             y_arr = y_arr.astype(int)
         if spec.needs_labels and (y_arr is None or not y_arr.any()):
             raise DataError(f"threshold method {spec.method!r} needs labels with at least one "
-                            "anomaly (y = 1)")
+                            "anomaly: pass y, 1 for an anomaly (CLI: --label-column COLUMN)")
         normal = scores if y_arr is None else scores[y_arr == 0]
         if spec.wants_normal_scores and normal.size == 0:
             raise DataError(f"threshold method {spec.method!r} needs rows labelled normal (y = 0)")
