@@ -603,6 +603,9 @@ def test_cli_hints_keep_names_with_parentheses_whole() -> None:
            "take gaps: a VAEDetector given the column kinds, e.g. numeric=['amount (USD)'] (CLI: "
            "--numeric amount (USD)), models missing values)")
     assert cli_message(gap).endswith("e.g. --numeric 'amount (USD)', models missing values)")
+    assert cli_message(gap).startswith("the data contains NaN in 'amount (USD)'")
+    assert cli_message("column 'a' of X holds text; fit(X, y) or X.reshape") == (
+        "column 'a' of the data holds text; fit(X, y) or X.reshape")
     assert cli_message("it looks like an id; exclude it (CLI: --exclude row id (n))") == (
         "it looks like an id; exclude it (--exclude 'row id (n)')")
 

@@ -108,7 +108,12 @@ def cli_message(text: str) -> str:
     hint = r"\(CLI: (--[\w-]+)(?: ((?:[^()]|\([^()]*\))+))?\)"  # a name may hold "(USD)"
     text = re.sub(r"\b(?:categorical|numeric)=\[[^\]]*\] " + hint, _quoted, text)
     text = re.sub(hint, lambda m: f"({_quoted(m)})", text)
+    text = _PYTHON_X.sub("the data", text)  # the library calls its input X
     return _COLUMN_KINDS.sub(_as_options, text)
+
+
+#: ``X`` as the library's messages name the input: "X has 3 columns", "column 'a' of X holds".
+_PYTHON_X = re.compile(r"^X(?= (?:has|holds|contains|is|cannot|must)\b)|(?<=\bof )X\b")
 
 
 def warn(message: str) -> None:
