@@ -177,3 +177,27 @@ def test_recall_and_f1_are_undefined_without_an_anomaly() -> None:
     assert m["precision"] == 0.0 and m["confusion_matrix"] == [[5, 1], [0, 0]]
     m = evaluate(np.r_[0, 0, 1], [0.1, 0.2, 0.9], [0, 0, 1])
     assert (m["recall"], m["f1"]) == (1.0, 1.0)
+
+
+def test_report_flags_new_categories_and_gaps_and_writes_booleans_alike(tmp_path):
+    # a row holding a country never seen in training read "KP, expected FR" with nothing to
+    # say it was new; a boolean read from a CSV as "True" stood beside an expected "no"
+    import pandas as pd
+
+    from anovae import VAEDetector
+
+    rng = np.random.default_rng(0)
+    n = 400
+    train = pd.DataFrame({"amount": rng.normal(50, 5, n),
+                          "country": rng.choice(["FR", "DE"], n),
+                          "weekend": rng.random(n) < 0.3})
+    det = VAEDetector(epochs=3, hidden_dims=(16,), latent_dim=2, random_state=0,
+                      device="cpu").fit(train)
+    test = pd.DataFrame({"amount": [50.0, None, 51.0], "country": ["KP", "FR", "DE"],
+                         "weekend": ["True", "False", "true"]})
+    path = build_report(det, test, out_path=tmp_path / "r.html", top_k=3, explain_k=3)
+    text = path.read_text()
+    assert "KP <i>(new category)</i>" in text
+    assert "<i>missing</i>" in text
+    why = text[text.index('class="why"'):]
+    assert ">True<" not in why and ">true<" not in why

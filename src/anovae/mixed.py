@@ -73,8 +73,9 @@ UNSEEN = -1.0
 #: :data:`OTHER`, unseen or not.
 MAX_OTHER_MEMBERS = 100_000
 
-_TRUE = {"true", "1", "1.0", "yes", "t", "y"}
-_FALSE = {"false", "0", "0.0", "no", "f", "n"}
+#: How a boolean cell may be written as text (any case, spaces around it ignored).
+TRUE_WORDS = {"true", "1", "1.0", "yes", "t", "y"}
+FALSE_WORDS = {"false", "0", "0.0", "no", "f", "n"}
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def refuse_numbers_read_as_text(df: pd.DataFrame, schema: MixedSchema, what: str
         if labels is None:
             continue
         text = obs.astype(str).str.strip()
-        words = text.str.lower().isin(_TRUE | _FALSE)
+        words = text.str.lower().isin(TRUE_WORDS | FALSE_WORDS)
         if ((words | pd.to_numeric(text, errors="coerce").notna()).all()
                 and not text.isin(set(vocab)).any()):
             raise _kind_changed(name, what, "booleans" if words.all() else "numbers",
@@ -281,7 +282,7 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
     else:
         low = s.map(lambda x: x if x is None or (isinstance(x, float) and math.isnan(x))
                     else str(x).strip().lower())
-        v = np.where(low.isin(_TRUE), 1.0, np.where(low.isin(_FALSE), 0.0, np.nan))
+        v = np.where(low.isin(TRUE_WORDS), 1.0, np.where(low.isin(FALSE_WORDS), 0.0, np.nan))
         # a number written as text (a CSV read as text): "1.00" is 1, "2" unseen, as the number
         num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         text = np.isnan(v) & ~np.isnan(num)

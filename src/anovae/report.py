@@ -28,6 +28,7 @@ import pandas as pd
 
 from anovae._version import __version__
 from anovae.exceptions import DataError
+from anovae.mixed import FALSE_WORDS, TRUE_WORDS
 
 __all__ = ["build_report"]
 
@@ -54,6 +55,20 @@ def _fmt(x: Any) -> str:
             return "n/a"
         return f"{x:.4g}"
     return html.escape(str(x))
+
+
+def _value(r: Any) -> str:
+    """An explanation row's observed value as the report shows it: flagged when it is a
+    category never seen in training or a missing cell (mixed tables), and a boolean written as
+    text ("True", from a CSV) as its expected value is (yes / no)."""
+    if getattr(r, "missing", False):
+        return "<i>missing</i>"
+    value = r.value
+    if isinstance(r.expected, (bool, np.bool_)) and isinstance(value, str):
+        low = value.strip().lower()
+        value = True if low in TRUE_WORDS else False if low in FALSE_WORDS else value
+    text = _fmt(value)
+    return f"{text} <i>(new category)</i>" if getattr(r, "unseen_category", False) else text
 
 
 def _row_ids(X: Any, n: int, names: Sequence[Any] | None = None) -> np.ndarray:
@@ -266,7 +281,7 @@ def _explanations(detector: Any, X: Any, top: np.ndarray, k: int) -> list[str] |
     for i in range(top.size):
         lines = table.iloc[i * k_eff:(i + 1) * k_eff]
         items = "".join(
-            f"<tr><td>{_fmt(r.feature)}</td><td>{_fmt(r.value)}</td><td>{_fmt(r.expected)}</td>"
+            f"<tr><td>{_fmt(r.feature)}</td><td>{_value(r)}</td><td>{_fmt(r.expected)}</td>"
             f"<td>{_fmt(r.contribution)}</td><td>{_fmt(r.excess)}</td></tr>"
             for r in lines.itertuples(index=False))
         parts.append(f'<table class="why"><tr><th>feature</th><th>value</th><th>expected</th>'
