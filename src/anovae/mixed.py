@@ -266,12 +266,13 @@ def refuse_numbers_read_as_text(df: pd.DataFrame, schema: MixedSchema, what: str
                              or pd.api.types.is_string_dtype(obs.dtype)):
             continue
         labels = _text_labels(vocab)
-        if labels is None:
+        known = set(vocab)
+        if labels is None or obs.isin(known).any():  # the usual case, decided in one pass
             continue
         text = obs.astype(str).str.strip()
         words = text.str.lower().isin(TRUE_WORDS | FALSE_WORDS)
         if ((words | pd.to_numeric(text, errors="coerce").notna()).all()
-                and not text.isin(set(vocab)).any()):
+                and not text.isin(known).any()):
             raise _kind_changed(name, what, "booleans" if words.all() else "numbers",
                                 text.iloc[0], labels)
 
