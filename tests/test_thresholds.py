@@ -300,6 +300,37 @@ def test_refit_threshold_without_retraining(fitted_vae, data, tmp_path):
     assert np.array_equal(twin.calibration_scores_, det.calibration_scores_)
 
 
+def test_refit_threshold_without_a_method_follows_set_params_and_keeps_thresholder_objects(
+        make_detector, data):
+    # reusing threshold_method_ (a description) lost a thresholder object (rebuilt from its
+    # name: "needs PyThresh") and ignored set_params made after the threshold was set
+    class Quantile:
+        def __init__(self, q: float = 0.95) -> None:
+            self.q = q
+
+        def eval(self, scores):
+            scores = np.asarray(scores)
+            return (scores > np.quantile(scores, self.q)).astype(int)
+
+    X_new = data.X_test
+    det = make_detector(VAEDetector, threshold=Quantile(0.99)).fit(data.X_train)
+    det.refit_threshold(X_new)  # the object itself
+    assert det.threshold_method_ == "pythresh:Quantile"
+    det = make_detector(VAEDetector).fit(data.X_train)
+    det.set_params(contamination=0.02)
+    det.refit_threshold(X_new)
+    assert det.threshold_method_ == "contamination=0.02"
+    assert det.predict(X_new).mean() == pytest.approx(0.02, abs=0.01)
+    det.refit_threshold(X_new, method="fpr", param=0.2)
+    det.refit_threshold(X_new[::-1])  # parameters unchanged since: the method just used
+    assert det.threshold_method_ == "fpr=0.2"
+    det.set_params(threshold="pot")  # changed since: the parameters
+    det.refit_threshold(X_new)
+    assert det.threshold_method_.startswith("pot")
+    det.refit_threshold(X_new, method="contamination", param=0.0123456789)
+    assert det.threshold_method_ == "contamination=0.0123456789"  # the number, unrounded
+
+
 # -- CLI -----------------------------------------------------------------------------------------
 def test_cli_threshold_refits_a_saved_model(data, make_detector, tmp_path):
     from typer.testing import CliRunner

@@ -316,7 +316,7 @@ class ThresholdSpec:
         :func:`parse_threshold` reads it back."""
         if self.method == "pythresh":
             return f"pythresh:{type(self.thresholder).__name__}"
-        return self.method if self.param is None else f"{self.method}={self.param:g}"
+        return self.method if self.param is None else f"{self.method}={float(self.param)!r}"
 
     def compute(self, scores: Any, y: Any | None = None) -> float:
         """The threshold from ``(n,)`` scores (and ``(n,)`` 0/1 labels ``y`` for the labelled

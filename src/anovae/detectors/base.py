@@ -414,6 +414,23 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.threshold_ = float(threshold)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         self.threshold_score_ = self.score_name
+        self._threshold_params_ = self._threshold_params()  # see _default_refit_method
+
+    def _threshold_params(self) -> tuple[Any, ...]:
+        """The parameters that choose the threshold method."""
+        return (getattr(self, "threshold", "contamination"),
+                getattr(self, "threshold_param", None), self.contamination)
+
+    def _default_refit_method(self) -> Any:
+        """What :meth:`refit_threshold` uses without ``method``: the method an earlier
+        ``refit_threshold`` (or ``anovae threshold``) chose, while the threshold parameters
+        are as they were then; otherwise ``None``, the parameters themselves (changed with
+        ``set_params``, or describing that very method: a thresholder object stays one)."""
+        last = getattr(self, "threshold_method_", None)
+        if last is None or self._threshold_params() != getattr(self, "_threshold_params_",
+                                                                None):
+            return None
+        return None if self._threshold_spec().describe() == last else last
 
     # -- thresholds (the methods live in anovae.thresholds) ------------------------------------
     def _threshold_spec(self, method: Any = None, param: float | None = None) -> ThresholdSpec:
@@ -471,11 +488,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 ``"fpr"`` their scores become ``calibration_scores_`` (conformal p-values).
             y: optional 0/1 labels (1 = anomaly); needed by ``"best_f1"`` and ``"recall"``.
             method: a threshold method (see :func:`anovae.thresholds.parse_threshold`);
-                ``None``: the method ``threshold_`` was last set with (``threshold_method_``:
-                by ``fit`` or an earlier call, with its number), as ``anovae threshold`` does
-                without ``--method``.
+                ``None``: the method ``threshold_`` was last set with (``threshold_method_``,
+                with its number: an earlier call's, or ``anovae threshold``'s), unless the
+                ``threshold`` parameters changed since (``set_params``): then those.
             param: the method's number (contamination, FPR, recall, POT risk ``q``); ``None``:
-                the number of ``threshold_method_`` (with ``method=None``), else
+                the number of the method reused (with ``method=None``), else
                 ``threshold_param``, else the method's default (``contamination`` for
                 ``"contamination"``).
 
@@ -494,8 +511,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """
         self._check_fitted()
         self._check_threshold_score()  # decision_scores_ (hence labels_) are of that score
-        if method is None:  # the model's own method, not its `threshold` parameter
-            method = getattr(self, "threshold_method_", None)
+        if method is None:
+            method = self._default_refit_method()
         spec = self._threshold_spec(method, param)
         scores = self.decision_function(X)
         y_arr = None
