@@ -913,17 +913,22 @@ def test_numbers_in_a_text_category_column_of_a_csv_are_an_error(tmp_path: Path)
     model = tmp_path / "m.safetensors"
     assert runner.invoke(app, ["fit", str(tmp_path / "train.csv"), "-o", str(model),
                                "--epochs", "2", "--seed", "0"]).exit_code == 0
-    for values, kind in (([1, 2, 3], "numbers"), (["True", "False", "True"], "booleans")):
-        table = tmp_path / "codes.csv"
-        pd.DataFrame({"amount": [50.0, 51.0, 49.0], "country": values}).to_csv(table, index=False)
-        res = runner.invoke(app, ["score", str(model), str(table), "-o", str(tmp_path / "s.csv")])
-        assert res.exit_code == 2, res.output
-        assert f"column 'country' of the data holds {kind}" in res.output
-        assert "fitted with it as a text category" in res.output
-    # one new value among known text: an unseen category, flagged, as before
-    table = tmp_path / "mixed.csv"
-    pd.DataFrame({"amount": [50.0, 51.0], "country": ["FR", "7"]}).to_csv(table, index=False)
-    res = runner.invoke(app, ["score", str(model), str(table), "-o", str(tmp_path / "s.csv")])
-    assert res.exit_code == 0, res.output
-    assert pd.read_csv(tmp_path / "s.csv")["unseen_category"].fillna("").tolist() == [
-        "", "country"]
+    out = tmp_path / "s.csv"
+
+    def score(values: list[Any], *extra: str) -> Any:
+        table = tmp_path / "t.csv"
+        pd.DataFrame({"amount": 50.0, "country": values}).to_csv(table, index=False)
+        return runner.invoke(app, ["score", str(model), str(table), "-o", str(out), *extra])
+
+    for values, kind in ((list(range(1, 31)), "numbers"), (["True", "False"] * 15, "booleans")):
+        for chunks in ("7", "200000"):  # decided over the whole file, whatever its chunks
+            res = score(values, "--chunk-rows", chunks)
+            assert res.exit_code == 2, res.output
+            assert f"column 'country' of 't.csv' holds {kind}" in res.output.replace(
+                str(tmp_path) + "/", "")
+            assert not out.exists()
+    # a few rows (one new value, say): unseen categories, flagged, as before; and one known
+    # category anywhere in the file (here in its last chunk) settles it
+    assert score(["7", "12"]).exit_code == 0
+    assert pd.read_csv(out)["unseen_category"].tolist() == ["country", "country"]
+    assert score([str(k) for k in range(40)] + ["FR"], "--chunk-rows", "10").exit_code == 0

@@ -629,3 +629,32 @@ def test_numbers_written_as_text_in_a_boolean_column_are_unseen_values() -> None
     assert det.unseen_categories(as_text)["flag"].tolist() == [False, False, False, True]
     with pytest.raises(DataError, match="boolean in the model but holds 'maybe'"):
         det.decision_function(as_text.assign(flag=["maybe", "0", "1", "1"]))
+
+
+def test_text_kind_check_knows_the_other_bucket_and_yes_no_columns() -> None:
+    # a reviewer's cases: training labels in the <other> bucket that read as numbers ("7",
+    # "12") are categories, not a change of kind; neither are "Yes"/"No" for a yes/no column
+    from anovae.mixed import TextKindCheck, refuse_numbers_read_as_text
+
+    rng = np.random.default_rng(0)
+    n = 400
+    country = rng.choice(["DE", "FR"], n).astype(object)
+    country[:8] = ["7", "12", "ES", "IT"] * 2
+    frame = pd.DataFrame({"x": rng.normal(size=n), "country": country,
+                          "answer": rng.choice(["yes", "no"], n)})
+    schema = infer_schema(frame, max_categories=3)
+    assert "7" in schema.other_members[1]
+    rows = pd.DataFrame({"x": 0.0, "country": ["7", "12"] * 15, "answer": ["Yes", "No"] * 15})
+    refuse_numbers_read_as_text(rows, schema, "X")  # no error
+    # some training labels are numbers: other numbers are new codes (unseen), not a new kind
+    refuse_numbers_read_as_text(rows.assign(country=[str(k) for k in range(30)]), schema, "X")
+    schema = infer_schema(frame.assign(country=rng.choice(["DE", "FR", "ES", "IT"], n)),
+                          max_categories=3)  # all text, in the bucket too
+    codes = rows.assign(country=[str(k) for k in range(100, 130)])
+    with pytest.raises(DataError, match=r"column 'country' of X holds numbers \(e.g. '100'\)"):
+        refuse_numbers_read_as_text(codes, schema, "X")
+    check = TextKindCheck(schema)  # chunk by chunk: the same decision
+    for part in np.array_split(np.arange(30), 6):
+        check.update(codes.iloc[part])
+    with pytest.raises(DataError, match="holds numbers"):
+        check.finish("X")

@@ -59,6 +59,7 @@ __all__ = [
     "fit_mixed_scaler",
     "infer_schema",
     "needs_mixed",
+    "TextKindCheck",
     "refuse_numbers_read_as_text",
 ]
 
@@ -153,9 +154,9 @@ class MixedSchema:
                 assert vocab is not None
                 labels, missing = _labels(s)
                 codes = _match_labels(labels, missing, vocab)
-                _check_category_kind(s, codes, missing, vocab, name, what)
+                members = None if self.other_members is None else self.other_members[j]
+                _check_category_kind(s, codes, missing, vocab, members, name, what)
                 if vocab and vocab[-1] == OTHER:
-                    members = None if self.other_members is None else self.other_members[j]
                     rest = codes < 0
                     if members is not None:  # only the training labels of the bucket
                         rest &= _match_labels(labels, missing, members) >= 0
@@ -214,7 +215,8 @@ def _numeric(s: pd.Series, name: str, what: str) -> np.ndarray:
 
 
 def _check_category_kind(s: pd.Series, codes: np.ndarray, missing: np.ndarray,
-                         vocab: Sequence[str], name: str, what: str) -> None:
+                         vocab: Sequence[str], members: Sequence[str] | None, name: str,
+                         what: str) -> None:
     """Refuse numbers or booleans in a column whose categories were all text: a column that
     changed kind (every row would be an unseen category, every row flagged). Numbers are fine
     where the categories are numbers (codes; a new code is an unseen category)."""
@@ -226,7 +228,7 @@ def _check_category_kind(s: pd.Series, codes: np.ndarray, missing: np.ndarray,
         return
     if not typed and not all(isinstance(v, (Number, np.number, np.bool_)) for v in s[~missing]):
         return  # objects (a JSON record): only numbers or booleans change the column's kind
-    labels = _text_labels(vocab)
+    labels = _text_labels(vocab, members)
     if labels is None:
         return
     kind = ("booleans" if pd.api.types.is_bool_dtype(s.dtype) or all(
@@ -234,11 +236,16 @@ def _check_category_kind(s: pd.Series, codes: np.ndarray, missing: np.ndarray,
     raise _kind_changed(name, what, kind, s[~missing].iloc[0], labels)
 
 
-def _text_labels(vocab: Sequence[str]) -> list[str] | None:
-    """The training labels of a column whose categories were all text (not one reads as a
-    number), else None (codes: a number there is a category, or an unseen one)."""
+def _text_labels(vocab: Sequence[str], members: Sequence[str] | None = None
+                 ) -> list[str] | None:
+    """The training labels of a column whose categories (``vocab`` and the ``<other>``
+    bucket's ``members``) were all text, not one reading as a number or a true/false word;
+    else None (codes or yes/no: a number or such a word there is a category, or an unseen
+    one)."""
     labels = [v for v in vocab if v != OTHER]
-    if labels and pd.to_numeric(pd.Series(labels), errors="coerce").notna().any():
+    every = pd.Series(labels + list(members or ()), dtype=object)
+    if every.size and (pd.to_numeric(every, errors="coerce").notna().any()
+                       or every.str.strip().str.lower().isin(TRUE_WORDS | FALSE_WORDS).any()):
         return None
     return labels
 
@@ -250,31 +257,71 @@ def _kind_changed(name: str, what: str, kind: str, example: Any, labels: list[st
                      f"{labels[0] if labels else OTHER!r}); fix the data, or refit")
 
 
+#: Observed cells a file needs before numbers in a text-category column are taken for a change
+#: of kind (fewer: each is an unseen category, flagged, as a single new value would be).
+KIND_CHANGE_MIN_CELLS = 20
+
+
+class TextKindCheck:
+    """The check of :func:`_check_category_kind` for a file read as text, over all its chunks
+    (the CLI reads a CSV's category columns as text, to keep codes such as ``"007"``).
+
+    A column whose training categories were all text (:func:`_text_labels`) and whose cells in
+    the whole file all read as numbers or true/false words, none a training category (its
+    ``<other>`` bucket included), with at least :data:`KIND_CHANGE_MIN_CELLS` of them, held
+    numbers or booleans: :meth:`finish` raises the error a frame of numbers gets (every row
+    would be an unseen category). Feed each chunk to :meth:`update`; the decision does not
+    depend on how the file is chunked.
+    """
+
+    def __init__(self, schema: MixedSchema) -> None:
+        self._cols: dict[str, dict[str, Any]] = {}
+        for j, (name, kind, vocab) in enumerate(zip(schema.columns, schema.kinds,
+                                                    schema.vocabularies, strict=True)):
+            if kind != "categorical" or not vocab:
+                continue
+            members = None if schema.other_members is None else schema.other_members[j]
+            labels = _text_labels(vocab, members)
+            if labels is not None:
+                self._cols[name] = {"labels": labels, "known": set(vocab) | set(members or ()),
+                                    "n": 0, "settled": False, "words": True, "example": None}
+
+    def update(self, df: pd.DataFrame) -> None:
+        """Take one chunk (the model's columns; others are ignored)."""
+        by_name = {str(c): c for c in df.columns}  # the schema's names are text (0 -> "0")
+        for name, st in self._cols.items():
+            if st["settled"] or name not in by_name:
+                continue
+            obs = df[by_name[name]].dropna()
+            if obs.empty or not (pd.api.types.is_object_dtype(obs.dtype)
+                                 or pd.api.types.is_string_dtype(obs.dtype)):
+                continue  # typed cells: the detector's own check (_check_category_kind)
+            if obs.isin(st["known"]).any():  # the usual case, decided in one pass
+                st["settled"] = True
+                continue
+            text = obs.astype(str).str.strip()
+            words = text.str.lower().isin(TRUE_WORDS | FALSE_WORDS)
+            if text.isin(st["known"]).any() or not (
+                    words | pd.to_numeric(text, errors="coerce").notna()).all():
+                st["settled"] = True  # a known category, or text: new categories at most
+                continue
+            st["n"] += len(text)
+            st["words"] = st["words"] and bool(words.all())
+            st["example"] = text.iloc[0] if st["example"] is None else st["example"]
+
+    def finish(self, what: str) -> None:
+        """Raise :class:`DataError` for the first column whose kind changed (see the class)."""
+        for name, st in self._cols.items():
+            if not st["settled"] and st["n"] >= KIND_CHANGE_MIN_CELLS:
+                raise _kind_changed(name, what, "booleans" if st["words"] else "numbers",
+                                    st["example"], st["labels"])
+
+
 def refuse_numbers_read_as_text(df: pd.DataFrame, schema: MixedSchema, what: str) -> None:
-    """The check of :func:`_check_category_kind` for a file read as text (the CLI reads a CSV's
-    category columns as text, to keep codes such as ``"007"``): a column whose categories were
-    all text, whose cells all read as numbers or true/false and match none of them, held
-    numbers or booleans in the file, and every row would be an unseen category. One cell among
-    known text stays an unseen category."""
-    by_name = {str(c): c for c in df.columns}  # the schema's names are text (0 -> "0")
-    for name, kind, vocab in zip(schema.columns, schema.kinds, schema.vocabularies,
-                                 strict=True):
-        if kind != "categorical" or not vocab or name not in by_name:
-            continue
-        obs = df[by_name[name]].dropna()
-        if obs.empty or not (pd.api.types.is_object_dtype(obs.dtype)
-                             or pd.api.types.is_string_dtype(obs.dtype)):
-            continue
-        labels = _text_labels(vocab)
-        known = set(vocab)
-        if labels is None or obs.isin(known).any():  # the usual case, decided in one pass
-            continue
-        text = obs.astype(str).str.strip()
-        words = text.str.lower().isin(TRUE_WORDS | FALSE_WORDS)
-        if ((words | pd.to_numeric(text, errors="coerce").notna()).all()
-                and not text.isin(known).any()):
-            raise _kind_changed(name, what, "booleans" if words.all() else "numbers",
-                                text.iloc[0], labels)
+    """:class:`TextKindCheck` of one table read as text, whole."""
+    check = TextKindCheck(schema)
+    check.update(df)
+    check.finish(what)
 
 
 def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:

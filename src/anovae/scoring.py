@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, array_columns, count_rows, iter_table_chunks
-from anovae.mixed import MixedSchema, refuse_numbers_read_as_text
+from anovae.mixed import MixedSchema, TextKindCheck, refuse_numbers_read_as_text
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
            "select_features"]
@@ -74,15 +74,18 @@ def read_dtypes(detector: Any, id_column: str | None = None) -> dict[str, type]:
     return out
 
 
-def model_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) -> pd.DataFrame:
+def model_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = (), *,
+                   check_kinds: bool = True) -> pd.DataFrame:
     """The columns of ``df`` that ``detector`` scores (:func:`select_features`): what every
     command that scores a file hands the detector. (Columns that :func:`read_dtypes` read as
     text need nothing more: :mod:`anovae.mixed` matches text that reads as a number to the
-    number's category, and reads 0/1 and true/false words in a boolean column.)"""
+    number's category, and reads 0/1 and true/false words in a boolean column; a text-category
+    column that holds only numbers is refused, :class:`anovae.mixed.TextKindCheck`: here with
+    ``check_kinds``, for a whole table; :func:`score_file` checks over its chunks.)"""
     features = select_features(detector, df, drop)
     schema = getattr(detector, "schema_", None)
-    if isinstance(schema, MixedSchema):  # category columns read as text: numbers in one
-        refuse_numbers_read_as_text(features, schema, "the data")  # are no longer text
+    if check_kinds and isinstance(schema, MixedSchema):
+        refuse_numbers_read_as_text(features, schema, "the data")
     return features
 
 
@@ -179,6 +182,8 @@ def score_file(
     drop = [id_column] if id_column else []
     dtypes = read_dtypes(detector, id_column)
     warned: set[str] = set()
+    schema = getattr(detector, "schema_", None)
+    kinds = TextKindCheck(schema) if isinstance(schema, MixedSchema) else None
     with TableWriter(out) as writer, tqdm(total=total, unit="row", disable=not progress,
                                           desc="scoring") as bar:
         for chunk in iter_table_chunks(data, chunk_rows=chunk_rows, dtype=dtypes):
@@ -188,7 +193,9 @@ def score_file(
                 raise DataError(f"id column {id_column!r} is not in {os.fspath(data)!r}")
             with warnings.catch_warnings(record=True) as caught:  # each once per file, not
                 warnings.simplefilter("always")                    # once per chunk
-                feats = model_features(detector, chunk, drop)
+                feats = model_features(detector, chunk, drop, check_kinds=False)
+                if kinds is not None:
+                    kinds.update(feats)
                 scored = score_frame(detector, feats, top_k=top_k, explain=explain)
             for w in caught:
                 if str(w.message) not in warned:
@@ -207,6 +214,8 @@ def score_file(
             bar.update(len(scored))
         if rows == 0:  # raised inside the writer: an existing output is left as it was
             raise DataError(f"{os.fspath(data)!r} has no rows")
+        if kinds is not None:  # decided over the whole file, whatever its chunks
+            kinds.finish(repr(os.fspath(data)))
     seconds = time.perf_counter() - t0
     logger.info("scored %d rows in %.2fs (%d anomalies)", rows, seconds, anomalies)
     return ScoreSummary(rows, anomalies, seconds, os.fspath(out))
