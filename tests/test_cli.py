@@ -606,6 +606,8 @@ def test_cli_hints_keep_names_with_parentheses_whole() -> None:
     assert cli_message(gap).startswith("the data contains NaN in 'amount (USD)'")
     assert cli_message("column 'a' of X holds text; fit(X, y) or X.reshape") == (
         "column 'a' of the data holds text; fit(X, y) or X.reshape")
+    assert cli_message("X does not match; instead of X.shape[1]") == (
+        "the data does not match; instead of X.shape[1]")
     assert cli_message("it looks like an id; exclude it (CLI: --exclude row id (n))") == (
         "it looks like an id; exclude it (--exclude 'row id (n)')")
 
@@ -742,6 +744,8 @@ def test_out_of_memory_sizes_read_alike() -> None:
         assert "(could not allocate 256 TiB)" in out_of_memory_message(MemoryError(text))
     assert "(could not allocate 3.5 MiB)" in out_of_memory_message(
         MemoryError("Unable to allocate 3.50 MiB"))
+    assert "(could not allocate 1000 MiB)" in out_of_memory_message(  # not 1e+03
+        MemoryError("Tried to allocate 1000.00 MiB"))
 
 
 def test_other_runtime_errors_are_not_taken_for_out_of_memory(table: Path, tmp_path: Path,
@@ -932,3 +936,33 @@ def test_numbers_in_a_text_category_column_of_a_csv_are_an_error(tmp_path: Path)
     assert score(["7", "12"]).exit_code == 0
     assert pd.read_csv(out)["unseen_category"].tolist() == ["country", "country"]
     assert score([str(k) for k in range(40)] + ["FR"], "--chunk-rows", "10").exit_code == 0
+
+
+def test_given_twice_quotes_the_set_item_as_typed(table: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["fit", str(table), "-o", str(tmp_path / "m.safetensors"),
+                              "--score", "iwae", "--set", "score=elbo"])
+    assert res.exit_code == 2
+    assert "score_type is given twice, by --score and by --set score=elbo" in res.output
+
+
+def test_score_file_warnings_pass_the_caller_s_filters(tmp_path: Path) -> None:
+    # shown once per file, but still through the caller's filters (module="anovae")
+    import warnings
+
+    from anovae import VAEDetector
+    from anovae.scoring import score_file
+
+    rng = np.random.default_rng(0)
+    det = VAEDetector(epochs=1, hidden_dims=(8,), latent_dim=2, random_state=0,
+                      device="cpu").fit(rng.normal(size=(100, 2)))
+    table = tmp_path / "t.csv"
+    pd.DataFrame(rng.normal(size=(50, 2)), columns=["a", "b"]).to_csv(table, index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score_file(det, table, tmp_path / "s.csv", chunk_rows=10)
+    assert [str(w.message).count("taken by position") for w in caught] == [1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", module="anovae")
+        score_file(det, table, tmp_path / "s.csv", chunk_rows=10)
+    assert not caught

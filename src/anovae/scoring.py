@@ -197,10 +197,10 @@ def score_file(
                 if kinds is not None:
                     kinds.update(feats)
                 scored = score_frame(detector, feats, top_k=top_k, explain=explain)
-            for w in caught:
+            for w in caught:  # again through the caller's filters (module="anovae" too)
                 if str(w.message) not in warned:
                     warned.add(str(w.message))
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                    warnings.warn(w.message, stacklevel=1)
             if writer.kind == "parquet":  # observed/expected values mixing text and numbers
                 for c in scored.columns:
                     if (c.startswith(("top_value_", "top_expected_"))

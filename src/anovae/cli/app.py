@@ -113,7 +113,8 @@ def cli_message(text: str) -> str:
 
 
 #: ``X`` as the library's messages name the input: "X has 3 columns", "column 'a' of X holds".
-_PYTHON_X = re.compile(r"^X(?= (?:has|holds|contains|is|cannot|must)\b)|(?<=\bof )X\b")
+_PYTHON_X = re.compile(r"^X(?= (?:has|holds|contains|is|does|declares|cannot|must)\b)"
+                       r"|(?<=\bof )X\b(?!\.)")
 
 
 def warn(message: str) -> None:
@@ -169,7 +170,9 @@ def out_of_memory_message(exc: BaseException) -> str:
         n = (float(found[1]) if found[1] else
              float(found[2]) * 1024.0 ** (_UNITS.index(found[3].upper()) + 1))
         k = min(max(int(math.log(max(n, 1.0), 1024)), 1), len(_UNITS))  # KiB at least
-        size = f" (could not allocate {n / 1024.0 ** k:.3g} {_UNITS[k - 1]}iB)"
+        v = n / 1024.0 ** k
+        size = f" (could not allocate {v:.3g} {_UNITS[k - 1]}iB)" if v < 100 else \
+            f" (could not allocate {v:.0f} {_UNITS[k - 1]}iB)"
     return (f"out of memory{size}: the images or the batches are too large for this machine; "
             "fit with a smaller --batch-size, resize the images (fewer pixels), or score a "
             "table with a smaller --chunk-rows")
@@ -222,8 +225,7 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        key = key.strip().replace("-", "_")
-        key = _RENAMED_PARAMS.get(key, key)
+        key = renamed_param(key.strip().replace("-", "_"))
         if key in out:
             raise typer.BadParameter(f"{key} is set twice ({item!r} and an earlier --set): "
                                      "give it once", param_hint="--set")
@@ -233,3 +235,8 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
 
 #: Parameters renamed since an earlier release: ``--set OLD=...`` still works.
 _RENAMED_PARAMS = {"score": "score_type"}  # anovae 0.5
+
+
+def renamed_param(key: str) -> str:
+    """A ``--set`` key under the parameter's current name."""
+    return _RENAMED_PARAMS.get(key, key)

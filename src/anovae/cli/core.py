@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from anovae.cli.app import app, handle_errors, note, parse_set_options, warn
+from anovae.cli.app import app, handle_errors, note, parse_set_options, renamed_param, warn
 from anovae.exceptions import DataError
 
 _DETECTORS = ("vae", "ae")
@@ -341,8 +341,8 @@ def _refuse_set_twice(params: dict[str, Any], extra: dict[str, Any],
     for key in extra:
         if key in params:
             option = _PARAM_OPTIONS.get(key, "--" + key.replace("_", "-"))
-            given = next((i for i in items or [] if i.split("=", 1)[0].strip().replace(
-                "-", "_") == key), key)
+            given = next((i for i in items or [] if renamed_param(
+                i.split("=", 1)[0].strip().replace("-", "_")) == key), key)
             raise DataError(f"{key} is given twice, by {option} and by --set {given}: give it "
                             "once")
 
