@@ -28,6 +28,7 @@ label the model never saw is still :data:`UNSEEN` in a capped column.
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import reprlib
 import warnings
@@ -158,8 +159,9 @@ class MixedSchema:
                 _check_category_kind(s, codes, missing, vocab, members, name, what)
                 if vocab and vocab[-1] == OTHER:
                     rest = codes < 0
-                    if members is not None:  # only the training labels of the bucket
-                        rest &= _match_labels(labels, missing, members) >= 0
+                    if members is not None and rest.any():  # the bucket's training labels
+                        at = np.flatnonzero(rest)
+                        rest[at] = _match_labels(labels[at], missing[at], members) >= 0
                     codes[rest] = len(vocab) - 1
                 codes[missing] = np.nan
                 out[:, j] = codes
@@ -368,15 +370,22 @@ def _known_numbers(codes: np.ndarray, labels: np.ndarray, missing: np.ndarray,
         return codes
     alt = pd.Index(vocab).get_indexer([_label(v) for v in num[ok]])
     if (alt < 0).any():  # the training labels were numbers written as text ("3.0", "007")
-        values = pd.to_numeric(pd.Series(list(vocab), dtype=object), errors="coerce")
-        once = values[values.notna() & ~values.duplicated(keep=False)]  # unambiguous ones
-        by_value = pd.Series(once.index.to_numpy(), index=once.to_numpy())
         miss = alt < 0
-        alt[miss] = by_value.reindex(num[ok][miss]).fillna(-1).to_numpy(dtype=np.intp)
+        alt[miss] = _by_value(tuple(vocab)).reindex(num[ok][miss]).fillna(-1).to_numpy(
+            dtype=np.intp)
     found = alt >= 0
     codes = codes.copy()
     codes[todo[ok][found]] = alt[found]
     return codes
+
+
+@functools.lru_cache(maxsize=64)
+def _by_value(vocab: tuple[str, ...]) -> pd.Series:
+    """Positions in ``vocab`` by the number each label reads as, for the labels whose number no
+    other label shares (parsed once per vocabulary: an ``<other>`` bucket may hold 100,000)."""
+    values = pd.to_numeric(pd.Series(list(vocab), dtype=object), errors="coerce")
+    once = values[values.notna() & ~values.duplicated(keep=False)]
+    return pd.Series(once.index.to_numpy(), index=once.to_numpy())
 
 
 def _label(v: Any) -> str:

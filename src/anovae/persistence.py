@@ -63,11 +63,12 @@ _NEWER_PARAMS: dict[str, Any] = {"logvar_floor": LOGVAR_MIN}
 #: Tensor-name prefix of ``feature_baselines_`` (one float64 vector per score name).
 BASELINE_PREFIX = "feature_baseline."
 
-#: Parameters whose name in the file is not the constructor's: ``score_type`` was ``score``
+#: Parameters renamed since an earlier release, old name -> new: ``score_type`` was ``score``
 #: before anovae 0.5 (a ``score`` attribute hid scikit-learn's ``score()`` method, and
-#: ``cross_val_score`` gave NaN). Files keep the old name, so older readers read newer files.
-_FILE_PARAM_NAMES = {"score_type": "score"}
-_PARAM_NAMES = {v: k for k, v in _FILE_PARAM_NAMES.items()}
+#: ``cross_val_score`` gave NaN). Files keep the old name, so older readers read newer files;
+#: the CLI's ``--set OLD=...`` still works (:func:`anovae.cli.app.renamed_param`).
+RENAMED_PARAMS = {"score": "score_type"}
+_FILE_PARAM_NAMES = {new: old for old, new in RENAMED_PARAMS.items()}
 
 #: Metadata key (beside ``anovae``) of the SHA-256 of the file's JSON document and tensors (see
 #: :func:`file_digest`): a file damaged after it was written - flipped bytes that still read as
@@ -515,7 +516,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
     except Exception as exc:  # safetensors raises its own error types
         raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
     try:
-        params = {_PARAM_NAMES.get(k, k): tuple(v) if isinstance(v, list) else v
+        params = {RENAMED_PARAMS.get(k, k): tuple(v) if isinstance(v, list) else v
                   for k, v in _dict_field(doc["params"], "params").items()}
         if device is not None:
             params["device"] = device

@@ -233,10 +233,9 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-#: Parameters renamed since an earlier release: ``--set OLD=...`` still works.
-_RENAMED_PARAMS = {"score": "score_type"}  # anovae 0.5
-
-
 def renamed_param(key: str) -> str:
-    """A ``--set`` key under the parameter's current name."""
-    return _RENAMED_PARAMS.get(key, key)
+    """A ``--set`` key under the parameter's current name (``--set OLD=...`` still works for
+    the parameters of :data:`anovae.persistence.RENAMED_PARAMS`)."""
+    from anovae.persistence import RENAMED_PARAMS
+
+    return RENAMED_PARAMS.get(key, key)

@@ -589,7 +589,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     def _baseline_scores(self) -> tuple[str, ...]:
         """The scores this model can give, for :meth:`_fit_feature_baselines` (after a fit the
-        ``score`` parameter may be changed to any of them)."""
+        ``score_type`` parameter may be changed to any of them)."""
         return (self.score_name,)
 
     def _fit_feature_baselines(self, rows: np.ndarray) -> None:
