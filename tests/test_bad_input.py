@@ -258,3 +258,34 @@ def test_a_shuffled_integer_id_gets_a_warning_and_wide_distinct_counts_do_not() 
     with _warnings.catch_warnings():
         _warnings.simplefilter("error")
         VAEDetector(epochs=1, random_state=0).fit(counts.drop(columns="country"))
+
+
+@pytest.mark.parametrize("device", ["mps", "meta"])
+def test_devices_other_than_cpu_and_cuda_are_refused_before_torch_is_asked(device, fresh):
+    # 'mps' failed inside torch's Module.to ("PyTorch is not linked with support for mps").
+    with pytest.raises(ValueError, match=f"device='{device}' is not supported"):
+        VAEDetector(device=device).fit(np.zeros((10, 2)))
+
+
+@pytest.mark.parametrize("n", [2.5, "3", 0, True])
+def test_sample_checks_its_count(n, fitted_vae):
+    with pytest.raises(ValueError, match="n must be"):
+        fitted_vae.sample(n)
+
+
+def test_sample_takes_a_seed_or_a_generator(fitted_vae):
+    a = fitted_vae.sample(3, random_state=np.random.default_rng(1))
+    np.testing.assert_array_equal(a, fitted_vae.sample(3, random_state=1))
+    with pytest.raises(ValueError, match="random_state must be"):
+        fitted_vae.sample(3, random_state=-1)
+
+
+def test_save_and_load_name_a_file_object(fitted_vae):
+    import io
+
+    import anovae
+
+    with pytest.raises(TypeError, match="must be a file path .* got BytesIO"):
+        fitted_vae.save(io.BytesIO())
+    with pytest.raises(TypeError, match="must be a file path .* got BytesIO"):
+        anovae.load(io.BytesIO())

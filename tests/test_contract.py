@@ -396,3 +396,56 @@ def test_no_score_attribute_hides_scikit_learns_score_method(data, tmp_path):
     assert back.score_type == "iwae"
     np.testing.assert_array_equal(back.decision_function(data.X_test),
                                   fitted.decision_function(data.X_test))
+
+
+def test_warnings_name_the_callers_line_whatever_the_depth() -> None:
+    # They named lines inside anovae (base.py, tabular.py), a different one per call path.
+    rng = np.random.default_rng(0)
+    ids = pd.DataFrame({"id": np.arange(60), "a": rng.normal(size=60), "b": rng.normal(size=60)})
+    with pytest.warns(UserWarning, match="looks like an id") as fit_rec:
+        VAEDetector(epochs=1, random_state=0).fit(ids)
+    mixed = ids.assign(c=np.where(np.arange(60) % 2, "x", "y"))
+    with pytest.warns(UserWarning, match="looks like an id") as mixed_rec:
+        VAEDetector(epochs=1, random_state=0).fit(mixed)
+    arr = VAEDetector(epochs=1, random_state=0).fit(rng.normal(size=(60, 3)))
+    with pytest.warns(UserWarning, match="fitted on an array without names") as score_rec:
+        arr.decision_function(pd.DataFrame(rng.normal(size=(5, 3)), columns=["a", "b", "c"]))
+    for rec in (fit_rec, mixed_rec, score_rec):
+        assert {w.filename for w in rec} == {__file__}
+
+
+def test_a_changed_sample_count_is_refused_where_the_threshold_is_compared(data, tmp_path):
+    # set_params(n_samples=1) after fit: 1-draw scores were compared with a threshold set on
+    # 16-draw scores, without a word (9.5 % flagged at contamination 0.1 on training rows)
+    det = VAEDetector(epochs=2, hidden_dims=(8,), latent_dim=2, device="cpu",
+                      random_state=0).fit(data.X_train)
+    det.set_params(n_samples=1)
+    assert np.isfinite(det.decision_function(data.X_test)).all()  # any score stays available
+    for use in (lambda: det.predict(data.X_test), lambda: det.predict_proba(data.X_test),
+                lambda: det.refit_threshold(data.X_test), lambda: det.save(tmp_path / "m")):
+        with pytest.raises(ValueError, match="n_samples=1 but .* set with n_samples=16"):
+            use()
+    det.set_params(n_samples=16)
+    np.testing.assert_array_equal(det.predict(data.X_train), det.labels_)
+    rec = VAEDetector(epochs=2, hidden_dims=(8,), latent_dim=2, device="cpu", random_state=0,
+                      score_type="reconstruction").fit(data.X_train)
+    rec.set_params(n_samples=1)  # a score without draws: its threshold still holds
+    np.testing.assert_array_equal(rec.predict(data.X_train), rec.labels_)
+
+
+def test_save_refuses_parameters_changed_since_fit(data, tmp_path):
+    # the file held a (8,)-network under hidden_dims=(4,): anovae.load gave a model whose
+    # parameters described another network, and clone(loaded).fit built that other one
+    det = VAEDetector(epochs=1, hidden_dims=(8,), latent_dim=2, device="cpu",
+                      random_state=0).fit(data.X_train)
+    det.set_params(hidden_dims=(4,), epochs=5)
+    with pytest.raises(ValueError, match=r"epochs=5 \(fitted with 1\), "
+                                         r"hidden_dims=\(4,\) \(fitted with \(8,\)\)"):
+        det.save(tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+    det.set_params(hidden_dims=(8,), epochs=1, verbose=True, device="cpu", contamination=0.2)
+    back = anovae.load(det.save(tmp_path / "m.safetensors"))  # these do not shape the model
+    assert back.hidden_dims == (8,) and back.contamination == 0.2
+    back.set_params(latent_dim=3)
+    with pytest.raises(ValueError, match="latent_dim=3 .fitted with 2."):
+        back.save(tmp_path / "again.safetensors")

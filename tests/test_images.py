@@ -422,6 +422,9 @@ def test_latent_density_adds_the_weighted_code_density(
         plain.set_params(latent_density=True).decision_function(X[:2])
     with pytest.raises(ValueError, match="latent_density must be True or False"):
         ImageVAEDetector(latent_density=1).fit(X[:4])
+    with pytest.raises(ValueError, match=r"latent_density=True \(fitted with False\)"):
+        plain.save(tmp_path / "plain.safetensors")
+    plain.set_params(latent_density=False)
     # a model without the term still needs a reader that knows the parameter
     assert load(plain.save(tmp_path / "plain.safetensors")).metadata_["format_version"] == 3
 

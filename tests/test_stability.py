@@ -67,3 +67,32 @@ def test_scaled_values_are_clipped_and_gaps_kept() -> None:
     out = s.transform(np.array([[1e300], [-1e300], [np.nan], [1.0]]))
     assert out[0, 0] == np.float32(SCALED_MAX) and out[1, 0] == -np.float32(SCALED_MAX)
     assert np.isnan(out[2, 0]) and out[3, 0] == 0.0
+
+
+@pytest.mark.parametrize("unit", [1e-13, 1e-35, 1e200, 1e39])
+@pytest.mark.parametrize("method", ["robust", "standard", "minmax"])
+def test_a_table_in_tiny_or_huge_units_scales_like_the_same_table_in_ones(
+        unit: float, method: str) -> None:
+    # A spread of 1e-13 was taken for a constant column (an absolute 1e-12 cut-off: every
+    # score equal); 1e200 overflowed the standard deviation's squares; 1e39 overflowed
+    # float32 while centring (every row clipped to the same value).
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    ref = Scaler(method).fit(X).transform(X)
+    out = Scaler(method).fit(X * unit).transform(X * unit)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_constant_column_and_one_of_rounding_noise_get_scale_one() -> None:
+    X = np.column_stack([np.full(10, 5.0), np.where(np.arange(10) % 2, 0.1 + 0.2, 0.3),
+                         np.arange(10.0)])
+    for method in ("robust", "standard", "minmax"):
+        scale = Scaler(method).fit(X).scale
+        assert scale is not None and scale[0] == 1.0 and scale[1] == 1.0 and scale[2] != 1.0
+
+
+def test_anomalies_in_tiny_units_are_found() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)) * 1e-13
+    det = VAEDetector(epochs=3, random_state=0).fit(X)
+    normal, odd = X[:5], X[:5] + 6e-13
+    assert (det.decision_function(odd) > det.decision_function(normal)).all()

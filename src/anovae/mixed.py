@@ -31,7 +31,6 @@ import datetime
 import functools
 import math
 import reprlib
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Number
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anovae.exceptions import DataError
+from anovae.exceptions import DataError, warn
 from anovae.tabular import (
     Scaler,
     _list,
@@ -500,20 +499,18 @@ def _warn_numbers_as_text(s: pd.Series, name: str) -> None:
     num = pd.to_numeric(obs, errors="coerce")
     text = obs[num.isna()].astype(str)
     if num.notna().all():  # a frame read as text (dtype=str): numbers, or codes?
-        warnings.warn(f"column {name!r} holds only numbers written as text (e.g. "
-                      f"{str(obs.iloc[0])!r}): it is modelled as categorical; to model it as a "
-                      f"number pass numeric=[{name!r}] (or convert it: pandas.to_numeric), to "
-                      f"keep it categorical without this warning pass categorical=[{name!r}]",
-                      UserWarning, stacklevel=4)
+        warn(f"column {name!r} holds only numbers written as text (e.g. {str(obs.iloc[0])!r}): "
+             f"it is modelled as categorical; to model it as a number pass numeric=[{name!r}] "
+             "(or convert it: pandas.to_numeric), to keep it categorical without this warning "
+             f"pass categorical=[{name!r}]")
     elif num.notna().mean() >= 0.9 and text.nunique() <= 3:
-        warnings.warn(f"column {name!r} holds numbers except {_list(sorted(text.unique()))}: it "
-                      "is modelled as categorical; if that text marks missing values, read it as "
-                      f"missing (pandas: na_values) or pass numeric=[{name!r}] once it is clean",
-                      UserWarning, stacklevel=4)
+        warn(f"column {name!r} holds numbers except {_list(sorted(text.unique()))}: it is "
+             "modelled as categorical; if that text marks missing values, read it as missing "
+             f"(pandas: na_values) or pass numeric=[{name!r}] once it is clean")
     elif num.isna().all() and obs.astype(str).str.fullmatch(_THOUSANDS).mean() > 0.5:
-        warnings.warn(f"column {name!r} holds numbers written with thousands separators (e.g. "
-                      f"{str(obs.iloc[0])!r}): it is modelled as categorical; read it with "
-                      "pandas' thousands=',' to model it as a number", UserWarning, stacklevel=4)
+        warn(f"column {name!r} holds numbers written with thousands separators (e.g. "
+             f"{str(obs.iloc[0])!r}): it is modelled as categorical; read it with pandas' "
+             "thousands=',' to model it as a number")
 
 
 def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
@@ -566,15 +563,13 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
             if name not in cat:
                 _warn_numbers_as_text(s, name)
             if n >= 20 and len(order) == n:
-                warnings.warn(f"column {name!r} has a distinct value in every row: it looks like "
-                              "an id and carries no pattern; exclude it (CLI: --exclude "
-                              f"{name})", UserWarning, stacklevel=3)
+                warn(f"column {name!r} has a distinct value in every row: it looks like an id "
+                     f"and carries no pattern; exclude it (CLI: --exclude {name})")
         elif kind == "numeric":
-            warn_if_row_id(s, name, stacklevel=3)
+            warn_if_row_id(s, name)
         observed = int(s.notna().sum())
         if observed == 0:
-            warnings.warn(f"column {name!r} has no observed value: it carries no information",
-                          UserWarning, stacklevel=3)
+            warn(f"column {name!r} has no observed value: it carries no information")
         kinds.append(kind)
         vocabs.append(vocab)
         members.append(bucket)

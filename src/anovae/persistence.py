@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from anovae._version import __version__
-from anovae.exceptions import ModelFileError, NotFittedError
+from anovae.exceptions import ModelFileError, NotFittedError, warn
 from anovae.nets.blocks import LOGVAR_MIN
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "file_version", "load", "read_metadata",
@@ -137,7 +138,7 @@ def save_model(detector: Any, path: str | Path) -> Path:
     name = type(detector).__name__
     if name not in REGISTRY:
         raise TypeError(f"{name} is not a registered anovae detector")
-    path = Path(path)
+    path = _file_path(path)
     doc: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": None,  # set below, from the document (file_version)
@@ -195,11 +196,20 @@ def save_model(detector: Any, path: str | Path) -> Path:
     return path
 
 
+def _file_path(path: Any) -> Path:
+    """``path`` as a :class:`~pathlib.Path`; a file object (``io.BytesIO``, an open file) is
+    refused by name: the format is written atomically, by renaming a finished file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got "
+                        f"{type(path).__name__}: models are written to and read from files")
+    return Path(path)
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON document of a model file, validated (format name and version)."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = _file_path(path)
     if not path.exists():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
     if not path.is_file():
@@ -521,6 +531,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         if device is not None:
             params["device"] = device
         det = REGISTRY[name](**params)
+        det._fit_params_ = det.get_params(deep=False)  # the file's: what the model was fitted with
         if hasattr(det, "_check_vae_params"):  # the score and its samples, read when scoring
             det._check_vae_params()
         cfg = config_from_dict(_dict_field(doc["net"], "net"))
@@ -555,8 +566,8 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         try:
             dev = resolve_device(det.device)
         except ValueError:
-            logger.warning("model was saved for device %r, not available here: using the CPU",
-                           det.device)
+            warn(f"model was saved for device {det.device!r}, not available here: using the "
+                 "CPU")
             dev = torch.device("cpu")
         net = build_net(cfg)
         state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}

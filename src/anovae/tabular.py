@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Number
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import issparse
 
-from anovae.exceptions import DataError
+from anovae.exceptions import DataError, warn
 
 __all__ = ["SCALED_MAX", "SCALERS", "ColumnSchema", "Scaler", "ScalerStats", "check_tabular",
            "holds_numbers", "looks_like_row_id", "match_columns", "warn_if_row_id"]
@@ -60,13 +59,12 @@ def looks_like_row_id(s: pd.Series) -> str | None:
     return None
 
 
-def warn_if_row_id(s: pd.Series, name: Any, stacklevel: int) -> None:
+def warn_if_row_id(s: pd.Series, name: Any) -> None:
     """The warning for a column that :func:`looks_like_row_id` (numeric and mixed tables)."""
     why = looks_like_row_id(s)
     if why:
-        warnings.warn(f"column {str(name)!r} {why}: it looks like an id; "
-                      f"exclude it (CLI: --exclude {name})", UserWarning,
-                      stacklevel=stacklevel + 1)
+        warn(f"column {str(name)!r} {why}: it looks like an id; exclude it (CLI: --exclude "
+             f"{name})")
 
 
 def check_tabular(
@@ -88,7 +86,7 @@ def check_tabular(
         arr, names = _frame_to_array(X, schema, what)
         if schema is None:  # fitting: ids left among the features (as mixed tables warn)
             for name, col in X.items():
-                warn_if_row_id(col, name, stacklevel=4)
+                warn_if_row_id(col, name)
     else:
         arr, names = _array(X, what), None
     if arr.shape[0] == 0:
@@ -224,8 +222,8 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
         X = match_columns(X, list(schema.names), what)
         names = list(schema.names)
     elif schema is not None:  # as scikit-learn warns: nothing checks these names
-        warnings.warn(f"{what} has column names, but the model was fitted on an array without "
-                      "names: its columns are taken by position", UserWarning, stacklevel=5)
+        warn(f"{what} has column names, but the model was fitted on an array without names: "
+             "its columns are taken by position")
     non_numeric = []
     for n, (_, col) in zip(names, X.items(), strict=False):
         refuse_unmodelled(col, n, what)
@@ -251,6 +249,26 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
 SCALED_MAX = 1e12
 
 
+#: Values per block of :meth:`Scaler.transform` (its float64 temporary: 8 MB).
+_TRANSFORM_BLOCK = 1 << 20
+
+
+def _std(X: np.ndarray) -> np.ndarray:
+    """Per-column standard deviation of ``X`` ``(n, d)`` without overflow: the columns are
+    divided by their largest magnitude first (``X.std()`` squares 1e200 to inf)."""
+    top = np.max(np.abs(X), axis=0) if X.shape[0] else np.zeros(X.shape[1])
+    top = np.where(np.isfinite(top) & (top > 0), top, 1.0)
+    return (X / top).std(axis=0) * top
+
+
+def _negligible(scale: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """``(d,)`` bool: a spread too small to scale by - zero, not finite, subnormal (its
+    inverse would overflow) or below 1e-12 of the column's centre."""
+    scale = np.asarray(scale, dtype=np.float64)
+    return (~np.isfinite(scale) | (scale < np.finfo(np.float64).tiny)
+            | (scale <= 1e-12 * np.abs(center)))
+
+
 @dataclass
 class Scaler:
     """Per-feature affine scaling ``(x - center) / scale``, fitted on training rows.
@@ -274,9 +292,9 @@ class Scaler:
         if self.method == "robust":
             q25, q50, q75 = np.percentile(X, [25, 50, 75], axis=0)
             center, scale = q50, (q75 - q25) / 1.349
-            std = X.std(axis=0)
+            std = _std(X)
         elif self.method == "standard":
-            center, scale = X.mean(axis=0), X.std(axis=0)
+            center, scale = X.mean(axis=0), _std(X)
         elif self.method == "minmax":
             lo, hi = X.min(axis=0), X.max(axis=0)
             center, scale = lo, hi - lo
@@ -311,10 +329,14 @@ class Scaler:
     def _set(self, center: np.ndarray, scale: np.ndarray, std: np.ndarray | None = None
              ) -> Scaler:
         """Store ``center`` and ``scale``; with ``std`` (robust) an IQR of about zero falls back
-        to the standard deviation; a scale still zero or not finite becomes 1."""
+        to the standard deviation; a scale still about zero or not finite becomes 1.
+
+        "About zero" is relative to the column's size (:func:`_negligible`): a column measured
+        in tiny units (values near 1e-13, spread 1e-13) keeps its spread; a constant column,
+        or one whose spread is rounding noise of its values (1e-17 around 0.3), does not."""
         if std is not None:
-            scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(center)), scale, std)
-        scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
+            scale = np.where(_negligible(scale, center), std, scale)
+        scale = np.where(_negligible(scale, center), 1.0, scale)
         self.center = np.ascontiguousarray(center, dtype=np.float64)
         self.scale = np.ascontiguousarray(scale, dtype=np.float64)
         return self
@@ -322,14 +344,18 @@ class Scaler:
     def transform(self, X: np.ndarray) -> np.ndarray:
         """``(n, d)`` -> scaled float32 ``(n, d)``, clipped to :data:`SCALED_MAX`.
 
-        The centring is computed in float64 and written straight into the float32 output; the
-        scaling then runs in place, so no float64 temporary of the data's size is made.
+        Centring and scaling run in float64, a block of rows at a time (no float64 temporary
+        of the data's size), so data beyond float32's range (1e39, or a spread of 1e-40) scales
+        as well as any other; the result is cast to float32 once.
         """
         assert self.center is not None and self.scale is not None, "Scaler is not fitted"
-        out = np.empty(np.shape(X), dtype=np.float32)
+        X = np.asarray(X)
+        out = np.empty(X.shape, dtype=np.float32)
+        inv = 1.0 / self.scale
+        step = max(1, _TRANSFORM_BLOCK // max(1, int(np.prod(X.shape[1:]))))
         with np.errstate(over="ignore"):  # beyond float32: inf, clipped below
-            np.subtract(X, self.center, out=out, casting="same_kind")
-            out *= (1.0 / self.scale).astype(np.float32)
+            for i in range(0, X.shape[0], step):
+                out[i:i + step] = (X[i:i + step] - self.center) * inv
         np.clip(out, -SCALED_MAX, SCALED_MAX, out=out)
         return out
 

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from anovae.exceptions import warn
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -52,7 +53,6 @@ __all__ = [
     "threshold_from_labels",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: The named methods (a PyThresh object, or ``"pythresh:NAME"``, is accepted as well).
 METHODS = ("contamination", "fpr", "best_f1", "recall", "pot")
@@ -130,8 +130,8 @@ def fpr_threshold(calibration_scores: Any, fpr: float) -> float:
     n = cal.size
     k = math.ceil((n + 1) * (1.0 - fpr) - _EPS)
     if k > n:
-        logger.warning("fpr=%g needs at least %d calibration scores, got %d: nothing is flagged",
-                       fpr, math.ceil(1.0 / fpr - 1.0 - _EPS), n)
+        warn(f"fpr={fpr:g} needs at least {math.ceil(1.0 / fpr - 1.0 - _EPS)} calibration "
+             f"scores, got {n}: nothing is flagged")
         return math.inf
     return float(cal[max(k, 1) - 1])
 

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -68,7 +68,9 @@ BASELINE_CELLS = 250_000
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
+    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device (CPU or CUDA:
+    the devices anovae is tested on; others, such as ``"mps"``, are refused here rather than
+    failing inside torch)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -76,9 +78,20 @@ def resolve_device(device: str) -> torch.device:
     except (RuntimeError, TypeError) as exc:  # torch's message lists every backend it knows
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
                          ) from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is not supported: anovae runs on 'cpu' and 'cuda' "
+                         "('auto' picks CUDA when available)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
     return dev
+
+
+def _same_param(a: Any, b: Any) -> bool:
+    """``a == b`` for parameter values (numbers, strings, tuples, objects: identity)."""
+    try:
+        return a is b or bool(a == b)
+    except (TypeError, ValueError):  # e.g. arrays: ambiguous truth value
+        return False
 
 
 def auto_architecture(n_features: int) -> tuple[tuple[int, ...], int]:
@@ -392,6 +405,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.batch_size_ = self._trained_batch_size(n_train)  # as trained (None -> auto)
         self.learning_rate_ = float(tcfg.learning_rate)
         self.best_epoch_ = result.best_epoch
+        self._fit_params_ = self.get_params(deep=False)  # see _check_params_unchanged
         return net.eval()
 
     def fit_predict(self, X: Any, y: Any | None = None) -> np.ndarray:
@@ -414,7 +428,16 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.threshold_ = float(threshold)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         self.threshold_score_ = self.score_name
+        self._threshold_scoring_ = self._scoring_params()  # see _check_threshold_score
         self._threshold_params_ = self._threshold_params()  # see _default_refit_method
+
+    def _scoring_params(self) -> dict[str, Any]:
+        """The parameters the scores depend on besides the fitted model: ``score_type``, and
+        ``n_samples`` for the Monte-Carlo scores (a 1-draw ELBO is not a 16-draw one)."""
+        params: dict[str, Any] = {"score_type": self.score_name}
+        if self.score_name in MONTE_CARLO_SCORES and hasattr(self, "n_samples"):
+            params["n_samples"] = self.n_samples
+        return params
 
     def _threshold_params(self) -> tuple[Any, ...]:
         """The parameters that choose the threshold method."""
@@ -542,10 +565,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             )
 
     def _check_threshold_score(self) -> None:
-        """The configured score must be the one ``threshold_`` was set on (``threshold_score_``;
-        so were ``decision_scores_``, ``labels_`` and ``calibration_scores_``).
+        """The configured score must be the one ``threshold_`` was set on (``threshold_score_``,
+        with its ``n_samples``: :meth:`_scoring_params`; so were ``decision_scores_``,
+        ``labels_`` and ``calibration_scores_``).
 
-        ``set_params(score_type=...)`` on a fitted model changes what ``decision_function``,
+        ``set_params(score_type=...)`` (or ``n_samples=``) on a fitted model changes what
+        ``decision_function``,
         ``feature_scores``, ``explain`` and anomaly maps give (to compare scores on one network,
         as ``anovae bench images`` does), but the threshold stays the fitted score's: whatever
         compares with it or with the training scores (``predict``, ``predict_proba``,
@@ -559,6 +584,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 f"score_type={self.score_name!r} but this model's threshold (and its training "
                 f"scores) were set on score_type={fitted!r}: set score_type={fitted!r} back, or "
                 "refit after changing it (decision_function and feature_scores give any score)")
+        then = getattr(self, "_threshold_scoring_", None)
+        for name, value in self._scoring_params().items():
+            if then is not None and name in then and then[name] != value:
+                raise ValueError(
+                    f"{name}={value!r} but this model's threshold (and its training scores) "
+                    f"were set with {name}={then[name]!r}: set {name}={then[name]!r} back, or "
+                    "refit after changing it (decision_function gives the new scores)")
 
     def _validate(self, X: Any, schema: Any, min_rows: int = 1) -> tuple[np.ndarray, Any]:
         """Check ``X`` (against the fitted ``schema`` when given): (array, schema)."""
@@ -841,15 +873,17 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self.scaler_.inverse_transform(torch.cat(parts).float().cpu().numpy())
 
     @torch.inference_mode()
-    def sample(self, n: int, *, random_state: int | None = None) -> np.ndarray:
+    def sample(self, n: int, *, random_state: int | np.random.Generator | None = None
+               ) -> np.ndarray:
         """Draw ``n`` rows from the model: ``z ~ N(0, I)``, then the decoder mean, in data units.
 
         A plain autoencoder has no prior; its codes are drawn from a Gaussian fitted to the
         training codes' mean and standard deviation per dimension.
         """
         self._check_fitted()
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        _check_param("n", n, Integral, 1)
+        if not isinstance(random_state, np.random.Generator):
+            _check_param("random_state", random_state, Integral, 0, none_ok=True)
         rng = np.random.default_rng(random_state)
         z = rng.standard_normal((n, self.net_config_.latent_dim)).astype(np.float32)
         if not self.net_config_.variational:
@@ -866,7 +900,31 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         from anovae.persistence import save_model
 
         self._check_threshold_score()
+        self._check_params_unchanged()
         return save_model(self, path)
+
+    #: Parameters that may change on a fitted model without a refit: they do not shape it.
+    #: (The threshold's are recorded with it as ``threshold_method_``; the score's are checked
+    #: by :meth:`_check_threshold_score`.)
+    _POST_FIT_PARAMS: ClassVar[frozenset[str]] = frozenset(
+        {"verbose", "device", "contamination", "threshold", "threshold_param", "score_type",
+         "n_samples"})
+
+    def _check_params_unchanged(self) -> None:
+        """The parameters that shaped the fitted model must be those it was fitted with: a
+        file states them next to the weights, and ``anovae.load`` builds the estimator from
+        them (``clone`` of the loaded model would fit another network)."""
+        then = getattr(self, "_fit_params_", None)
+        if then is None:  # pickled before it was kept
+            return
+        now = self.get_params(deep=False)
+        changed = [k for k in now if k not in self._POST_FIT_PARAMS and k in then
+                   and not _same_param(now[k], then[k])]
+        if changed:
+            what = ", ".join(f"{k}={now[k]!r} (fitted with {then[k]!r})" for k in changed)
+            raise ValueError(f"parameters changed since fit: {what}; the file would describe "
+                             "another model than it holds: refit, or set them back, before "
+                             "saving")
 
     # -- misc --------------------------------------------------------------------------------
     def _more_tags(self) -> dict[str, Any]:

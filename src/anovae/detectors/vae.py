@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -13,6 +11,7 @@ import pandas as pd
 import torch
 
 from anovae.detectors.base import BaseDetector, _check_param
+from anovae.exceptions import warn
 from anovae.likelihoods import LIKELIHOODS
 from anovae.losses import LossTerms, elbo_loss
 from anovae.mixed import MixedSchema, check_mixed, fit_mixed_scaler, needs_mixed
@@ -25,7 +24,6 @@ from anovae.training import TrainConfig
 
 __all__ = ["PRESETS", "VAEDetector"]
 
-logger = logging.getLogger(__name__)
 
 #: Named configurations. ``tutorial-mlp``: the Keras-tutorial VAE (input -> 32 -> 16 -> latent 10,
 #: mirrored decoder, Bernoulli likelihood on [0, 1]-scaled data), with a correct ELBO.
@@ -285,12 +283,10 @@ class VAEDetector(BaseDetector):
             xt = scaler.transform(rows)  # (n, d)
             outside = float(np.mean((xt < 0.0) | (xt > 1.0)))
             if outside > 0.01:
-                warnings.warn(
-                    f"likelihood='bernoulli' models values in [0, 1], but {outside:.0%} of the "
-                    f"scaled training values fall outside it (scaler={self.scaler!r}); they are "
-                    "charged by their distance from the range instead of modelled: use "
-                    "scaler='minmax', or scaler='none' for data already in [0, 1]",
-                    UserWarning, stacklevel=4)
+                warn(f"likelihood='bernoulli' models values in [0, 1], but {outside:.0%} of the "
+                     f"scaled training values fall outside it (scaler={self.scaler!r}); they "
+                     "are charged by their distance from the range instead of modelled: use "
+                     "scaler='minmax', or scaler='none' for data already in [0, 1]")
         return scaler
 
     @classmethod
@@ -373,8 +369,8 @@ class VAEDetector(BaseDetector):
         warmup = (self.warmup_epochs if self.warmup_epochs is not None
                   else max(1, math.ceil(0.1 * base.epochs)))
         if warmup > base.epochs:  # else no epoch reaches the full KL weight (nor is "best")
-            logger.warning("warmup_epochs=%d is more than the %d epochs: the KL weight reaches "
-                           "beta at the last epoch instead", warmup, base.epochs)
+            warn(f"warmup_epochs={warmup} is more than the {base.epochs} epochs: the KL weight "
+                 "reaches beta at the last epoch instead")
             warmup = base.epochs
         return TrainConfig(**{**base.__dict__, "beta": float(self.beta),
                               "warmup_epochs": int(warmup)})
