@@ -449,3 +449,39 @@ def test_save_refuses_parameters_changed_since_fit(data, tmp_path):
     back.set_params(latent_dim=3)
     with pytest.raises(ValueError, match="latent_dim=3 .fitted with 2."):
         back.save(tmp_path / "again.safetensors")
+
+
+def test_use_labels_false_ignores_y_as_pyod_does(tmp_path):
+    # cross_val_score passes y to fit: by default the folds' anomalies were left out of
+    # training (a semi-supervised evaluation, 0.93-0.98 here); use_labels=False evaluates the
+    # unsupervised model, as the same fits without y do (0.77-0.88)
+    from sklearn.model_selection import KFold, cross_val_score
+
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(size=(300, 4)), rng.normal(size=(60, 4)) * 0.3 + 1.5])
+    y = np.r_[np.zeros(300), np.ones(60)].astype(int)
+    cv = KFold(3, shuffle=True, random_state=0)
+    kw = dict(epochs=3, hidden_dims=(8,), latent_dim=2, device="cpu", random_state=0)
+
+    def auc(est, X_, y_):
+        return roc_auc_score(y_, est.decision_function(X_))
+
+    unsup = cross_val_score(VAEDetector(use_labels=False, **kw), X, y, scoring=auc, cv=cv)
+    by_hand = [auc(VAEDetector(**kw).fit(X[tr]), X[te], y[te]) for tr, te in cv.split(X)]
+    np.testing.assert_allclose(unsup, by_hand)
+    semi = cross_val_score(VAEDetector(**kw), X, y, scoring=auc, cv=cv)
+    assert not np.allclose(semi, unsup)
+    # y is not even read (PyOD: "ignored"), unless the threshold needs labels
+    VAEDetector(use_labels=False, **kw).fit(X, ["a"] * len(X))
+    best = VAEDetector(use_labels=False, threshold="best_f1", **kw).fit(X, y)
+    np.testing.assert_array_equal(best.decision_scores_,
+                                  VAEDetector(**kw).fit(X).decision_scores_)
+    assert best.threshold_method_ == "best_f1"
+    with pytest.raises(ValueError, match="use_labels must be True or False"):
+        VAEDetector(use_labels="no", **kw).fit(X)
+    # saved as format 5 (a version-4 reader does not know the parameter); True stays as it was
+    path = best.save(tmp_path / "m.safetensors")
+    assert anovae.persistence.read_metadata(path)["format_version"] == 5
+    assert anovae.load(path).use_labels is False
+    plain = VAEDetector(**kw).fit(X).save(tmp_path / "p.safetensors")
+    assert "use_labels" not in anovae.persistence.read_metadata(plain)["params"]

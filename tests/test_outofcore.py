@@ -195,3 +195,19 @@ def test_files_with_different_columns_are_a_clear_error(tmp_path: Path) -> None:
     A[["a", "b"]].to_parquet(tmp_path / "s" / "b.parquet")
     with pytest.raises(DataError, match=r"b\.parquet' lacks the columns \['c'\]"):
         fit_table(VAEDetector(epochs=2, device="cpu"), tmp_path / "s")
+
+
+def test_fit_table_without_using_labels_trains_on_every_row(tmp_path: Path) -> None:
+    data = make_data(n_train=400, n_test=200, n_anomalies=20, d=4)
+    X = data.frame(np.vstack([data.X_train, data.X_test]))
+    X["y"] = np.r_[np.zeros(400, dtype=int), data.y_test]
+    folder = _write_folder(X, tmp_path / "d", files=2, row_group=64)
+    kw = dict(epochs=2, random_state=0, device="cpu", validation_fraction=0.0)
+    used = fit_table(VAEDetector(**kw), folder, label_column="y", chunk_rows=100)
+    ignored = fit_table(VAEDetector(use_labels=False, **kw), folder, label_column="y",
+                        chunk_rows=100)
+    assert used.n_train_rows_ == 580 and ignored.n_train_rows_ == 600
+    # the labels still set a threshold that needs them
+    best = fit_table(VAEDetector(use_labels=False, threshold="best_f1", **kw), folder,
+                     label_column="y", chunk_rows=100)
+    assert best.n_train_rows_ == 600 and best.threshold_method_ == "best_f1"

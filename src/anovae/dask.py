@@ -169,7 +169,7 @@ def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int =
         A Dask DataFrame with the row id, ``anomaly_score`` (higher = more anomalous),
         ``is_anomaly`` (0/1) and the top features. Each partition's scores are exactly
         ``decision_function``'s on that partition (against one call on all rows at once, the
-        last float32 bit may differ: matmul kernels block batch sizes differently).
+        last float32 bits may differ: matmul kernels block batch sizes differently).
 
     >>> import numpy as np, pandas as pd, dask.dataframe as dd
     >>> from anovae import VAEDetector

@@ -301,7 +301,8 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
             parameters apply as in ``fit``.
         data: a Parquet file, a folder of them, or a glob pattern.
         label_column: optional 0/1 column (1 = anomaly): anomalies are left out of the
-            statistics and of training, as in ``fit(X, y)``.
+            statistics and of training, as in ``fit(X, y)`` (with ``use_labels=False``, only
+            threshold methods that need labels read it).
         exclude, id_column: columns that are not features.
         chunk_rows: rows of the shuffle buffer (memory: about this many rows plus a row group).
         sample_rows: about how many rows the uniform sample holds (robust scaler quartiles,
@@ -345,15 +346,17 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     read_cols = columns + ([label_column] if label_column else [])
     path = os.fspath(data)
 
-    def features(df: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(rows (n, d) float64, normal mask (n,)) of a row group, validated."""
+    def features(df: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows (n, d) float64, anomaly mask (n,), training mask (n,): the rows that may
+        train, all of them unless labels are used) of a row group, validated."""
         X = check_tabular(df[columns], what=f"{path!r} rows {df.index[0]}..{df.index[-1]}")[0]
         if not label_column:
-            return X, np.ones(len(df), dtype=bool)
+            return X, np.zeros(len(df), dtype=bool), np.ones(len(df), dtype=bool)
         y = df[label_column]
         if y.isna().any() or not y.isin([0, 1]).all():
             raise DataError(f"label column {label_column!r} must hold 0 (normal) and 1 (anomaly)")
-        return X, y.to_numpy() == 0
+        anomaly = y.to_numpy() == 1
+        return X, anomaly, ~anomaly if detector.use_labels else np.ones(len(df), dtype=bool)
 
     # -- pass 1: statistics, held-out rows and the sample, each rank over its row groups ----
     stats = ScalerStats()
@@ -361,7 +364,7 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     val_parts, cal_parts, sample_parts, sample_y = [], [], [], []
     for gi in range(rank, len(groups), world):
         df = groups[gi].read(read_cols)
-        X, normal = features(df)
+        X, anomaly, normal = features(df)
         cal, val, train, sample = roles.split(df.index.to_numpy())
         fitted = normal & ~cal  # the scaler sees training and validation rows, as in fit
         stats.update(X[fitted], keep=sample[fitted])
@@ -369,7 +372,7 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
         val_parts.append(X[normal & val])
         cal_parts.append(X[normal & cal])
         sample_parts.append(X[sample])
-        sample_y.append((~normal[sample]).astype(int))
+        sample_y.append(anomaly[sample].astype(int))
     d = len(columns)
     merged = ScalerStats()
     gathered = _gather((stats, counts, np.concatenate(cal_parts) if cal_parts else
@@ -401,7 +404,7 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
 
     def read_train(group: RowGroup) -> np.ndarray:
         df = group.read(read_cols)
-        X, normal = features(df)
+        X, _, normal = features(df)
         _, _, train, _ = roles.split(df.index.to_numpy())
         return scaler.transform(X[normal & train])
 
@@ -416,7 +419,8 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     # every rank evaluates its own share (maybe none) whenever any rank holds validation rows
     x_val = scaler.transform(val_local) if sum(_gather(val_local.shape[0])) > 0 else None
     net = detector.net_ = detector._train_net(source, x_val, n_train, rng)
-    normal_sample = sample_X[sample_yy == 0] if (sample_yy == 0).any() else sample_X
+    normal_sample = (sample_X[sample_yy == 0] if detector.use_labels and (sample_yy == 0).any()
+                     else sample_X)
     if not detector.net_config_.variational:
         codes = detector.transform(normal_sample)
         detector.code_mean_ = codes.mean(0).astype(np.float32)

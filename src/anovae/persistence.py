@@ -53,13 +53,14 @@ FORMAT_NAME = "anovae-model"
 #: latent term of :class:`~anovae.ImageVAEDetector` (``"latent_weights"``, the
 #: ``latent_density`` parameter), which a version-2 reader cannot construct. 4: a variance
 #: floor other than the default (the ``logvar_floor`` parameter and network field), which a
-#: version-3 reader cannot construct.
-FORMAT_VERSION = 4
+#: version-3 reader cannot construct. 5: ``use_labels=False`` (anovae 0.6), a parameter a
+#: version-4 reader does not know.
+FORMAT_VERSION = 5
 
 #: Parameters added after format 1, written only when they differ from these defaults, so the
 #: models that do not use them stay readable by the anovae versions before them (a missing one
 #: loads as its default).
-_NEWER_PARAMS: dict[str, Any] = {"logvar_floor": LOGVAR_MIN}
+_NEWER_PARAMS: dict[str, Any] = {"logvar_floor": LOGVAR_MIN, "use_labels": True}
 
 #: Tensor-name prefix of ``feature_baselines_`` (one float64 vector per score name).
 BASELINE_PREFIX = "feature_baseline."
@@ -120,8 +121,10 @@ def file_version(doc: dict[str, Any]) -> int:
     field), 3 for an image VAE that has the ``latent_density`` parameter (with the term, a
     version-2 reader would score without it; without the term, it would fail on the unknown
     parameter instead of saying to upgrade), 2 when its ``"fitted"`` section is otherwise
-    non-empty, else 1."""
+    non-empty, else 1; 5 with ``use_labels=False``."""
     fitted = doc.get("fitted") or {}
+    if "use_labels" in (doc.get("params") or {}):
+        return 5
     if "logvar_floor" in (doc.get("params") or {}) or "logvar_floor" in (doc.get("net") or {}):
         return 4
     if fitted.get("latent_weights") or "latent_density" in (doc.get("params") or {}):

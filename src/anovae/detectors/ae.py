@@ -47,6 +47,7 @@ class AEDetector(BaseDetector):
         threshold: str | Any = "contamination",
         threshold_param: float | None = None,
         calibration_fraction: float | None = None,
+        use_labels: bool = True,
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
@@ -67,6 +68,7 @@ class AEDetector(BaseDetector):
         self.threshold = threshold
         self.threshold_param = threshold_param
         self.calibration_fraction = calibration_fraction
+        self.use_labels = use_labels
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

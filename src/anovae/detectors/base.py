@@ -193,6 +193,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     device: str
     random_state: int | None
     verbose: bool
+    use_labels: bool
 
     # -- hooks -------------------------------------------------------------------------------
     @property
@@ -275,6 +276,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         _check_param("clip_grad_norm", self.clip_grad_norm, Real, 0.0)
         _check_param("scaler", self.scaler, str, choices=SCALERS)
         _check_param("random_state", self.random_state, Integral, 0, none_ok=True)
+        if not isinstance(getattr(self, "use_labels", True), (bool, np.bool_)):
+            raise ValueError(f"use_labels must be True or False, got {self.use_labels!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda', "
                              f"got {self.device!r}")
@@ -293,8 +296,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
         Args:
             X: ``(n, d)`` array or DataFrame of numeric columns, ``n >= 2``.
-            y: optional 0/1 labels (1 = anomaly). When given, only the rows labelled 0 train the
-                network; every row is still scored for ``decision_scores_``.
+            y: optional 0/1 labels (1 = anomaly). When given (and ``use_labels=True``, the
+                default), only the rows labelled 0 train the network; every row is still scored
+                for ``decision_scores_``. With ``use_labels=False`` it is ignored, unless the
+                threshold method needs labels (``"best_f1"``, ``"recall"``). scikit-learn's
+                ``cross_val_score`` and ``GridSearchCV`` always pass it (see ``use_labels``).
 
         Returns:
             self
@@ -315,13 +321,17 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self._check_params()
         X_arr, schema = self._validate(X, None, min_rows=2)
         train_rows = X_arr
+        spec = self._threshold_spec()
+        if not self.use_labels and not spec.needs_labels:
+            y = None  # ignored, as by PyOD's unsupervised detectors
         if y is not None:
             y_arr = np.asarray(y).ravel()
             if y_arr.shape[0] != X_arr.shape[0]:
                 raise DataError(f"y has {y_arr.shape[0]} labels but X has {X_arr.shape[0]} rows")
             if not set(y_arr.tolist()) <= {0, 1}:  # (np.unique fails on mixed types)
                 raise DataError("y must hold 0 (normal) and 1 (anomaly) labels")
-            train_rows = X_arr[y_arr == 0]
+            if self.use_labels:
+                train_rows = X_arr[y_arr == 0]
             if train_rows.shape[0] < 2:
                 raise DataError("fewer than 2 rows are labelled normal (y == 0); cannot fit")
         self.schema_ = schema
@@ -334,12 +344,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 else int(np.random.default_rng().integers(0, 2**31 - 1)))
         seed = shared_seed(seed)  # under torchrun: rank 0's seed, so the ranks agree
         rng = np.random.default_rng(seed)
-        spec = self._threshold_spec()
         y_fit = None if y is None else y_arr.astype(int)
         if spec.needs_labels and (y_fit is None or not y_fit.any()):
             raise DataError(f"threshold={spec.method!r} needs labels with at least one anomaly: "
                             "fit(X, y) with y = 1 for anomalies (CLI: --label-column COLUMN)")
-        normal = np.arange(X_arr.shape[0]) if y_fit is None else np.flatnonzero(y_fit == 0)
+        normal = (np.arange(X_arr.shape[0]) if y_fit is None or not self.use_labels
+                  else np.flatnonzero(y_fit == 0))
         cal_rows = self._calibration_rows(normal, spec, rng)  # (n_cal,) indices into X
         if cal_rows.size:  # held out of everything fitted: scaler, network, early stopping
             train_rows = X_arr[np.setdiff1d(normal, cal_rows)]

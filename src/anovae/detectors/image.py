@@ -220,7 +220,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         batch_size, learning_rate: as in :class:`VAEDetector`, but 64 images and
             :data:`IMAGE_LEARNING_RATE` (2e-3) by default (``None`` picks them as for tables).
         weight_decay, validation_fraction, patience, clip_grad_norm, contamination, threshold,
-        threshold_param, calibration_fraction, device, random_state, verbose: as in
+        threshold_param, calibration_fraction, use_labels, device, random_state, verbose: as in
         :class:`VAEDetector`.
 
     Example:
@@ -263,6 +263,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         threshold: str | Any = "contamination",
         threshold_param: float | None = None,
         calibration_fraction: float | None = None,
+        use_labels: bool = True,
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
@@ -292,6 +293,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         self.threshold = threshold
         self.threshold_param = threshold_param
         self.calibration_fraction = calibration_fraction
+        self.use_labels = use_labels
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -470,6 +472,7 @@ class ImageAEDetector(_ImageInput, AEDetector):
         threshold: str | Any = "contamination",
         threshold_param: float | None = None,
         calibration_fraction: float | None = None,
+        use_labels: bool = True,
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
@@ -490,6 +493,7 @@ class ImageAEDetector(_ImageInput, AEDetector):
         self.threshold = threshold
         self.threshold_param = threshold_param
         self.calibration_fraction = calibration_fraction
+        self.use_labels = use_labels
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

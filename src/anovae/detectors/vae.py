@@ -105,6 +105,13 @@ class VAEDetector(BaseDetector):
         calibration_fraction: share of the normal rows held out of training; their scores are
             kept as ``calibration_scores_`` (``fpr`` threshold, ``predict_proba(method=
             "conformal")``, ``pot``). ``None``: 0.2 with ``threshold="fpr"``, else 0.
+        use_labels: what ``fit(X, y)`` does with labels. ``True`` (default): only the rows
+            labelled 0 train the network (semi-supervised: the few anomalies you know of are
+            kept out of it). ``False``: ``y`` is ignored, as PyOD's unsupervised detectors
+            ignore it, except by threshold methods that need labels (``"best_f1"``,
+            ``"recall"``). scikit-learn's ``cross_val_score`` and ``GridSearchCV`` always pass
+            ``y`` to ``fit``: with ``True`` they evaluate the semi-supervised model, with
+            ``False`` the unsupervised one (as for IsolationForest).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         random_state: seed for initialisation, shuffling, noise and the validation split.
         verbose: show a progress bar and log training.
@@ -157,6 +164,7 @@ class VAEDetector(BaseDetector):
         threshold: str | Any = "contamination",
         threshold_param: float | None = None,
         calibration_fraction: float | None = None,
+        use_labels: bool = True,
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
@@ -188,6 +196,7 @@ class VAEDetector(BaseDetector):
         self.threshold = threshold
         self.threshold_param = threshold_param
         self.calibration_fraction = calibration_fraction
+        self.use_labels = use_labels
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
