@@ -357,3 +357,30 @@ def test_cli_threshold_refits_a_saved_model(data, make_detector, tmp_path):
         res = runner.invoke(app, ["threshold", str(model), str(tmp_path / "normal.csv"), *args])
         assert res.exit_code == 2
         assert "error:" in res.output and "Traceback" not in res.output
+
+
+def test_prediction_confidence_follows_exceed() -> None:
+    from scipy.stats import binom
+
+    from anovae.thresholds import prediction_confidence
+
+    ref = np.arange(200.0)  # threshold at the 90 % point: 180 reference scores at or below
+    conf = prediction_confidence(ref, 179.5, [0.0, 179.0, 181.0, 1e9])
+    p = (1 + np.array([1, 180, 182, 200])) / 202  # #{ref <= s}
+    flagged = binom.sf(180, 200, p)
+    np.testing.assert_allclose(conf, [1 - flagged[0], 1 - flagged[1], flagged[2], flagged[3]])
+    assert conf[0] > 0.999 and conf[3] > 0.999 and 0.3 < conf[1] < 0.7
+    assert (prediction_confidence(ref, np.inf, [0.0, 1e9]) == 1.0).all()  # nothing flagged
+
+
+def test_predict_confidence_api_as_pyod(fitted_vae, data) -> None:
+    labels, conf = fitted_vae.predict(data.X_test, return_confidence=True)
+    np.testing.assert_array_equal(labels, fitted_vae.predict(data.X_test))
+    np.testing.assert_array_equal(conf, fitted_vae.predict_confidence(data.X_test))
+    proba, conf2 = fitted_vae.predict_proba(data.X_test, method="unify", return_confidence=True)
+    np.testing.assert_array_equal(proba, fitted_vae.predict_proba(data.X_test, method="unify"))
+    np.testing.assert_array_equal(conf, conf2)
+    assert conf.shape == (len(data.X_test),) and ((conf >= 0) & (conf <= 1)).all()
+    s = fitted_vae.decision_function(data.X_test)
+    far = np.abs(s - fitted_vae.threshold_) > 3 * fitted_vae.decision_scores_.std()
+    assert far.any() and (conf[far] > 0.99).all()

@@ -49,6 +49,7 @@ __all__ = [
     "fpr_threshold",
     "parse_threshold",
     "pot_threshold",
+    "prediction_confidence",
     "recall_threshold",
     "threshold_from_labels",
 ]
@@ -156,6 +157,42 @@ def conformal_pvalues(calibration_scores: Any, scores: Any) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64).ravel()  # (m,)
     n_at_least = cal.size - np.searchsorted(cal, s, side="left")  # (m,) #{cal >= s}
     return (1.0 + n_at_least) / (cal.size + 1.0)
+
+
+def prediction_confidence(reference_scores: Any, threshold: float, scores: Any) -> np.ndarray:
+    """How sure each prediction ``score > threshold`` is: ExCeeD (Perini, Vercruyssen & Davis,
+    ECML PKDD 2020), the probability that the row would get the same label from a threshold set
+    the same way on another draw of the ``n`` reference rows.
+
+    The threshold flags a row when more than ``k = #{ref <= threshold}`` reference scores lie
+    below its score. Of a new draw of ``n`` reference rows, the number below score ``s`` is
+    ``Binomial(n, p_s)``, with ``p_s = (1 + #{ref <= s}) / (n + 2)`` (the posterior mean under a
+    uniform prior); so ``P(flagged) = P(Binomial(n, p_s) > k)``, and the confidence is that
+    for a flagged row and ``1 - P(flagged)`` for the others. Rows far from the threshold get
+    about 1; rows near it about 0.5, or less where the label would flip more often than not.
+
+    Args:
+        reference_scores: ``(n,)`` scores the threshold was set against (training or held-out
+            normal scores).
+        threshold: the threshold (``inf``: nothing is flagged).
+        scores: ``(m,)`` scores of the rows predicted.
+
+    Returns:
+        ``(m,)`` confidences in ``[0, 1]``.
+
+    >>> ref = np.arange(100.0)
+    >>> prediction_confidence(ref, 89.5, [10.0, 89.5, 99.0]).round(2)
+    array([1.  , 0.65, 1.  ])
+    """
+    from scipy.stats import binom
+
+    ref = np.sort(_scores(reference_scores, "reference_scores"))  # (n,)
+    s = np.asarray(scores, dtype=np.float64).ravel()  # (m,)
+    n = ref.size
+    k = int(np.searchsorted(ref, threshold, side="right"))  # #{ref <= threshold}
+    p = (1.0 + np.searchsorted(ref, s, side="right")) / (n + 2.0)  # (m,)
+    flagged = binom.sf(k, n, p)  # (m,) P(Binomial(n, p) > k)
+    return np.where(s > threshold, flagged, 1.0 - flagged)
 
 
 def best_f1_threshold(scores: Any, y: Any) -> float:

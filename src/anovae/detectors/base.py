@@ -41,7 +41,12 @@ from anovae.scores import (
     rank_features,
 )
 from anovae.tabular import SCALERS, ColumnSchema, Scaler, check_tabular
-from anovae.thresholds import ThresholdSpec, conformal_pvalues, parse_threshold
+from anovae.thresholds import (
+    ThresholdSpec,
+    conformal_pvalues,
+    parse_threshold,
+    prediction_confidence,
+)
 from anovae.training import TrainConfig, TrainResult, small_net_threads, train
 
 __all__ = ["BaseDetector", "auto_architecture", "resolve_device"]
@@ -736,14 +741,38 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """scikit-learn's convention (higher = more normal): ``-decision_function(X)``."""
         return -self.decision_function(X)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """0/1 labels: 1 where ``decision_function(X) > threshold_`` (anomaly)."""
+    def predict(self, X: Any, return_confidence: bool = False
+                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """0/1 labels: 1 where ``decision_function(X) > threshold_`` (anomaly); with
+        ``return_confidence``, also each label's confidence (:meth:`predict_confidence`), as
+        PyOD returns them: ``(labels, confidence)``."""
         self._check_fitted()
         self._check_threshold_score()
-        return (self.decision_function(X) > self.threshold_).astype(int)
+        s = self.decision_function(X)
+        labels = (s > self.threshold_).astype(int)
+        return (labels, self._confidence(s)) if return_confidence else labels
 
-    def predict_proba(self, X: Any, method: str = "linear") -> np.ndarray:
-        """``(n, 2)`` probabilities of [normal, anomaly], as PyOD computes them.
+    def predict_confidence(self, X: Any) -> np.ndarray:
+        """``(n,)`` confidence in each row's :meth:`predict` label, in [0, 1] (ExCeeD, as PyOD's
+        ``predict_confidence``): the chance that a threshold set the same way on another draw
+        of the reference rows gives the row the same label (see
+        :func:`anovae.thresholds.prediction_confidence`). The reference rows are the held-out
+        normal rows when there are some (``calibration_scores_``), else the training rows
+        (``decision_scores_``)."""
+        self._check_fitted()
+        self._check_threshold_score()
+        return self._confidence(self.decision_function(X))
+
+    def _confidence(self, scores: np.ndarray) -> np.ndarray:
+        reference = getattr(self, "calibration_scores_", None)
+        if reference is None or len(reference) == 0:
+            reference = self.decision_scores_
+        return prediction_confidence(reference, self.threshold_, scores)
+
+    def predict_proba(self, X: Any, method: str = "linear", return_confidence: bool = False
+                      ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """``(n, 2)`` probabilities of [normal, anomaly], as PyOD computes them (with
+        ``return_confidence``: ``(probabilities, confidence)``, see :meth:`predict_confidence`).
 
         ``"linear"``: the score min-max scaled on the training scores, clipped to [0, 1];
         ``"unify"``: Kriegel et al. (2011), ``erf`` of the score standardised on the training
@@ -772,7 +801,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         else:
             raise ValueError(f"method must be 'linear', 'unify' or 'conformal', got {method!r}")
         p = np.clip(p, 0.0, 1.0)
-        return np.column_stack([1.0 - p, p])
+        proba = np.column_stack([1.0 - p, p])
+        return (proba, self._confidence(s)) if return_confidence else proba
 
     def feature_scores(self, X: Any) -> np.ndarray:
         """``(n, d)`` per-feature contributions to the score; each row sums to its score."""
