@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -249,9 +250,14 @@ def test_thresholder_object_in_fit_and_saved_by_name(data, make_detector, tmp_pa
     det = make_detector(AEDetector, threshold=TopFive()).fit(data.X_train)
     assert det.labels_.sum() == 5
     twin = load(det.save(tmp_path / "m.safetensors"))
-    assert twin.get_params()["threshold"] == "pythresh:TopFive"
+    assert twin.get_params()["threshold"] == "object:TopFive"  # not PyThresh's: its own name
     assert twin.threshold_ == det.threshold_
     assert np.array_equal(twin.predict(data.X_test), det.predict(data.X_test))
+    # a file cannot rebuild the object: it says so (it said "needs PyThresh: pip install")
+    with pytest.raises(ValueError, match="thresholder object of your own.*TopFive\\(...\\)"):
+        twin.refit_threshold(data.X_test)
+    twin.refit_threshold(data.X_test, method=TopFive())
+    assert twin.predict(data.X_test).sum() == 5 and twin.threshold_method_ == "object:TopFive"
 
 
 def test_too_few_calibration_rows_flag_nothing_and_survive_saving(data, make_detector,
@@ -315,7 +321,7 @@ def test_refit_threshold_without_a_method_follows_set_params_and_keeps_threshold
     X_new = data.X_test
     det = make_detector(VAEDetector, threshold=Quantile(0.99)).fit(data.X_train)
     det.refit_threshold(X_new)  # the object itself
-    assert det.threshold_method_ == "pythresh:Quantile"
+    assert det.threshold_method_ == "object:Quantile"
     det = make_detector(VAEDetector).fit(data.X_train)
     det.set_params(contamination=0.02)
     det.refit_threshold(X_new)
@@ -384,3 +390,58 @@ def test_predict_confidence_api_as_pyod(fitted_vae, data) -> None:
     s = fitted_vae.decision_function(data.X_test)
     far = np.abs(s - fitted_vae.threshold_) > 3 * fitted_vae.decision_scores_.std()
     assert far.any() and (conf[far] > 0.99).all()
+
+
+def test_labels_are_checked_wherever_they_enter() -> None:
+    from anovae.metrics import evaluate
+
+    y, s = [0, 0, 1, 1, 0], [0.1, 0.4, 0.35, 0.8, 0.4]
+    # predict_proba's column as labels was truncated to 0: precision/recall/F1 0.0, no word
+    with pytest.raises(DataError, match=r"predicted labels must be 0 .* or 1 .*, found '0.7'"):
+        evaluate(y, s, [0, 0, 0.7, 0.7, 0])
+    with pytest.raises(DataError, match="found '-1'"):  # scikit-learn's convention
+        evaluate(y, s, [1, 1, -1, -1, 1])
+    with pytest.raises(DataError, match="4 labels in the predicted labels, but there are 5"):
+        evaluate(y, s, [0, 0, 1, 1])
+    with pytest.raises(DataError, match="found 'None'"):  # was NumPy's TypeError ('<')
+        evaluate([0, 1, None], [1.0, 2.0, 3.0])
+    with pytest.raises(DataError, match="found 'None'"):
+        best_f1_threshold([1.0, 2.0, 3.0], [0, 1, None])
+    # a thresholder answering -1/1 flagged every row (-1 is truthy)
+    with pytest.raises(DataError, match="the thresholder's labels must be 0 .* found '-1'"):
+        threshold_from_labels([1.0, 2.0, 3.0], [-1, -1, 1])
+    assert evaluate([True, False], [2.0, 1.0], [1.0, 0.0])["f1"] == 1.0
+
+
+def test_a_number_given_twice_must_agree() -> None:
+    assert parse_threshold("fpr=0.1", 0.1).param == 0.1
+    with pytest.raises(ValueError, match="'fpr=0.1' and the number 0.2 disagree"):
+        parse_threshold("fpr=0.1", 0.2)
+
+
+def test_refit_with_a_new_number_reuses_the_method(data, make_detector) -> None:
+    det = make_detector(AEDetector, threshold="fpr", threshold_param=0.2).fit(data.X_train)
+    det.refit_threshold(data.X_train, param=0.3)  # the method reused ("fpr=0.2"), 0.3 its number
+    assert det.threshold_method_ == "fpr=0.3"
+
+
+def test_pot_on_few_rows_warns_that_it_extrapolates() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.warns(UserWarning, match=r"q n = 0.05 < 1.*at least 1000 rows"):
+        pot_threshold(rng.exponential(size=50), 1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pot_threshold(rng.exponential(size=2000), 1e-3)
+
+
+def test_contamination_on_tied_scores_warns(make_detector) -> None:
+    # duplicated rows: the 90 % point is a tie, and "score > threshold" flagged nothing, silently
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5, 3))[rng.integers(0, 5, 400)]
+    with pytest.warns(UserWarning, match=r"contamination=0.1, but only 0.0% .* tie at it"):
+        det = make_detector(AEDetector).fit(X)
+    assert det.labels_.sum() == 0
+    with pytest.raises(ValueError, match="NaN"):
+        contamination_threshold(np.array([1.0, np.nan]), 0.1)
+    with pytest.raises(ValueError, match="empty"):
+        contamination_threshold(np.array([]), 0.1)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from anovae.exceptions import warn
+from anovae.metrics import binary_labels
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -75,11 +76,7 @@ def _scores(scores: Any, what: str = "scores") -> np.ndarray:
 
 
 def _labels(y: Any, n: int) -> np.ndarray:
-    y = np.asarray(y).ravel()
-    if y.shape[0] != n:
-        raise ValueError(f"y has {y.shape[0]} labels for {n} scores")
-    if not set(np.unique(y).tolist()) <= {0, 1}:
-        raise ValueError("y must hold 0 (normal) and 1 (anomaly) labels")
+    y = binary_labels(y, n, rows="there are {n} scores")
     if not y.any():
         raise ValueError("y has no anomalies (label 1): this method needs at least one")
     return y.astype(bool)
@@ -102,7 +99,7 @@ def contamination_threshold(scores: np.ndarray, contamination: float) -> float:
     >>> round(contamination_threshold(np.arange(100.0), 0.1), 6)
     89.1
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = _scores(scores)
     if not 0.0 < contamination <= 0.5:
         raise ValueError(f"contamination must be in (0, 0.5], got {contamination}")
     return float(np.percentile(scores, 100.0 * (1.0 - contamination)))
@@ -276,9 +273,13 @@ def pot_threshold(scores: Any, q: float = 1e-3, level: float | None = None) -> f
     n_t = excess.size
     if n_t < 10 or np.ptp(excess) == 0.0:
         raise ValueError(f"POT needs at least 10 distinct scores above the {level:g} quantile, "
-                         f"got {n_t} of {n}: give more rows or a lower level")
+                         f"got {n_t} of {n}: give more rows (with more distinct scores)")
     if not 0.0 < q < n_t / n:
         raise ValueError(f"q must be in (0, {n_t / n:g}) (the tail share above level), got {q}")
+    if q * n < 1.0:
+        warn(f"pot with q={q:g} on {n} scores extrapolates past the largest of them (q n = "
+             f"{q * n:.2g} < 1): the share of normal rows flagged can be several times q; "
+             f"give at least {math.ceil(1.0 / q)} rows, or a larger q")
     gamma, _, sigma = genpareto.fit(excess, floc=0.0)
     ratio = q * n / n_t
     if abs(gamma) < 1e-8:
@@ -295,9 +296,8 @@ def threshold_from_labels(scores: Any, labels: Any) -> float:
     2.0
     """
     s = _scores(scores)
-    flagged = np.asarray(labels).ravel().astype(bool)
-    if flagged.shape[0] != s.size:
-        raise ValueError(f"{flagged.shape[0]} labels for {s.size} scores")
+    flagged = binary_labels(labels, s.size, "the thresholder's labels",
+                            "there are {n} scores").astype(bool)
     if not flagged.any():
         return float(s.max())
     return _just_below(s, float(s[flagged].min()))
@@ -350,9 +350,12 @@ class ThresholdSpec:
 
     def describe(self) -> str:
         """A short string naming the method, e.g. ``"fpr=0.05"`` or ``"pythresh:IQR"``;
-        :func:`parse_threshold` reads it back."""
+        :func:`parse_threshold` reads it back (a thresholder of your own is ``"object:NAME"``:
+        only its name, which a model file keeps, and which cannot rebuild it)."""
         if self.method == "pythresh":
-            return f"pythresh:{type(self.thresholder).__name__}"
+            kind = type(self.thresholder)
+            prefix = "pythresh" if kind.__module__.split(".")[0] == "pythresh" else "object"
+            return f"{prefix}:{kind.__name__}"
         return self.method if self.param is None else f"{self.method}={float(self.param)!r}"
 
     def compute(self, scores: Any, y: Any | None = None) -> float:
@@ -404,6 +407,11 @@ def parse_threshold(threshold: Any = "contamination", param: float | None = None
         spec = ThresholdSpec("pythresh", None, threshold)
     elif threshold.startswith("pythresh:"):
         spec = ThresholdSpec("pythresh", None, _pythresh(threshold.split(":", 1)[1]))
+    elif threshold.startswith("object:"):
+        name = threshold.split(":", 1)[1]
+        raise ValueError(f"threshold {threshold!r} was a thresholder object of your own, which a "
+                         f"model file names but does not hold: pass the object again "
+                         f"(threshold={name}(...), or refit_threshold(X, method={name}(...)))")
     else:
         return _parse_named(threshold, param)
     if param is not None:
@@ -413,11 +421,15 @@ def parse_threshold(threshold: Any = "contamination", param: float | None = None
 
 def _parse_named(threshold: str, param: float | None) -> ThresholdSpec:
     method, _, number = threshold.partition("=")
-    if number and param is None:
+    if number:
         try:
-            param = float(number)
+            written = float(number)
         except ValueError:
             raise ValueError(f"threshold {threshold!r}: {number!r} is not a number") from None
+        if param is not None and param != written:
+            raise ValueError(f"threshold {threshold!r} and the number {param:g} disagree: give "
+                             "the number once")
+        param = written
     if method not in METHODS:
         raise ValueError(f"threshold must be one of {list(METHODS)}, 'pythresh:NAME' or a "
                          f"PyThresh object, got {threshold!r}")

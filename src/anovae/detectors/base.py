@@ -27,8 +27,9 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from anovae.accel import to_device
 from anovae.distributed import shared_seed
-from anovae.exceptions import DataError, NotFittedError
+from anovae.exceptions import DataError, NotFittedError, warn
 from anovae.losses import LossTerms
+from anovae.metrics import binary_labels
 from anovae.nets import build_net
 from anovae.nets.blocks import ACTIVATIONS
 from anovae.nets.mlp import MLPConfig
@@ -330,11 +331,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if not self.use_labels and not spec.needs_labels:
             y = None  # ignored, as by PyOD's unsupervised detectors
         if y is not None:
-            y_arr = np.asarray(y).ravel()
-            if y_arr.shape[0] != X_arr.shape[0]:
-                raise DataError(f"y has {y_arr.shape[0]} labels but X has {X_arr.shape[0]} rows")
-            if not set(y_arr.tolist()) <= {0, 1}:  # (np.unique fails on mixed types)
-                raise DataError("y must hold 0 (normal) and 1 (anomaly) labels")
+            y_arr = binary_labels(y, X_arr.shape[0])
             if self.use_labels:
                 train_rows = X_arr[y_arr == 0]
             if train_rows.shape[0] < 2:
@@ -515,6 +512,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             threshold = spec.compute(scores, y if spec.needs_labels else None)
         self.threshold_method_ = spec.describe()
         self._set_threshold(threshold)
+        if spec.method == "contamination":
+            share = float(np.mean(scores > threshold))
+            if share < 0.5 * float(spec.param):  # PyOD's rule, "score > threshold", on ties
+                warn(f"contamination={float(spec.param):g}, but only {share:.1%} of the rows "
+                     f"score above the threshold: {int(np.sum(scores == threshold))} tie at it "
+                     "(duplicated rows?), and a row must score above it to be flagged")
 
     def refit_threshold(self, X: Any, y: Any | None = None, *, method: Any = None,
                         param: float | None = None) -> BaseDetector:
@@ -551,16 +554,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self._check_threshold_score()  # decision_scores_ (hence labels_) are of that score
         if method is None:
             method = self._default_refit_method()
+            if param is not None and isinstance(method, str):  # the method reused, a new number
+                method = method.partition("=")[0]
         spec = self._threshold_spec(method, param)
         scores = self.decision_function(X)
         y_arr = None
         if y is not None:
-            y_arr = np.asarray(y).ravel()
-            if y_arr.shape[0] != scores.shape[0]:
-                raise DataError(f"y has {y_arr.shape[0]} labels but X has {scores.shape[0]} rows")
-            if not set(y_arr.tolist()) <= {0, 1}:
-                raise DataError("y must hold 0 (normal) and 1 (anomaly) labels")
-            y_arr = y_arr.astype(int)
+            y_arr = binary_labels(y, scores.shape[0])
         if spec.needs_labels and (y_arr is None or not y_arr.any()):
             raise DataError(f"threshold method {spec.method!r} needs labels with at least one "
                             "anomaly: pass y, 1 for an anomaly (CLI: --label-column COLUMN)")
