@@ -215,7 +215,14 @@ def test_reordered_columns_give_the_same_scores(fitted_vae_frame, data):
 def test_non_numeric_column_at_scoring(fitted_vae_frame, data):
     df = data.frame(data.X_test[:4]).astype({"f2": object})
     df["f2"] = ["a", "b", "c", "d"]
-    raises_data_error(lambda: fitted_vae_frame.decision_function(df), "'f2'", "categorical")
+    # it said "encode or exclude them (--exclude COLUMN)": score has no --exclude, and the
+    # model needs the column; now it names the value and its row
+    raises_data_error(lambda: fitted_vae_frame.decision_function(df), "numeric column 'f2'",
+                      "'a' in row 0", "fix the data")
+    with pytest.raises(DataError, match="'b' in row 1"):
+        fitted_vae_frame.decision_function(df.assign(f2=[0.5, "b", 1.0, 2.0]))
+    with pytest.raises(DataError, match="'0.5' in row 0: numbers written as text"):
+        fitted_vae_frame.decision_function(df.assign(f2=["0.5", "1", "2", "3"]))
 
 
 def test_errors_are_not_from_torch(fitted_vae, data):

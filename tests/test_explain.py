@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from anovae import VAEDetector
@@ -134,3 +135,24 @@ def test_images_have_no_baselines():
 def test_explain_rejects_bad_k(fitted_vae, data, k):
     with pytest.raises(ValueError, match="k must be"):
         fitted_vae.explain(data.X_test[:2], k=k)
+
+
+def test_boolean_values_and_expectations_read_alike() -> None:
+    # a CSV's true/false column with gaps is read as text: observed 'false', expected False
+    import io
+
+    from anovae.scoring import score_frame
+
+    rng = np.random.default_rng(0)
+    n = 300
+    raw = pd.DataFrame({"amount": rng.normal(size=n), "city": rng.choice(["a", "b"], n),
+                        "flag": rng.choice(["true", "false", ""], n)})
+    df = pd.read_csv(io.StringIO(raw.to_csv(index=False)))
+    det = VAEDetector(epochs=2, random_state=0, device="cpu").fit(df)
+    assert det.schema_.kinds[2] == "boolean"
+    out = score_frame(det, df.head(20), top_k=3, explain=True)
+    for i in (1, 2, 3):
+        flag = out[f"top_feature_{i}"] == "flag"
+        seen = out.loc[flag, f"top_value_{i}"].dropna()
+        assert {type(v) for v in seen} <= {bool} and len(seen)
+        assert {type(v) for v in out.loc[flag, f"top_expected_{i}"]} <= {bool}

@@ -211,3 +211,14 @@ def test_fit_table_without_using_labels_trains_on_every_row(tmp_path: Path) -> N
     best = fit_table(VAEDetector(use_labels=False, threshold="best_f1", **kw), folder,
                      label_column="y", chunk_rows=100)
     assert best.n_train_rows_ == 600 and best.threshold_method_ == "best_f1"
+
+
+def test_fit_table_warns_once_per_fit_not_per_row_group(tmp_path: Path) -> None:
+    data = make_data(n_train=400, n_test=10, n_anomalies=2, d=3)
+    X = data.frame(data.X_train)
+    X.insert(0, "cid", np.arange(len(X)))  # an id left among the features
+    folder = _write_folder(X, tmp_path / "d", files=2, row_group=64)
+    with pytest.warns(UserWarning, match="'cid' counts up by one") as rec:
+        fit_table(VAEDetector(epochs=1, random_state=0, device="cpu"), folder, chunk_rows=100)
+    assert len([w for w in rec if "'cid'" in str(w.message)]) == 1  # was one per row group (9)
+    assert {w.filename for w in rec} == {__file__}

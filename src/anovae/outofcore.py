@@ -33,6 +33,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 from anovae.accel import to_device
-from anovae.exceptions import DataError
+from anovae.exceptions import DataError, warn
 
 __all__ = ["ParquetBatches", "RowGroup", "fit_table", "parquet_files", "parquet_row_groups",
            "row_uniform"]
@@ -345,11 +346,18 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world_size)
     read_cols = columns + ([label_column] if label_column else [])
     path = os.fspath(data)
+    warned: set[str] = set()
 
     def features(df: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows (n, d) float64, anomaly mask (n,), training mask (n,): the rows that may
         train, all of them unless labels are used) of a row group, validated."""
-        X = check_tabular(df[columns], what=f"{path!r} rows {df.index[0]}..{df.index[-1]}")[0]
+        with warnings.catch_warnings(record=True) as caught:  # once per fit, not per row group
+            warnings.simplefilter("always")
+            X = check_tabular(df[columns], what=f"{path!r} rows {df.index[0]}..{df.index[-1]}")[0]
+        for w in caught:
+            if str(w.message) not in warned:
+                warned.add(str(w.message))
+                warn(str(w.message), w.category)
         if not label_column:
             return X, np.zeros(len(df), dtype=bool), np.ones(len(df), dtype=bool)
         y = df[label_column]

@@ -184,6 +184,22 @@ def holds_numbers(s: pd.Series) -> bool:
                                   for v in obs)
 
 
+def _first_non_number(s: pd.Series) -> str:
+    """``'oops' in row 450``: the first observed value of ``s`` that is not a number (or, when
+    every value is a number written as text, the first one, saying so)."""
+    obs = s.dropna()
+    if not obs.size:
+        return f"dtype {s.dtype}"
+    try:
+        num = pd.to_numeric(obs, errors="coerce")
+    except (TypeError, ValueError):  # e.g. lists
+        num = pd.Series(np.nan, index=obs.index)
+    bad = obs[num.isna()]
+    if not bad.size:
+        return f"{str(obs.iloc[0])!r} in row {obs.index[0]!r}: numbers written as text"
+    return f"{str(bad.iloc[0])!r} in row {bad.index[0]!r}"
+
+
 def series_as_frame(X: pd.Series, names: Sequence[str] | None, what: str) -> pd.DataFrame:
     """A Series as the one-column table it is, unless it looks like one *row* of a model
     fitted on the columns ``names`` (its index holds them): then a :class:`DataError` saying
@@ -230,10 +246,19 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
         if not holds_numbers(col):
             non_numeric.append(n)
     if non_numeric:
+        first = non_numeric[0]
+        example = _first_non_number(X[first] if schema is None or schema.names is not None
+                                    else X.iloc[:, names.index(first)])
+        if schema is not None:  # the model needs these columns: they hold text now
+            raise DataError(
+                f"{what} holds text in numeric column{'s' if len(non_numeric) > 1 else ''} "
+                f"{_list(non_numeric)} (e.g. {example}); the model was fitted with "
+                f"{'them' if len(non_numeric) > 1 else 'it'} as numbers: fix the data")
         raise DataError(
-            f"{what} has non-numeric columns {_list(non_numeric)}; this model takes numeric "
-            "and boolean columns only (a VAEDetector fitted on a table with text or categorical "
-            "columns models them): encode or exclude them (CLI: --exclude COLUMN)"
+            f"{what} has non-numeric columns {_list(non_numeric)} (e.g. {example}); this model "
+            "takes numeric and boolean columns only (a VAEDetector fitted on a table with text "
+            "or categorical columns models them): encode or exclude them (CLI: --exclude "
+            "COLUMN)"
         )
     try:
         arr = X.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -341,6 +341,10 @@ class VAEDetector(BaseDetector):
         else:
             values = np.asarray(X, dtype=object).reshape(rows.shape)
         expected = schema.decode(self._reconstruct_rows(rows)).to_numpy(dtype=object)
+        for j, kind in enumerate(schema.kinds):  # "false", 0, "no"... as the expected: False
+            if kind == "boolean":
+                known = np.isin(rows[:, j], (0.0, 1.0))
+                values[known, j] = [bool(v) for v in rows[known, j]]
         return values, expected, {"unseen_category": schema.unseen(rows),
                                   "missing": np.isnan(rows)}
 
