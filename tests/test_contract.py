@@ -485,3 +485,17 @@ def test_use_labels_false_ignores_y_as_pyod_does(tmp_path):
     assert anovae.load(path).use_labels is False
     plain = VAEDetector(**kw).fit(X).save(tmp_path / "p.safetensors")
     assert "use_labels" not in anovae.persistence.read_metadata(plain)["params"]
+
+
+def test_random_state_objects_are_accepted_as_in_scikit_learn(data, tmp_path):
+    kw = dict(epochs=1, hidden_dims=(8,), latent_dim=2, device="cpu")
+    a = VAEDetector(random_state=np.random.RandomState(0), **kw).fit(data.X_train)
+    b = VAEDetector(random_state=np.random.RandomState(0), **kw).fit(data.X_train)
+    np.testing.assert_array_equal(a.decision_scores_, b.decision_scores_)
+    gen = np.random.default_rng(0)
+    c = VAEDetector(random_state=gen, **kw).fit(data.X_train)
+    d = VAEDetector(random_state=gen, **kw).fit(data.X_train)  # the generator moved on
+    assert not np.array_equal(c.decision_scores_, d.decision_scores_)
+    assert anovae.load(c.save(tmp_path / "m.safetensors")).random_state is None
+    with pytest.raises(ValueError, match="random_state must be"):
+        VAEDetector(random_state="0", **kw).fit(data.X_train)

@@ -317,7 +317,7 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     """
     from anovae.detectors import AEDetector, VAEDetector
     from anovae.detectors.base import resolve_device
-    from anovae.distributed import current, shared_seed
+    from anovae.distributed import current
     from anovae.tabular import ColumnSchema, Scaler, ScalerStats, check_tabular
 
     if type(detector) not in (VAEDetector, AEDetector) or any(
@@ -332,9 +332,7 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     groups, schema = parquet_row_groups(data)
     total = groups[-1].offset + groups[-1].rows
     columns = _feature_columns(schema, label_column, id_column, exclude, os.fspath(data))
-    seed = (int(detector.random_state) if detector.random_state is not None
-            else int(np.random.default_rng().integers(0, 2**31 - 1)))
-    seed = shared_seed(seed)
+    seed = detector._fit_seed()
     rng = np.random.default_rng(seed)
     cal_frac = getattr(detector, "calibration_fraction", None)
     if cal_frac is None:

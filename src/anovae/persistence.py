@@ -96,6 +96,8 @@ _ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_", "calibration_scor
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.random.RandomState, np.random.Generator)):
+        return None  # a random_state object: the file cannot hold it (the fit drew its seed)
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if isinstance(value, (tuple, list)):  # lists too: e.g. hidden_dims=[np.int64(32), 16]

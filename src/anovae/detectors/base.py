@@ -197,7 +197,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     clip_grad_norm: float
     scaler: str
     device: str
-    random_state: int | None
+    random_state: int | np.random.RandomState | np.random.Generator | None
     verbose: bool
     use_labels: bool
 
@@ -281,7 +281,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         _check_param("patience", self.patience, Integral, 0, none_ok=True)
         _check_param("clip_grad_norm", self.clip_grad_norm, Real, 0.0)
         _check_param("scaler", self.scaler, str, choices=SCALERS)
-        _check_param("random_state", self.random_state, Integral, 0, none_ok=True)
+        if not isinstance(self.random_state, (np.random.RandomState, np.random.Generator)):
+            _check_param("random_state", self.random_state, Integral, 0, none_ok=True)
         if not isinstance(getattr(self, "use_labels", True), (bool, np.bool_)):
             raise ValueError(f"use_labels must be True or False, got {self.use_labels!r}")
         if not isinstance(self.device, str):
@@ -342,10 +343,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             self.feature_names_in_ = np.asarray(schema.names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_  # a refit on an array: the old names no longer apply
-        seed = (int(self.random_state) if self.random_state is not None
-                else int(np.random.default_rng().integers(0, 2**31 - 1)))
-        seed = shared_seed(seed)  # under torchrun: rank 0's seed, so the ranks agree
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(self._fit_seed())
         y_fit = None if y is None else y_arr.astype(int)
         if spec.needs_labels and (y_fit is None or not y_fit.any()):
             raise DataError(f"threshold={spec.method!r} needs labels with at least one anomaly: "
@@ -377,6 +375,21 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             del self.calibration_scores_  # a refit without calibration: the old ones are stale
         self._fit_threshold(spec, self.decision_scores_, y_fit)
         return self
+
+    def _fit_seed(self) -> int:
+        """The seed of a fit: ``random_state`` itself (an int); one drawn from it (a NumPy
+        ``RandomState`` or ``Generator``, as scikit-learn accepts: each fit then draws anew);
+        or a fresh one (``None``). Under torchrun, rank 0's, so the ranks agree."""
+        rs = self.random_state
+        if isinstance(rs, np.random.RandomState):
+            seed = int(rs.randint(0, 2**31 - 1))
+        elif isinstance(rs, np.random.Generator):
+            seed = int(rs.integers(0, 2**31 - 1))
+        elif rs is not None:
+            seed = int(rs)
+        else:
+            seed = int(np.random.default_rng().integers(0, 2**31 - 1))
+        return shared_seed(seed)
 
     def _train_net(self, x_train: Any, x_val: np.ndarray | None, n_train: int,
                    rng: np.random.Generator) -> torch.nn.Module:

@@ -113,7 +113,9 @@ class VAEDetector(BaseDetector):
             ``y`` to ``fit``: with ``True`` they evaluate the semi-supervised model, with
             ``False`` the unsupervised one (as for IsolationForest).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        random_state: seed for initialisation, shuffling, noise and the validation split.
+        random_state: seed for initialisation, shuffling, noise and the validation split; a
+            NumPy ``RandomState`` or ``Generator`` works too (each fit draws a seed from it, as
+            in scikit-learn; a model file then records ``None``).
         verbose: show a progress bar and log training.
         categorical: columns to model as categorical (e.g. integer codes); giving it (even
             ``[]``) selects the mixed-table path. ``None``: inferred.
