@@ -296,3 +296,20 @@ def test_save_and_load_name_a_file_object(fitted_vae):
         fitted_vae.save(io.BytesIO())
     with pytest.raises(TypeError, match="must be a file path .* got BytesIO"):
         anovae.load(io.BytesIO())
+
+
+def test_masked_cells_are_missing_not_silently_unmasked(fitted_vae, data):
+    m = np.ma.masked_array(data.X_test[:3], mask=np.zeros((3, data.X_test.shape[1]), bool))
+    np.testing.assert_array_equal(fitted_vae.decision_function(m),
+                                  fitted_vae.decision_function(data.X_test[:3]))
+    m.mask[0, 1] = True  # the mask was dropped: the value under it was scored
+    raises_data_error(lambda: fitted_vae.decision_function(m), "NaN", "column 1")
+
+
+def test_a_series_of_one_row_says_how_to_pass_it(fitted_vae, data):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no names warning for the Series' position name 0
+        with pytest.raises(DataError, match=r"a pandas Series is one column.*to_frame\(\).T"):
+            fitted_vae.decision_function(pd.Series(data.X_test[0]))

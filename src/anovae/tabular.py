@@ -80,7 +80,8 @@ def check_tabular(
     2-D numeric array. With ``schema`` (the fitted one), DataFrame columns are matched by name
     (reordered if needed) and arrays by width. Every problem raises :class:`DataError` naming it.
     """
-    if isinstance(X, pd.Series):
+    series = isinstance(X, pd.Series)
+    if series:
         X = series_as_frame(X, None if schema is None else schema.names, what)
     if isinstance(X, pd.DataFrame):
         arr, names = _frame_to_array(X, schema, what)
@@ -96,9 +97,12 @@ def check_tabular(
     if arr.shape[1] == 0:
         raise DataError(f"{what} has no columns")
     if schema is not None and arr.shape[1] != schema.n_features:
+        hint = ("" if not series or arr.shape[0] != schema.n_features else
+                " (a pandas Series is one column; pass one row as a one-row table: "
+                "series.to_frame().T)")
         raise DataError(
-            f"{what} has {arr.shape[1]} columns but the model was fitted on {schema.n_features}"
-        )
+            f"{what} has {arr.shape[1]} columns but the model was fitted on "
+            f"{schema.n_features}{hint}")
     # A sum is finite exactly when every value is (barring overflow, re-checked below): one cheap
     # pass on the hot scoring path instead of a full boolean mask.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -124,6 +128,8 @@ def check_tabular(
 def _array(X: Any, what: str) -> np.ndarray:
     if issparse(X):  # np.asarray would make a 0-d object array of it
         raise DataError(f"{what} is a sparse matrix; anovae takes dense tables: use X.toarray()")
+    if isinstance(X, np.ma.MaskedArray):  # np.asarray would drop the mask: masked = missing
+        X = np.ma.filled(X.astype(np.float64), np.nan) if np.ma.is_masked(X) else X.data
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
@@ -237,7 +243,8 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
     if schema is not None and schema.names is not None:
         X = match_columns(X, list(schema.names), what)
         names = list(schema.names)
-    elif schema is not None:  # as scikit-learn warns: nothing checks these names
+    elif schema is not None and all(isinstance(c, str) for c in X.columns):
+        # as scikit-learn warns (for text names only: 0, 1... are positions anyway)
         warn(f"{what} has column names, but the model was fitted on an array without names: "
              "its columns are taken by position")
     non_numeric = []

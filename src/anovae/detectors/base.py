@@ -302,7 +302,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """Fit the detector on ``X`` (rows of normal data, or mostly normal data).
 
         Args:
-            X: ``(n, d)`` array or DataFrame of numeric columns, ``n >= 2``.
+            X: ``(n, d)`` array or DataFrame, ``n >= 2``: numeric and boolean columns; a
+                :class:`~anovae.VAEDetector` also takes text, categorical columns and gaps (a
+                mixed table, see its ``categorical`` parameter); image detectors take images.
             y: optional 0/1 labels (1 = anomaly). When given (and ``use_labels=True``, the
                 default), only the rows labelled 0 train the network; every row is still scored
                 for ``decision_scores_``. With ``use_labels=False`` it is ignored, unless the
@@ -928,10 +930,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     @torch.inference_mode()
     def sample(self, n: int, *, random_state: int | np.random.Generator | None = None
                ) -> np.ndarray:
-        """Draw ``n`` rows from the model: ``z ~ N(0, I)``, then the decoder mean, in data units.
+        """Draw ``n`` rows from the model: a code ``z``, then the decoder mean, in data units.
 
-        A plain autoencoder has no prior; its codes are drawn from a Gaussian fitted to the
-        training codes' mean and standard deviation per dimension.
+        A VAE draws ``z ~ N(0, I)``, its prior. A plain autoencoder has no prior: its codes are
+        drawn from a Gaussian with the training codes' mean and standard deviation per
+        dimension. ``random_state``: a seed or a NumPy ``Generator``.
         """
         self._check_fitted()
         _check_param("n", n, Integral, 1)
