@@ -600,13 +600,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ``labels_`` and ``calibration_scores_``).
 
         ``set_params(score_type=...)`` (or ``n_samples=``) on a fitted model changes what
-        ``decision_function``,
-        ``feature_scores``, ``explain`` and anomaly maps give (to compare scores on one network,
-        as ``anovae bench images`` does), but the threshold stays the fitted score's: whatever
-        compares with it or with the training scores (``predict``, ``predict_proba``,
-        ``refit_threshold``, ``save``, scoring image files) refuses here, as a changed score
-        term does (``latent_density`` of image VAEs). It is not re-set: that needs every
-        training row's new score, and the training rows are not kept.
+        ``decision_function``, ``feature_scores``, ``explain`` and anomaly maps give (to compare
+        scores on one network, as ``anovae bench images`` does), but the threshold stays the
+        fitted score's: whatever compares with it or with the training scores (``predict``,
+        ``predict_proba``, ``refit_threshold``, ``save``, scoring image files) refuses here, as
+        a changed score term does (``latent_density`` of image VAEs). It is not re-set: that
+        needs every training row's new score, and the training rows are not kept.
         """
         fitted = getattr(self, "threshold_score_", self.score_name)  # pickles before it existed
         if self.score_name != fitted:
