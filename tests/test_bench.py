@@ -72,7 +72,7 @@ def test_filters_max_rows_and_split(tmp_path: Path) -> None:
     assert small.X.shape[0] == 64 and small.y.sum() == 4  # stratified: 1/16 anomalies
     X_fit, X_eval, y_eval = split(small.X, small.y, "novelty", 0)
     assert X_fit.shape[0] == 30 and y_eval.sum() == 2
-    with pytest.raises(FileNotFoundError, match="no data set named"):
+    with pytest.raises(FileNotFoundError, match="no data set named nope .* it holds alpha, beta"):
         load_datasets(data, ["nope"])
 
 

@@ -174,7 +174,7 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
         (["fit", "{text}", "-o", "{out}", "--detector", "ae"], "numeric and boolean columns only"),
         (["fit", "{nan}", "-o", "{out}", "--detector", "ae"], "NaN"),
         (["fit", "{table}", "-o", "{out}", "--set", "bogus=1"], "no parameter"),
-        (["fit", "{table}", "-o", "{out}", "--learning-rate", "-1"], "learning_rate"),
+        (["fit", "{table}", "-o", "{out}", "--learning-rate", "-1"], "--learning-rate must be > 0"),
         (["score", "{not_model}", "{table}", "-o", "{tmp}/s.csv"], "not a readable anovae model"),
         (["score", "{model}", "{narrow}", "-o", "{tmp}/s.csv"], "lacks columns"),
         (["score", "{model}", "{table}", "-o", "{tmp}/x.xlsx"], "unsupported output type"),

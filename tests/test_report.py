@@ -201,3 +201,70 @@ def test_report_flags_new_categories_and_gaps_and_writes_booleans_alike(tmp_path
     assert "<i>missing</i>" in text
     why = text[text.index('class="why"'):]
     assert ">True<" not in why and ">true<" not in why
+
+
+def test_a_second_report_leaves_no_figure_of_the_first(fitted_vae_frame, data, tmp_path):
+    out = tmp_path / "st.html"
+    frame = data.frame(data.X_test)
+    build_report(fitted_vae_frame, frame, data.y_test, out_path=out, top_k=3)
+    assert (tmp_path / "st-roc.png").is_file() and (tmp_path / "st-pr.png").is_file()
+    (tmp_path / "st-logo.png").write_bytes(b"the user's own file")
+    build_report(fitted_vae_frame, frame, out_path=out, top_k=3)  # no labels: no curves
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "st-latent.png", "st-logo.png", "st-scores.png", "st-training.png", "st.html"]
+    assert "ROC curve" not in out.read_text()
+
+
+class OffsetModel:
+    """Scores that share a large offset (an image model's are ~57,590), the threshold among
+    them."""
+
+    threshold_ = 57590.5
+
+    def decision_function(self, X):
+        return 57590.0 + np.asarray(X, dtype=float)[:, 0]
+
+
+def test_scores_sharing_a_large_offset_show_which_side_of_the_threshold_they_are(tmp_path):
+    X = np.linspace(0.01, 1.01, 41)[:, None]  # scores 57590.010 ... 57591.010 by 0.025
+    page = build_report(OffsetModel(), X, out_path=tmp_path / "r.html", top_k=30).read_text()
+    threshold = re.search(r"<div class=card><b>([^<]*) <small>", page).group(1)
+    rows = re.findall(r"<tr><td>\d+</td><td>\d+</td><td>([^<]*)</td><td>(.*?)</td>", page)
+    assert len(rows) == 30
+    shown = [score for score, _ in rows]
+    assert len(set(shown)) == 30 and threshold not in shown  # 5.759e+04 for every one of them
+    for score, flag in rows:
+        assert (float(score) > float(threshold)) == ("yes" in flag)
+    assert float(threshold) == pytest.approx(57590.5)
+
+
+def test_format_scores_keeps_four_digits_where_they_suffice():
+    from anovae.plots import format_scores
+
+    f = format_scores([3.52, 12.9, 60.1], 45.66)
+    assert (f(45.66), f(3.52), f(float("nan"))) == ("45.66", "3.52", "n/a")
+    f = format_scores([57590.31, 57590.74], 57590.52)
+    assert [f(v) for v in (57590.31, 57590.52, 57590.74)] == [
+        "57590.310", "57590.520", "57590.740"]
+    assert format_scores([1e6, 3e6], 2e6)(2e6) == "2e+06"
+
+
+def test_histogram_titles_say_row_for_one_row():
+    from anovae.plots import score_histogram
+
+    s = np.r_[np.zeros(999), 1e4]  # one score far beyond the axis
+    title = score_histogram(s, -1.0).axes[0].get_title()
+    assert "(1 row scores beyond the right edge" in title
+    assert "of 1 row above" in score_histogram(np.array([2.0]), 1.0).axes[0].get_title()
+
+
+def test_autoencoder_report_describes_its_own_loss_and_auto_parameters(fitted_ae, data,
+                                                                      tmp_path):
+    page = build_report(fitted_ae, data.X_test, out_path=tmp_path / "ae.html").read_text()
+    caption = page[page.index("<b>Training.</b>"):].split("</figcaption>")[0]
+    assert "KL" not in caption and "beta" not in caption
+    assert "reconstruction error" in caption
+    params = dict(re.findall(r"<tr><th>parameter (\w+)</th><td>([^<]*)</td></tr>", page))
+    auto = sorted(k for k, v in fitted_ae.get_params().items() if v is None)
+    assert auto and all(params[k] == "auto" for k in auto)
+    assert "None" not in params.values()

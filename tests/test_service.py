@@ -425,6 +425,43 @@ def test_mixed_tables_bad_records_are_422(mixed_client: Any, record: dict[str, A
     assert message in r.json()["detail"]
 
 
+def test_mixed_tables_bad_records_name_the_record(mixed_client: Any) -> None:
+    # the library's check named the column "of X" and no record; numeric models name both
+    c, _, _ = mixed_client
+    good = {"amount": 1.0, "country": "FR", "weekend": False}
+    recs = [good, good, {**good, "amount": "lots"}, {**good, "amount": "more"}]
+    cases = [({"records": recs}, "column 'amount' of record 2 holds text (e.g. 'lots')"),
+             ({"columns": {k: [r[k] for r in recs] for k in good}},
+              "column 'amount' of record 2 holds text (e.g. 'lots')"),
+             ({"instances": [list(r.values()) for r in recs]},
+              "column 'amount' of instance 2 holds text (e.g. 'lots')"),
+             ({"records": [good, {**good, "weekend": "maybe"}]},
+              "column 'weekend' of record 1 is boolean in the model but holds 'maybe'")]
+    for body, message in cases:
+        r = c.post("/v1/score", json=body)
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"]
+        assert message in detail and " of X " not in detail, detail
+    r = c.post("/v1/score", content='{"records": [{"amount": 1, "country": "FR", "weekend": '
+                                    'false}, {"amount": Infinity, "country": "FR", "weekend": '
+                                    'false}]}', headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"].startswith(
+        "record 1 contains infinite values in 'amount'"), r.text
+
+
+def test_docs_are_counted_under_their_own_routes(fitted_vae_frame: VAEDetector) -> None:
+    with TestClient(create_app(fitted_vae_frame)) as c:  # a fresh app: counts of its own
+        for path in ("/docs", "/openapi.json", "/docs", "/no-such-page"):
+            c.get(path)
+        text = c.get("/metrics").text
+    assert 'anovae_http_requests_total{method="GET",route="/docs",status="200"} 2' in text
+    assert 'anovae_http_requests_total{method="GET",route="/openapi.json",status="200"} 1' in text
+    assert 'route="unmatched",status="200"' not in text
+    assert 'anovae_http_requests_total{method="GET",route="unmatched",status="404"} 1' in text
+    assert "# HELP anovae_records_scored_total Records scored, by model.\n" in text
+    assert "# HELP anovae_anomalies_flagged_total Records flagged as anomalies, by model.\n" in text
+
+
 # -- the bad-request matrix ------------------------------------------------------------------
 GOOD = {"f0": 0.1, "f1": 0.2, "f2": 0.3, "f3": 0.4, "f4": 0.5}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "figure_png",
+    "format_scores",
     "latent_figure",
     "loss_figure",
     "pca_2d",
@@ -36,6 +37,55 @@ ANOMALY_COLOR = "#E45756"
 THRESHOLD_COLOR = "#222222"
 #: At most this many points in a scatter plot (a seeded subsample beyond it; anomalies kept).
 MAX_POINTS = 5000
+
+
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def format_scores(values: Any, threshold: float | None = None) -> Callable[[Any], str]:
+    """A formatter for the scores ``values`` shown beside ``threshold``: 4 significant digits
+    where they tell the threshold from each score and show the spread of the values, else as
+    many decimals as that takes. Scores that share a large offset (57,590.31, 57,590.74 and a
+    threshold of 57,590.52) all read 5.759e+04 in 4 digits, hiding which side of the threshold
+    each one is on.
+
+    >>> f = format_scores([57590.31, 57590.74], 57590.52)
+    >>> f(57590.31), f(57590.52), f(57590.74)
+    ('57590.310', '57590.520', '57590.740')
+    >>> format_scores([3.52, 12.9], 45.66)(45.66)
+    '45.66'
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    t = threshold if threshold is not None and math.isfinite(threshold) else None
+    every = v if t is None else np.append(v, t)
+    gaps = []
+    if t is not None:
+        off = np.abs(v - t)
+        if (off > 0).any():
+            gaps.append(float(off[off > 0].min()))  # tell the threshold from every score
+    if every.size and every.max() > every.min():
+        gaps.append(float(every.max() - every.min()) / 10)  # and show the spread
+    if not gaps:
+        return _four_digits
+    gap = min(gaps)
+    decimals = math.ceil(-math.log10(gap)) + 1  # a difference of gap shows in the last digit
+    magnitude = max(float(np.abs(every).max()), gap)
+    if math.floor(math.log10(magnitude)) + 1 + decimals <= 4:
+        return _four_digits
+    decimals = min(max(decimals, 0), 12)
+
+    def fixed(x: Any) -> str:
+        x = float(x)
+        return "n/a" if math.isnan(x) else f"{x:.{decimals}f}"
+
+    return fixed
+
+
+def _four_digits(x: Any) -> str:
+    x = float(x)
+    return "n/a" if math.isnan(x) else f"{x:.4g}"
 
 
 def _figure(width: float = 6.4, height: float = 4.0, ncols: int = 1) -> tuple[Figure, Any]:
@@ -80,17 +130,20 @@ def score_histogram(scores: Any, threshold: float, y: Any | None = None) -> Figu
         ax.hist(np.clip(s[~lab], lo, hi), bins=bins, color=NORMAL_COLOR, alpha=0.6,
                 label=f"normal (label 0, {int((~lab).sum())})")
     if math.isfinite(threshold):
+        shown = format_scores([lo, hi], threshold)(threshold)  # the axis range beside it
         ax.axvline(threshold, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.5,
-                   label=f"threshold {threshold:.4g}")
+                   label=f"threshold {shown}")
     ax.set_yscale("log")
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel("anomaly score (higher = more anomalous)" + (", log scale" if log_x else ""))
     ax.set_ylabel("rows (log scale)")
     flagged = int((s > threshold).sum())
-    title = f"{flagged} of {s.size} rows above the threshold ({100.0 * flagged / s.size:.1f}%)"
+    title = (f"{flagged} of {_plural(s.size, 'row')} above the threshold "
+             f"({100.0 * flagged / s.size:.1f}%)")
     if beyond:
-        title += f"\n({beyond} rows score beyond the right edge: counted in the last bin)"
+        title += (f"\n({beyond} {'row scores' if beyond == 1 else 'rows score'} beyond the right "
+                  "edge: counted in the last bin)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return fig

@@ -18,7 +18,7 @@ import datetime as _dt
 import html
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,12 @@ def _method_text(method: str) -> str:
     return ""
 
 
-def _images(detector: Any, X: Any, scores: np.ndarray, y: np.ndarray | None) -> list[_Image]:
+#: The figures a report may have (``<stem>-<name>.png`` beside it), in the order shown.
+FIGURES = ("scores", "roc", "pr", "latent", "images", "training")
+
+
+def _images(detector: Any, X: Any, scores: np.ndarray, y: np.ndarray | None,
+            fmt: Callable[[Any], str] = _fmt) -> list[_Image]:
     from anovae.plots import (
         figure_png,
         latent_figure,
@@ -170,19 +175,23 @@ def _images(detector: Any, X: Any, scores: np.ndarray, y: np.ndarray | None) -> 
                           "The highest-scoring images (top row), the model's reconstructions "
                           "(middle) and where the score comes from (bottom: per-pixel anomaly "
                           "map, brighter = more anomalous, one colour scale for all).",
-                          figure_png(_image_grid_figure(detector, X, scores))))
+                          figure_png(_image_grid_figure(detector, X, scores, fmt))))
     history = getattr(detector, "history_", None) or {}
     fig = loss_figure(history, getattr(detector, "best_epoch_", None))
     if fig is not None:
+        kl = np.asarray(history.get("kl", []), dtype=np.float64)
+        terms = ("the loss's terms: reconstruction error and KL divergence, with the KL weight "
+                 "beta (right)" if kl.size and np.any(kl != 0) else
+                 "its reconstruction error, the one term of this model's loss (right)")
         out.append(_Image("training", "Training",
                           "Loss per epoch on the training rows and on the validation rows held "
-                          "out for early stopping (left), and the loss's terms: reconstruction "
-                          "error and KL divergence, with the KL weight beta (right).",
+                          f"out for early stopping (left), and {terms}.",
                           figure_png(fig)))
     return out
 
 
-def _image_grid_figure(detector: Any, X: Any, scores: np.ndarray, n: int = 8) -> Any:
+def _image_grid_figure(detector: Any, X: Any, scores: np.ndarray,
+                       fmt: Callable[[Any], str] = _fmt, n: int = 8) -> Any:
     """Inputs, reconstructions and anomaly maps of the ``n`` highest-scoring images."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -205,14 +214,15 @@ def _image_grid_figure(detector: Any, X: Any, scores: np.ndarray, n: int = 8) ->
                       cmap="gray" if chw.shape[0] == 1 else None, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-        grid[0, j].set_title(f"{scores[top[j]]:.3g}", fontsize=8)
+        grid[0, j].set_title(fmt(scores[top[j]]), fontsize=8)
     for i, name in enumerate(("input", "reconstruction", "anomaly map")):
         grid[i, 0].set_ylabel(name, fontsize=8)
     return fig
 
 
 def _summary(detector: Any, scores: np.ndarray, y: np.ndarray | None,
-             data_name: str | None) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+             data_name: str | None, fmt: Callable[[Any], str] = _fmt
+             ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
     from anovae.metrics import evaluate
 
     t = float(detector.threshold_)
@@ -221,7 +231,7 @@ def _summary(detector: Any, scores: np.ndarray, y: np.ndarray | None,
     cards = [("rows", _fmt(scores.size)),
              ("flagged as anomalies", f"{_fmt(int(flagged.sum()))} "
                                       f"({100.0 * flagged.mean():.1f}%)"),
-             ("threshold", f"{_fmt(t)} <small>({html.escape(method)})</small>")]
+             ("threshold", f"{fmt(t)} <small>({html.escape(method)})</small>")]
     metrics = None
     if y is not None:
         metrics = evaluate(y, scores, flagged.astype(int))
@@ -263,8 +273,9 @@ def _model_rows(detector: Any) -> list[tuple[str, str]]:
     if meta.get("created_utc"):
         rows.append(("model saved", _fmt(meta["created_utc"])))
     params = detector.get_params(deep=False) if hasattr(detector, "get_params") else {}
-    rows += [(f"parameter {k}", _fmt(v if isinstance(v, (int, float, str)) or v is None
-                                     else repr(v))) for k, v in sorted(params.items())]
+    rows += [(f"parameter {k}", "auto" if v is None else  # resolved when fitting
+              _fmt(v if isinstance(v, (int, float, str)) else repr(v)))
+             for k, v in sorted(params.items())]
     return rows
 
 
@@ -400,6 +411,7 @@ def build_report(
     True
     """
     from anovae.io import atomic_output
+    from anovae.plots import format_scores
 
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
         raise ValueError(f"top_k must be a non-negative integer, got {top_k!r}")
@@ -409,17 +421,20 @@ def build_report(
         check()  # the report draws the threshold on these scores
     scores = detector.decision_function(X)
     y_arr = _labels(y, scores.size)
-    images = _images(detector, X, scores, y_arr)
-    cards, _ = _summary(detector, scores, y_arr, data_name)
-    top = np.argsort(-scores, kind="stable")[:top_k]
+    order = np.argsort(-scores, kind="stable")
+    top = order[:top_k]
+    t = float(detector.threshold_)
+    # digits enough to tell the threshold from the scores listed and the image grid's (top 8)
+    fmt = format_scores(scores[order[:max(top_k, 8)]], t)
+    images = _images(detector, X, scores, y_arr, fmt)
+    cards, _ = _summary(detector, scores, y_arr, data_name, fmt)
     why = _explanations(detector, X, top, explain_k)
     ids = _row_ids(X, scores.size, row_names)
     header = ["rank", "row", "score", "flagged"] + (["label"] if y_arr is not None else [])
     header += ["why (top features)"] if why is not None else []
-    t = float(detector.threshold_)
     top_rows = []
     for i, r in enumerate(top):
-        cells = [_fmt(i + 1), _fmt(ids[r]), _fmt(scores[r]),
+        cells = [_fmt(i + 1), _fmt(ids[r]), fmt(scores[r]),
                  '<span class="flag">yes</span>' if scores[r] > t else "no"]
         if y_arr is not None:
             cells.append("anomaly" if y_arr[r] else "normal")
@@ -434,5 +449,9 @@ def build_report(
             Path(tmp).write_bytes(img.png)
     with atomic_output(out_path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
+    made = {img.name for img in images}
+    for name in FIGURES:  # an earlier report's figures that this one does not have
+        if name not in made:
+            out_path.with_name(f"{out_path.stem}-{name}.png").unlink(missing_ok=True)
     logger.info("wrote report %s (%d figures)", out_path, len(images))
     return out_path

@@ -297,10 +297,11 @@ class _Metrics:
             lines.append(f'anovae_http_request_duration_seconds_count{{route="{route}"}} '
                          f'{int(hist[-1])}')
         for metric, help_, table in [
-            ("anovae_records_scored_total", "Records scored.", self.records),
-            ("anovae_anomalies_flagged_total", "Records flagged as anomalies.", self.anomalies),
+            ("anovae_records_scored_total", "Records scored, by model.", self.records),
+            ("anovae_anomalies_flagged_total", "Records flagged as anomalies, by model.",
+             self.anomalies),
         ]:
-            lines += [f"# HELP {metric} {help_} by model.", f"# TYPE {metric} counter"]
+            lines += [f"# HELP {metric} {help_}", f"# TYPE {metric} counter"]
             for name in models:
                 lines.append(f'{metric}{{model="{name}"}} {table.get(name, 0)}')
         lines += ["# HELP anovae_model_threshold The decision threshold of each served model.",
@@ -394,8 +395,60 @@ class _Guard:
                     return
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - t0)
+            self.metrics.observe(scope["method"], _route_path(scope), status,
+                                 time.perf_counter() - t0)
+
+
+_COUNTS = re.compile(r" \(\d+ rows?\)")
+
+
+def _named_record(detector: Any, rows: Any, exc: DataError, word: str) -> DataError:
+    """A mixed-table model's check of a batch (``rows``, a DataFrame) failed with ``exc``, which
+    names the column but calls the batch "X": the same error for the first record that has
+    the problem (``record 3``), found by bisection over the batch's first rows (the check
+    reports the first column, in the model's order, that fails in any row, and its first bad
+    value). ``exc`` itself when the check passes (the error came from elsewhere)."""
+    from anovae.mixed import check_mixed
+
+    schema = detector.schema_
+
+    def problem(part: Any, what: str = "X") -> str | None:
+        try:
+            check_mixed(part, schema, what=what)
+        except DataError as err:
+            return _COUNTS.sub("", str(err))
+        return None
+
+    whole = problem(rows)
+    if whole is None:
+        return exc
+    lo, hi = 1, len(rows)  # the shortest prefix of the batch that fails as the batch does
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if problem(rows.iloc[:mid]) == whole:
+            hi = mid
+        else:
+            lo = mid + 1
+    i = lo - 1
+    if problem(rows.iloc[[i]]) == whole:  # the record alone has it (not one of a batch)
+        return DataError(problem(rows.iloc[[i]], f"{word} {i}") or whole)
+    return DataError(problem(rows, "the batch") or whole)
+
+
+def _route_path(scope: dict[str, Any]) -> str:
+    """The path template of the route that answered (``/v1/models/{name}/score``), the label
+    of the request metrics; ``unmatched`` when none did (a 404). FastAPI's own routes of the
+    docs (``/docs``, ``/openapi.json``...) are plain Starlette routes, which leave only their
+    endpoint in the scope: their route is looked up by it."""
+    path = getattr(scope.get("route"), "path", None)
+    if path:
+        return str(path)
+    endpoint, router = scope.get("endpoint"), scope.get("router")
+    if endpoint is not None and router is not None:
+        for route in getattr(router, "routes", ()):
+            if getattr(route, "endpoint", None) is endpoint:
+                return str(route.path)
+    return "unmatched"
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:
@@ -592,7 +645,13 @@ def create_app(
             rows = scorer.rows_from_images(body.images)
         else:
             rows = scorer.rows_from_instances(body.instances)
-        results = scorer.score(rows, explain=body.explain, top_k=body.top_k)
+        try:
+            results = scorer.score(rows, explain=body.explain, top_k=body.top_k)
+        except DataError as exc:
+            if scorer.kinds is None or not hasattr(rows, "iloc"):  # checked record by record
+                raise
+            word = "instance" if body.instances is not None else "record"
+            raise _named_record(served.detector, rows, exc, word) from None
         n_anom = sum(r["is_anomaly"] for r in results)
         metrics.records[served.name] = metrics.records.get(served.name, 0) + len(results)
         metrics.anomalies[served.name] = metrics.anomalies.get(served.name, 0) + n_anom

@@ -64,7 +64,7 @@ def tabular(
     detectors: str | None = typer.Option(
         None, "--detectors",
         help=f"Comma list from {', '.join(BUILTIN_DETECTORS)} (default all; PyOD's are skipped "
-             "when PyOD is not installed: pip install 'anovae\\[bench]')."),
+             "when PyOD is not installed: pip install -e '.[bench]')."),
     datasets: str | None = typer.Option(
         None, "--datasets", help="Comma list of data sets (file stem, name or number)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Number of seeds (0..N-1)."),
@@ -146,7 +146,7 @@ def nslkdd(
     out: Path = typer.Option(Path("bench-nslkdd"), "--out",
                              help="Output folder: results.csv, results.md."),
 ) -> None:
-    """Mixed table (issue 6): fit on the normal rows of NSL-KDD's train file, score its test
+    """Mixed table: fit on the normal rows of NSL-KDD's train file, score its test
     file; native categorical handling vs one-hot anovae, IsolationForest and PyOD's VAE."""
     from anovae.bench.mixed import load_nslkdd, run_mixed_benchmark
 

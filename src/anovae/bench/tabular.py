@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import platform
+import re
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -141,11 +142,14 @@ def load_datasets(data_dir: str | Path | None = None, names: Iterable[str] | Non
         raise FileNotFoundError(f"no .npz files in {str(folder)!r}")
     if names is not None:
         wanted = {n.strip().lower() for n in names if n.strip()}
+        every = files
         files = [f for f in files if _matches(f.stem, wanted)]
         found = {f.stem.lower() for f in files}
         missing = sorted(w for w in wanted if not any(_matches(s, {w}) for s in found))
         if missing:
-            raise FileNotFoundError(f"no data set named {missing} in {str(folder)!r}")
+            known = ", ".join(re.sub(r"^\d+_", "", f.stem) for f in every)
+            raise FileNotFoundError(f"no data set named {', '.join(missing)} in {str(folder)!r}; "
+                                    f"it holds {known}")
     out = []
     for f in files:
         try:

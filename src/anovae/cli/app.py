@@ -13,19 +13,24 @@ import re
 import shlex
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
 from anovae._version import __version__
-from anovae.exceptions import AnovaeError
+from anovae.exceptions import AnovaeError, DataError
 
 app = typer.Typer(
     name="anovae",
-    help="Anomaly detection with variational autoencoders: fit, score, evaluate, demo.",
+    help="Anomaly detection with variational autoencoders, for tables and images.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: Typer's Rich panels give every flag a "<bool>" value (--help <bool>) and keep
+    # the line breaks of the docstrings
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # click's 80 columns cut the command list
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,12 +52,55 @@ def _root(
     log_level: str = typer.Option("WARNING", "--log-level",
                                   help="Logging level: DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
-    """Anomaly detection with variational autoencoders."""
+    """Anomaly detection with variational autoencoders, for tables and images."""
     if log_level.upper() not in LOG_LEVELS:
         raise typer.BadParameter(f"choose one of {', '.join(LOG_LEVELS)} (any case), got "
                                  f"{log_level!r}", param_hint="--log-level")
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``plural(1, "row")`` -> ``"1 row"``, ``plural(3, "row")`` -> ``"3 rows"``."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def output_file(raw: str, example: str, option: str = "--output") -> Path:
+    """The file an output option names, as typed: a name ending with a slash names a folder
+    (``Path`` would drop the slash, and a file of that name would be written), so it is refused,
+    suggesting ``example`` inside it."""
+    if raw.endswith(("/", os.sep)):
+        raise DataError(f"cannot write {raw!r}: {option} ends with '/', so it names a folder; "
+                        f"give the name of a file to write, such as {raw + example!r}")
+    return Path(raw)
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` are one file or folder (through links, ``..`` or hard links)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:  # one of them does not exist (yet)
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies somewhere below it (links resolved)."""
+    p, f = os.path.realpath(path), os.path.realpath(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def refuse_overwriting_inputs(output: str | os.PathLike, inputs: dict[str, Any]) -> None:
+    """An output that is one of the command's inputs (``{"the model (MODEL)": path, ...}``;
+    ``None`` and ``-`` are skipped): a one-line error, before any work, rather than replacing
+    the model or the data with what the command writes."""
+    for what, path in inputs.items():
+        if path is None or str(path) == "-":
+            continue
+        if same_path(output, path):
+            raise DataError(f"cannot write {str(output)!r}: it is {what}, which would be "
+                            "replaced; give another output name")
 
 
 def os_error_message(exc: OSError) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
 import math
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,18 @@ import numpy as np
 import pandas as pd
 import typer
 
-from anovae.cli.app import app, handle_errors, note, parse_set_options, renamed_param, warn
+from anovae.cli.app import (
+    app,
+    handle_errors,
+    is_within,
+    note,
+    output_file,
+    parse_set_options,
+    plural,
+    refuse_overwriting_inputs,
+    renamed_param,
+    warn,
+)
 from anovae.exceptions import DataError
 
 _DETECTORS = ("vae", "ae")
@@ -104,8 +119,8 @@ def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
     for name, what in [(label_column, "label column"), (id_column, "id column")]:
         if name:
             if name not in df.columns:
-                raise DataError(f"{what} {name!r} is not in {path!r}; columns are: "
-                                + ", ".join(repr(str(c)) for c in list(df.columns)[:20]))
+                raise DataError(f"{what} {name!r} is not in {path!r}; "
+                                + columns_hint(name, df.columns))
             drop.append(name)
     for name in exclude or []:
         if name not in df.columns:
@@ -126,6 +141,36 @@ def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
                             f"(anomaly) only, found {found[:10]}")
         y = raw.to_numpy().astype(int)
     return df.drop(columns=drop), y
+
+
+#: Column names an error lists, at most (then "... and N more").
+SHOWN_COLUMNS = 20
+
+
+def columns_hint(name: str, columns: Any) -> str:
+    """``"did you mean 'Y'? its columns are: 'a', 'Y', ... and 12 more"``: the columns close to
+    ``name`` (the same but for case first, then :func:`difflib.get_close_matches`), and the
+    columns, the first :data:`SHOWN_COLUMNS` of them."""
+    names = [str(c) for c in columns]
+    close = [c for c in names if c.lower() == name.lower()]
+    close += [c for c in difflib.get_close_matches(name, names, n=3) if c not in close]
+    shown = ", ".join(repr(c) for c in names[:SHOWN_COLUMNS])
+    if len(names) > SHOWN_COLUMNS:
+        shown += f" ... and {len(names) - SHOWN_COLUMNS} more"
+    mean = f"did you mean {' or '.join(repr(c) for c in close[:3])}? " if close else ""
+    return f"{mean}its columns are: {shown}"
+
+
+def refuse_non_parquet(data: Path, option: str, instead: str) -> None:
+    """``option`` (``--engine dask``, ``--out-of-core``) given a file that is not Parquet: say
+    that the option reads Parquet (the reader's message does not name the option)."""
+    text = str(data)
+    if (os.path.isfile(text) and not any(c in text for c in "*?[")
+            and not text.lower().endswith((".parquet", ".pq"))):
+        raise DataError(f"{option} reads Parquet: {text!r} is not a Parquet file; give a "
+                        f"Parquet file, a folder of them or a glob pattern such as "
+                        f"'data/*.parquet' (convert other tables with pandas first), or "
+                        f"{instead}")
 
 
 def _refuse_dropped_kinds(kinds: dict[str, list[str] | None], label_column: str | None,
@@ -181,7 +226,8 @@ def json_safe(value: Any) -> Any:
 def fit(
     data: Path = typer.Argument(..., help="Training table: .csv, .csv.gz, .tsv, .parquet, .npy "
                                           "or .npz (a Parquet folder works too)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write the model file."),
+    output: str = typer.Option(..., "--output", "-o", metavar="<path>",
+                               help="Where to write the model file."),
     detector: str = typer.Option("vae", help="vae (VAEDetector) or ae (plain autoencoder)."),
     preset: str | None = typer.Option(None, help="A named preset, e.g. tutorial-mlp."),
     label_column: str | None = typer.Option(
@@ -226,8 +272,6 @@ def fit(
     chunk_rows: int = typer.Option(200_000, help="Rows per chunk with --out-of-core."),
 ) -> None:
     """Fit a detector on DATA and save it to OUTPUT (safetensors + JSON, no pickle)."""
-    import contextlib
-
     from anovae.distributed import (
         is_main_process,
         launched_by_torchrun,
@@ -237,12 +281,16 @@ def fit(
     from anovae.images import is_image_source
     from anovae.io import check_output_path, read_table
 
-    check_output_path(output)  # a folder or an unwritable place: say so before training
+    out = output_file(output, "model.safetensors")
+    check_output_path(out)  # a folder or an unwritable place: say so before training
+    refuse_overwriting_inputs(out, {"the training data (DATA)": data})
     images = is_image_source(data)
     if images:
         _refuse_table_options(data, {"--label-column": label_column, "--id-column": id_column,
                                      "--exclude": exclude, "--categorical": categorical,
                                      "--numeric": numeric, "--out-of-core": out_of_core})
+    if out_of_core:
+        refuse_non_parquet(data, "--out-of-core", "fit without --out-of-core")
     _refuse_dropped_kinds({"--categorical": categorical, "--numeric": numeric}, label_column,
                           id_column, exclude)
     cls = _detector_class(detector, images)
@@ -264,14 +312,23 @@ def fit(
     params.update(extra)
     known = set(cls().get_params())
     unknown = sorted(set(params) - known)
+    vae_only = [_PARAM_OPTIONS.get(k, "--" + k) for k in _VAE_ONLY
+                if k in unknown and k not in extra]
+    if vae_only:
+        raise DataError(f"{', '.join(vae_only)} {'applies' if len(vae_only) == 1 else 'apply'} to "
+                        "--detector vae only: the plain autoencoder (--detector ae) has one "
+                        "score, the reconstruction error, and no likelihood or KL term; leave "
+                        f"{'it' if len(vae_only) == 1 else 'them'} out")
     if unknown:
         raise DataError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(known)}")
     if preset and not hasattr(cls, "from_preset"):
         raise DataError(f"--preset is for VAE detectors; {cls.__name__} has no presets")
-    est = cls.from_preset(preset, **params) if preset else cls(**params)
+    by_option = {k: _PARAM_OPTIONS.get(k, "--" + k.replace("_", "-")) for k in params
+                 if k not in extra}
     if distributed is None:
         distributed = launched_by_torchrun()
-    with process_group() if distributed else contextlib.nullcontext():
+    with option_words(by_option), process_group() if distributed else contextlib.nullcontext():
+        est = cls.from_preset(preset, **params) if preset else cls(**params)
         t0 = time.perf_counter()
         rows_note = " rows"
         if out_of_core:
@@ -280,12 +337,21 @@ def fit(
             fit_table(est, data, label_column=label_column, exclude=exclude,
                       id_column=id_column, chunk_rows=chunk_rows)
             shape = (est.n_train_rows_, est.n_features_in_)
-            rows_note = " training rows (held-out and anomalous rows not counted)"
+            rows_note = (" training rows (held-out and anomalous rows not counted)" if label_column
+                         else " training rows (held-out rows not counted)")
         elif images:
             read = read_model_images(None, data)
             if read.labels is not None:
                 _note_unused_labels(read, data)
-            est.fit(read.images)
+            try:
+                est.fit(read.images)
+            except DataError as exc:
+                if "needs labels" not in str(exc):
+                    raise
+                raise DataError(f"{str(exc).partition(':')[0]}: `anovae fit` trains on every "
+                                "image as normal, without labels; fit with another threshold, "
+                                "then set this one with `anovae threshold MODEL LABELLED_IMAGES "
+                                "--method ...`") from None
             shape = (est.decision_scores_.shape[0], est.n_features_in_)
         else:
             # --categorical columns as text: codes such as "001" keep their leading zeros (and
@@ -299,20 +365,24 @@ def fit(
             est.fit(X, y)
             shape = X.shape
             if y is not None:
-                rows_note = f" rows ({int((y == 0).sum())} labelled normal train the model)"
+                normal = int((y == 0).sum())
+                rows_note = (f" rows ({normal} labelled normal "
+                             f"{'trains' if normal == 1 else 'train'} the model)")
         seconds = time.perf_counter() - t0
-        save_on_main(est, output)  # rank 0 writes; the other ranks wait for it
+        save_on_main(est, out)  # rank 0 writes; the other ranks wait for it
         main = is_main_process()
     if not main:
         return
     if images:
-        what = f"{shape[0]} images of {est.schema_.describe()}"
+        what = f"{plural(shape[0], 'image')} of {est.schema_.describe()}"
     else:
-        what = f"{shape[0]}{rows_note} x {shape[1]} columns"
+        if shape[0] == 1:
+            rows_note = rows_note.replace(" rows", " row", 1)
+        what = f"{shape[0]}{rows_note} x {plural(shape[1], 'column')}"
     typer.echo(
         f"fitted {type(est).__name__} on {what} in "
-        f"{seconds:.1f}s ({est.n_epochs_} epochs, best {est.best_epoch_}); "
-        f"threshold {est.threshold_:.6g}; model written to {output}"
+        f"{seconds:.1f}s ({plural(est.n_epochs_, 'epoch')}, best {est.best_epoch_}); "
+        f"threshold {est.threshold_:.6g}; model written to {out}"
     )
 
 
@@ -332,6 +402,22 @@ def _note_unused_labels(read: Any, data: Path) -> None:
 
 #: The ``anovae fit`` option that sets each estimator parameter (others: --set only).
 _PARAM_OPTIONS = {"random_state": "--seed", "verbose": "--verbose", "score_type": "--score"}
+#: Parameters of the VAEs that the plain autoencoders lack (``anovae fit`` has an option each).
+_VAE_ONLY = ("score_type", "likelihood", "beta")
+
+
+@contextlib.contextmanager
+def option_words(options: dict[str, str]) -> Iterator[None]:
+    """Errors of the estimators' parameter checks (``"score_type must be one of ..."``) in the
+    words of the command line: the option that gave the value (``--score must be ...``);
+    ``options``: ``{parameter: option}`` for the parameters given by an option."""
+    try:
+        yield
+    except ValueError as exc:
+        name, sep, rest = str(exc).partition(" must be ")
+        if not (sep and name in options):
+            raise
+        raise DataError(f"{options[name]} must be {rest}") from None
 
 
 def _refuse_set_twice(params: dict[str, Any], extra: dict[str, Any],
@@ -353,15 +439,19 @@ def score(
     model: Path = typer.Argument(..., help="A model file written by `anovae fit`."),
     data: Path = typer.Argument(..., help="Table to score (.csv, .parquet, .npy, .npz...); "
                                           "with --stream: JSON lines, '-' for standard input."),
-    output: Path | None = typer.Option(None, "--output", "-o",
-                                       help="Output table (.csv, .parquet, .npy, .npz); "
-                                            "required unless --stream (default: stdout)."),
+    output: str | None = typer.Option(
+        None, "--output", "-o", metavar="<path>",
+        help="The output table: .csv, .parquet, .npy or .npz (required). With --stream: a "
+             "JSON-lines file, by default standard output; with --engine dask: a folder of "
+             "Parquet parts."),
     id_column: str | None = typer.Option(None, help="Column carried to the output as row id "
                                                     "(default: the row number)."),
     top_features: int | None = typer.Option(
         None, min=0, show_default=False,
         help="How many top features per row: name, contribution and excess over the feature's "
-             "typical contribution (the ranking key). Default 3; tables only."),
+             "typical contribution (the ranking key). Default 3, or 0 for a .npy output (it "
+             "holds numbers only: write .npz, .csv or .parquet for the top features); tables "
+             "only."),
     explain: int | None = typer.Option(
         None, min=1, help="Explain the K top features of each row: name, contribution, excess, "
                           "observed value and the model's expected value (overrides "
@@ -393,7 +483,8 @@ def score(
     if stream:
         from anovae.cli.serve_export import score_stream_cli
 
-        score_stream_cli(model, data, output, top_k, explain is not None, id_column)
+        out = None if output is None or output == "-" else output_file(output, "scores.jsonl")
+        score_stream_cli(model, data, out, top_k, explain is not None, id_column)
         return
     if output is None:
         raise typer.BadParameter("an output table is required (or use --stream)",
@@ -406,19 +497,29 @@ def score(
         if read_metadata(model).get("schema", {}).get("kind") == "image":  # header only
             raise DataError(f"Dask scoring (--engine dask) takes table models only; "
                             f"{str(model)!r} is an image model: use --engine local")
-    check_output_path(output, folder=engine == "dask")  # before any scoring
-    if engine == "dask":
-        from anovae.dask import score_files
-
+        folder = Path(output)
+        check_output_path(folder, folder=True)  # before any scoring
+        _refuse_dask_output(folder, output, model, data)
         for option, value in (("--explain", explain), ("--maps", maps)):
             if value is not None:
                 raise DataError(f"{option} is not available with --engine dask (it writes ids, "
                                 "scores, flags and --top-features); use --engine local")
-        summary = score_files(model, str(data), output, scheduler=scheduler, n_workers=workers,
+        from anovae.dask import score_files
+
+        summary = score_files(model, str(data), folder, scheduler=scheduler, n_workers=workers,
                               id_column=id_column, top_k=top_k, partition_rows=chunk_rows)
-        typer.echo(f"scored {summary.rows} rows ({summary.anomalies} flagged as anomalies) in "
+        typer.echo(f"scored {plural(summary.rows, 'row')} ({flagged(summary.anomalies)}) in "
                    f"{summary.seconds:.2f}s with Dask; written to {summary.output}/")
         return
+    out = output_file(output, "scores.csv")
+    check_output_path(out)  # before any scoring
+    refuse_overwriting_inputs(out, {"the model (MODEL)": model, "the data to score (DATA)": data})
+    if maps is not None and data.is_dir() and is_within(maps, data):
+        raise DataError(f"cannot write the anomaly maps into {str(maps)!r}: it is inside the "
+                        f"images to score ({str(data)!r}), where they would be read as images "
+                        "the next time; give --maps a folder outside it")
+    if top_features is None and explain is None and out.suffix.lower() == ".npy":
+        top_k = 0  # a .npy holds numbers only: the scores and flags (feature names are text)
     det = load(model)
     if is_image_model(det):
         from anovae.images import score_images
@@ -427,18 +528,53 @@ def score(
                                      "--top-features": top_features})
         if maps is not None:
             check_output_path(maps, folder=True)
-        done = score_images(det, data, output, maps_dir=maps)
-        typer.echo(f"scored {done['rows']} images ({done['anomalies']} flagged as anomalies) in "
-                   f"{done['seconds']:.2f}s; written to {output}"
-                   + (f"; {done['maps']} anomaly maps in {maps}" if maps else ""))
+        done = score_images(det, data, out, maps_dir=maps)
+        typer.echo(f"scored {plural(done['rows'], 'image')} ({flagged(done['anomalies'])}) in "
+                   f"{done['seconds']:.2f}s; written to {out}"
+                   + (f"; {plural(done['maps'], 'anomaly map')} in {maps}" if maps else ""))
         return
     if maps is not None:
         raise DataError("--maps needs an image model (fitted on images)")
     refuse_images_for_table_model(det, model, data)
-    summary = score_file(det, data, output, id_column=id_column, top_k=top_k,
+    summary = score_file(det, data, out, id_column=id_column, top_k=top_k,
                          explain=explain is not None, chunk_rows=chunk_rows, progress=verbose)
-    typer.echo(f"scored {summary.rows} rows ({summary.anomalies} flagged as anomalies) in "
+    typer.echo(f"scored {plural(summary.rows, 'row')} ({flagged(summary.anomalies)}) in "
                f"{summary.seconds:.2f}s; written to {summary.output}")
+
+
+def flagged(n: int) -> str:
+    """``"1 flagged as an anomaly"``, ``"3 flagged as anomalies"``."""
+    return f"{n} flagged as {'an anomaly' if n == 1 else 'anomalies'}"
+
+
+#: Output names that name a file, not the folder ``--engine dask`` writes.
+_FILE_SUFFIXES = (".csv", ".gz", ".tsv", ".parquet", ".pq", ".npy", ".npz", ".json", ".jsonl")
+
+
+def _refuse_dask_output(folder: Path, raw: str, model: Path, data: Path) -> None:
+    """``--engine dask`` replaces its output folder as a whole: refuse a file name (a .csv would
+    become a folder of Parquet parts), and a folder that holds the model or the data, or that
+    lies inside the data's folder (its parts would be read as data the next time)."""
+    import glob
+
+    suffix = folder.suffix.lower()
+    if suffix in _FILE_SUFFIXES:
+        raise DataError(f"cannot write {raw!r}: --engine dask writes a folder of Parquet parts "
+                        f"(part.0.parquet, ...), not a {suffix} file; give a folder name such as "
+                        f"{str(folder.with_suffix(''))!r}, or use --engine local for one file")
+    text = str(data)
+    inputs = {"the model (MODEL)": [str(model)],
+              "the data to score (DATA)": glob.glob(text, recursive=True)
+              if any(c in text for c in "*?[") else [text]}
+    for what, paths in inputs.items():
+        if any(is_within(p, folder) for p in paths):
+            raise DataError(f"cannot write the folder {raw!r}: it holds {what}, and --engine "
+                            "dask replaces the whole folder; give another output folder")
+    if data.is_dir() and is_within(folder, data):
+        raise DataError(f"cannot write the folder {raw!r}: it is inside the data to score "
+                        f"({text!r}), whose Parquet files would then include the scores; give "
+                        "an output folder outside it")
+    refuse_non_parquet(data, "--engine dask", "score it with --engine local")
 
 
 @app.command()
@@ -450,7 +586,9 @@ def evaluate(
     id_column: str | None = typer.Option(None, help="Row-id column to ignore."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """AUROC, AUPRC, precision/recall/F1 at the model's threshold and the confusion matrix."""
+    """AUROC, AUPRC, precision, recall, F1 and the confusion matrix of MODEL on DATA.
+
+    Precision, recall, F1 and the confusion matrix are those of the model's threshold."""
     from anovae.metrics import evaluate as evaluate_scores
     from anovae.persistence import load
     from anovae.scoring import model_features
@@ -510,8 +648,9 @@ def demo(
     random_state: int = typer.Option(0, "--seed", help="Seed of the split and the model."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress bar."),
 ) -> None:
-    """Train a VAE on benign breast-cancer biopsies (bundled with scikit-learn) and flag the
-    malignant ones: no network and no extra files needed."""
+    """Train a VAE on benign breast-cancer biopsies and flag the malignant ones.
+
+    The biopsies ship with scikit-learn: no network and no extra files are needed."""
     from anovae.demo import run_demo
     from anovae.io import check_output_path
 
@@ -519,8 +658,8 @@ def demo(
     typer.echo("anovae demo: breast-cancer data (scikit-learn), 30 features; training a VAE on "
                "70% of the benign rows...")
     m = run_demo(output_dir, random_state=random_state, verbose=verbose)
-    typer.echo(f"trained on {m['n_train']} benign rows ({m['epochs']} epochs); evaluated on "
-               f"{m['n']} held-out rows, {m['n_anomalies']} malignant:")
+    typer.echo(f"trained on {m['n_train']} benign rows ({plural(m['epochs'], 'epoch')}); "
+               f"evaluated on {m['n']} held-out rows, {m['n_anomalies']} malignant:")
     typer.echo(format_metrics(m))
     typer.echo(f"model: {m['paths']['model']}\nscores: {m['paths']['scores']}\n"
                f"metrics: {m['paths']['metrics']}")

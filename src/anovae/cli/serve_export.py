@@ -13,7 +13,14 @@ from typing import TextIO
 
 import typer
 
-from anovae.cli.app import app, cli_message, handle_errors
+from anovae.cli.app import (
+    app,
+    cli_message,
+    handle_errors,
+    output_file,
+    plural,
+    refuse_overwriting_inputs,
+)
 from anovae.exceptions import DataError
 
 
@@ -95,7 +102,8 @@ def serve(
 @handle_errors
 def export(
     model: Path = typer.Argument(..., help="A model file written by `anovae fit`."),
-    output: Path = typer.Option(..., "--output", "-o", help="The file to write (model.onnx)."),
+    output: str = typer.Option(..., "--output", "-o", metavar="<path>",
+                               help="The file to write (model.onnx)."),
     format_: str = typer.Option("onnx", "--format", help="Export format: onnx."),
 ) -> None:
     """Export MODEL's scoring graph to ONNX (scaling, encoder, decoder and score).
@@ -108,10 +116,12 @@ def export(
 
     if format_ != "onnx":
         raise typer.BadParameter(f"unknown format {format_!r}; choose onnx", param_hint="--format")
-    check_output_path(output)
+    out = output_file(output, "model.onnx")
+    check_output_path(out)
+    refuse_overwriting_inputs(out, {"the model (MODEL)": model})
     det = load(model, device="cpu")
     try:
-        path = export_onnx(det, output)
+        path = export_onnx(det, out)
     except ImportError as exc:
         raise DataError(f"ONNX export needs the onnx package ({exc}): "
                         "pip install 'anovae[serve]'") from None
@@ -135,6 +145,8 @@ def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
     out_file = None if output is None or str(output) == "-" else output
     if out_file is not None:
         check_output_path(out_file)  # before loading and scoring
+        refuse_overwriting_inputs(out_file, {"the model (MODEL)": model,
+                                             "the JSON lines to score (DATA)": data})
     det = load(model)
     with contextlib.ExitStack() as stack:
         src: TextIO = sys.stdin if str(data) == "-" else stack.enter_context(
@@ -145,6 +157,6 @@ def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
             dst = stack.enter_context(open(tmp, "w", encoding="utf-8"))
         summary = score_stream(det, src, dst, top_k=top_k, explain=explain,
                                id_field=id_column, wording=cli_message)
-    typer.echo(f"streamed {summary.scored + summary.errors} lines: {summary.scored} scored "
-               f"({summary.anomalies} anomalies), {summary.errors} errors in "
-               f"{summary.seconds:.2f}s", err=True)
+    typer.echo(f"streamed {plural(summary.scored + summary.errors, 'line')}: {summary.scored} "
+               f"scored ({plural(summary.anomalies, 'anomaly', 'anomalies')}), "
+               f"{plural(summary.errors, 'error')} in {summary.seconds:.2f}s", err=True)
