@@ -28,6 +28,7 @@ import pandas as pd
 
 from anovae._version import __version__
 from anovae.exceptions import DataError
+from anovae.metrics import binary_labels
 from anovae.mixed import FALSE_WORDS, TRUE_WORDS
 
 __all__ = ["build_report"]
@@ -84,14 +85,7 @@ def _take(X: Any, rows: np.ndarray) -> Any:
 
 
 def _labels(y: Any, n: int) -> np.ndarray | None:
-    if y is None:
-        return None
-    arr = np.asarray(y).ravel()
-    if arr.shape[0] != n:
-        raise DataError(f"y has {arr.shape[0]} labels but X has {n} rows")
-    if not set(arr.tolist()) <= {0, 1}:
-        raise DataError("y must hold 0 (normal) and 1 (anomaly) labels")
-    return arr.astype(int)
+    return None if y is None else binary_labels(y, n)
 
 
 def _threshold_method(detector: Any) -> str:
