@@ -410,10 +410,24 @@ def test_overwrite_replaces_the_model(fitted_vae, fitted_ae, tmp_path, data):
     (lambda doc: doc["scaler"].update(method="evil"), "scaler method 'evil' is unknown"),
     (lambda doc: doc["params"].update(n_samples=-1), "n_samples must be >= 1"),
     (lambda doc: doc["params"].update(score="evil"), "score_type must be one of"),
+    # a small file that asked for 15 GiB at its first score
+    (lambda doc: doc["params"].update(n_samples=10**9), "n_samples must be <= 10000"),
+    # these loaded and failed later (threshold, refit), or scored another score than the
+    # threshold's
+    (lambda doc: doc["params"].update(contamination=float("nan")), "contamination must be"),
+    (lambda doc: doc["params"].update(epochs="three"), "epochs must be an integer"),
+    (lambda doc: doc["params"].update(hidden_dims="abc"), "hidden_dims must be a sequence"),
+    (lambda doc: doc["params"].update(threshold={"a": 1}), "threshold must be one of"),
+    (lambda doc: doc["params"].update(device=3), "device must be a string"),
+    (lambda doc: doc["net"].update(logvar_floor=1e308), r"logvar_floor must be in \[-20, 10\]"),
+    (lambda doc: doc["schema"].update(names=5), "a field has the wrong type"),
+    (lambda doc: doc.pop("net"), "it lacks 'net'"),
 ], ids=["estimator-list", "seed-inf", "seed-negative", "seed-float", "epochs-inf",
         "best-epoch-str", "history-list", "training-list", "threshold-nan", "threshold-minus-inf",
         "threshold-str", "hidden-inf", "likelihood", "variational", "floor-inf", "n-features",
-        "names", "scaler-method", "n-samples", "score"])
+        "names", "scaler-method", "n-samples", "score", "n-samples-huge", "contamination-nan",
+        "epochs-str", "hidden-str", "threshold-dict", "device-int", "floor-huge", "names-int",
+        "no-net"])
 def test_hostile_field_is_refused(saved, edit, match):
     edit_anovae_doc(saved, edit)
     with pytest.raises(ModelFileError, match=match):
@@ -589,4 +603,47 @@ def test_image_vae_with_a_non_finite_complexity_slope(tmp_path):
     path = det.save(tmp_path / "img.safetensors")
     edit_anovae_doc(path, lambda doc: doc["fitted"]["complexity_slopes"].update(elbo=float("nan")))
     with pytest.raises(ModelFileError, match="slopes are not finite"):
+        anovae.load(path)
+
+
+def test_a_file_whose_parameters_give_another_score_is_refused(make_detector, data, tmp_path):
+    # params emptied: it loaded and scored the default ELBO against a threshold set on IWAE
+    det = make_detector(VAEDetector, score_type="iwae").fit(data.X_train)
+    path = det.save(tmp_path / "m.safetensors")
+    edit_anovae_doc(path, lambda doc: doc.update(params={}))
+    with pytest.raises(ModelFileError, match="set on the 'iwae' score, but its parameters give "
+                                             "the 'elbo' score"):
+        anovae.load(path)
+
+
+def test_a_model_whose_weights_score_nan_is_refused(saved):
+    # a finite weight of 3e38 passed every check; its scores were NaN, and predict() said
+    # normal for every row
+    edit_tensors(saved, lambda t: t["net.encoder.0.weight"].fill_(3e38))
+    with pytest.raises(ModelFileError, match="is corrupt: it scores a typical row (nan|inf)"):
+        anovae.load(saved)
+
+
+@pytest.mark.parametrize(("vocab", "match"), [
+    ("abc", r"vocabularies\[1\] must be a list of strings"),  # was three categories a, b, c
+    (["a", "a", "c"], r"vocabularies\[1\] repeats a category"),  # every score failed
+    (["a", 1, "c"], "must be a list of strings"),
+])
+def test_mixed_vocabularies_must_be_distinct_strings(mixed_model, tmp_path, vocab, match):
+    path = tmp_path / "mixed.safetensors"
+    path.write_bytes(mixed_model.read_bytes())
+    edit_anovae_doc(path, _set_item("vocabularies", 1, vocab))
+    with pytest.raises(ModelFileError, match=match):
+        anovae.load(path)
+
+
+def test_an_image_vae_without_its_fitted_terms_is_refused(tmp_path):
+    # "fitted": {} loaded, and scored without the latent term and the complexity correction
+    # against a threshold set with them (278 vs 613)
+    images = (np.random.default_rng(0).random((40, 8, 8)) * 255).astype(np.uint8)
+    det = ImageVAEDetector(epochs=1, channels=(4,), latent_dim=2, random_state=0).fit(images)
+    path = det.save(tmp_path / "img.safetensors")
+    assert anovae.load(path).latent_weights_
+    edit_anovae_doc(path, lambda doc: doc.update(fitted={}))
+    with pytest.raises(ModelFileError, match="latent_density=True, but the file lacks"):
         anovae.load(path)

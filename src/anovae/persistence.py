@@ -334,7 +334,86 @@ def _check_net_config(cfg: Any, variational: bool) -> None:
         dropout = _float_field(cfg.dropout, "the network's dropout")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"the network's dropout must be in [0, 1), got {dropout}")
-    _float_field(getattr(cfg, "logvar_floor", 0.0), "the network's logvar_floor")
+    floor = _float_field(getattr(cfg, "logvar_floor", 0.0), "the network's logvar_floor")
+    if not -20.0 <= floor <= 10.0:  # the logvar_floor parameter's range
+        raise ValueError(f"the network's logvar_floor must be in [-20, 10], got {floor}")
+
+
+def _check_file_params(det: Any) -> None:
+    """Every parameter of a file as ``fit`` checks it (``ValueError``), on a copy: CUDA need
+    not be here (the loader falls back to the CPU), and a thresholder object of your own,
+    which a file only names, is not rebuilt."""
+    from sklearn.base import clone
+
+    if not isinstance(det.device, str):
+        raise ValueError(f"its parameters are invalid: device must be a string, got "
+                         f"{_show(det.device)}")
+    probe = clone(det).set_params(device="cpu")
+    threshold = getattr(probe, "threshold", None)
+    if isinstance(threshold, str) and threshold.startswith("object:"):
+        probe.set_params(threshold="contamination", threshold_param=None)
+    try:
+        probe._check_params()
+    except ValueError as exc:
+        raise ValueError(f"its parameters are invalid: {exc}") from None
+
+
+def _check_fitted_terms(det: Any, doc: dict[str, Any]) -> None:
+    """An image VAE's score terms must be in the file when its parameters say it was fitted
+    with them (and only then): without them it would score without the term, against a
+    threshold set with it. Files written before a term existed lack its parameter."""
+    params = doc.get("params") or {}
+    for param, attr in (("latent_density", "latent_weights_"),
+                        ("complexity_correction", "complexity_slopes_")):
+        if param in params and doc.get("format_version", 1) >= 2:
+            if bool(params[param]) != bool(getattr(det, attr, None)):
+                raise ValueError(f"its parameters say {param}={_show(params[param])}, but the "
+                                 f"file {'lacks' if params[param] else 'holds'} that fitted term")
+
+
+def _probe_score(det: Any) -> float:
+    """The larger score of two typical rows - the scaler's centre (the median row of a table, a
+    blank image) and one spread above it in every numeric column (a mid-grey image) - which
+    is finite for any intact model, whatever its data (an input of zeros would hide a broken
+    first layer)."""
+    from anovae.images import ImageSchema
+    from anovae.mixed import MixedSchema
+
+    center = np.asarray(det.scaler_.center, dtype=np.float64)
+    scale = np.asarray(det.scaler_.scale, dtype=np.float64)
+    if isinstance(det.schema_, ImageSchema):
+        s = det.schema_
+        shape = (s.channels, s.height, s.width)
+        rows = np.stack([np.broadcast_to(center.reshape(-1, 1, 1), shape),
+                         np.broadcast_to((center + 0.5 * scale).reshape(-1, 1, 1), shape)])
+    else:
+        step = scale.copy()
+        if isinstance(det.schema_, MixedSchema):  # codes of categories and booleans stay
+            step[[k != "numeric" for k in det.schema_.kinds]] = 0.0
+        rows = np.stack([center, center + step])
+    scores = det._score_rows(np.ascontiguousarray(rows))[0]
+    return float(scores.max()) if np.isfinite(scores).all() else float("nan")
+
+
+def _check_schema_doc(d: dict[str, Any]) -> None:
+    """Refuse a mixed schema's vocabularies that are not lists of distinct strings, before they
+    are read (a string ``"FRI"`` would be three categories, a repeated one breaks every score)."""
+    if d.get("kind") != "mixed":
+        return
+    for field in ("vocabularies", "other_members"):
+        lists = d.get(field)
+        if lists is None and field == "other_members":
+            continue
+        if not isinstance(lists, list):
+            raise ValueError(f"the schema's {field} must be a list, got {_show(lists)}")
+        for j, vocab in enumerate(lists):
+            if vocab is None:
+                continue
+            if not isinstance(vocab, list) or not all(isinstance(c, str) for c in vocab):
+                raise ValueError(f"the schema's {field}[{j}] must be a list of strings, got "
+                                 f"{_show(vocab)}")
+            if len(set(vocab)) != len(vocab):
+                raise ValueError(f"the schema's {field}[{j}] repeats a category")
 
 
 def _check_schema(schema: Any, cfg: Any) -> None:
@@ -535,13 +614,20 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
                   for k, v in _dict_field(doc["params"], "params").items()}
         if device is not None:
             params["device"] = device
-        det = REGISTRY[name](**params)
+        try:
+            det = REGISTRY[name](**params)
+        except TypeError as exc:  # a parameter this estimator does not have
+            raise ValueError(f"its parameters do not fit {name}: {exc}") from None
         det._fit_params_ = det.get_params(deep=False)  # the file's: what the model was fitted with
-        if hasattr(det, "_check_vae_params"):  # the score and its samples, read when scoring
-            det._check_vae_params()
+        _check_file_params(det)
+        if doc.get("score", det.score_name) != det.score_name:
+            raise ValueError(f"its threshold was set on the {_show(doc.get('score'))} score, but "
+                             f"its parameters give the {det.score_name!r} score")
         cfg = config_from_dict(_dict_field(doc["net"], "net"))
         _check_net_config(cfg, variational=not isinstance(det, AEDetector))
-        schema = det._schema_from_dict(_dict_field(doc["schema"], "schema"))
+        schema_doc = _dict_field(doc["schema"], "schema")
+        _check_schema_doc(schema_doc)
+        schema = det._schema_from_dict(schema_doc)
         _check_schema(schema, cfg)
         _check_net_shapes(cfg, shapes)  # before anything is allocated for the network
         noise_seed = _int_field(doc["noise_seed"], "noise_seed")
@@ -601,6 +687,9 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
             det.feature_baselines_ = baselines
         det._load_fitted_json(doc.get("fitted", {}), {
             k[len("fitted."):]: v.numpy() for k, v in tensors.items() if k.startswith("fitted.")})
+        _check_fitted_terms(det, doc)
+        if "decision_scores" not in tensors:
+            raise ValueError("it lacks the tensor 'decision_scores' (the training scores)")
         det._set_threshold(threshold)
         if doc.get("threshold_method"):
             det.threshold_method_ = str(doc["threshold_method"])
@@ -610,11 +699,24 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
                                  "saved); use an intact copy or refit")
     except ModelFileError:
         raise
-    except (AttributeError, KeyError, OverflowError, RuntimeError, TypeError,
-            ValueError) as exc:
-        # e.g. a missing tensor (no decision_scores_ to threshold), a non-dict "params", a
-        # schema that disagrees with the network, Infinity where an integer belongs
+    except KeyError as exc:  # a field or tensor the format requires
+        raise ModelFileError(f"{str(path)!r} is an inconsistent anovae model: it lacks "
+                             f"{_show(exc.args[0] if exc.args else exc)}") from exc
+    except (AttributeError, TypeError) as exc:  # e.g. a list where a dict belongs
+        raise ModelFileError(f"{str(path)!r} is an inconsistent anovae model: a field has the "
+                             f"wrong type ({exc})") from exc
+    except (OverflowError, RuntimeError, ValueError) as exc:
+        # e.g. a schema that disagrees with the network, Infinity where an integer belongs
         raise ModelFileError(f"{str(path)!r} is an inconsistent anovae model: {exc}") from exc
+    try:
+        probe = _probe_score(det)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelFileError(f"{str(path)!r} is an inconsistent anovae model: it cannot score "
+                             f"({exc})") from exc
+    if not np.isfinite(probe):
+        raise ModelFileError(f"{str(path)!r} is corrupt: it scores a typical row {probe} (its "
+                             "weights or fitted terms are out of range); use an intact copy or "
+                             "refit")
     det.metadata_ = {k: doc[k] for k in ("library_version", "created_utc", "format_version")
                      if k in doc}
     return det

@@ -25,6 +25,11 @@ from anovae.training import TrainConfig
 __all__ = ["PRESETS", "VAEDetector"]
 
 
+#: The most latent draws a score may take (``n_samples``): the draws are held as one ``(S, L)``
+#: tensor, and each row is decoded ``S`` times; a model file asking for 10^9 would allocate
+#: gigabytes at its first score.
+MAX_SAMPLES = 10_000
+
 #: Named configurations. ``tutorial-mlp``: the Keras-tutorial VAE (input -> 32 -> 16 -> latent 10,
 #: mirrored decoder, Bernoulli likelihood on [0, 1]-scaled data), with a correct ELBO.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -73,7 +78,8 @@ class VAEDetector(BaseDetector):
             column is then much harder to find.
         score_type: ``"elbo"`` (negative ELBO), ``"reconstruction_probability"`` (An & Cho 2015),
             ``"iwae"`` (importance-weighted -log p(x)) or ``"reconstruction"`` (squared error).
-        n_samples: Monte-Carlo samples ``L`` (or ``K`` for ``"iwae"``) for the sampled scores.
+        n_samples: Monte-Carlo samples ``L`` (or ``K`` for ``"iwae"``) for the sampled scores,
+            at most :data:`MAX_SAMPLES`.
         beta: weight of the KL term (1 = the ELBO).
         warmup_epochs: epochs over which the KL weight rises linearly from 0 to ``beta``;
             ``None``: 10% of the epochs (at least 1).
@@ -235,7 +241,7 @@ class VAEDetector(BaseDetector):
         _check_param("likelihood", self.likelihood, str, choices=LIKELIHOODS)
         _check_param("variance", self.variance, str, choices=VARIANCES)
         _check_param("score_type", self.score_type, str, choices=SCORES)
-        _check_param("n_samples", self.n_samples, Integral, 1)
+        _check_param("n_samples", self.n_samples, Integral, 1, MAX_SAMPLES)
         _check_param("beta", self.beta, Real, 0.0)
         _check_param("warmup_epochs", self.warmup_epochs, Integral, 0, none_ok=True)
         _check_param("free_bits", self.free_bits, Real, 0.0)
