@@ -28,7 +28,6 @@ label the model never saw is still :data:`UNSEEN` in a capped column.
 from __future__ import annotations
 
 import datetime
-import functools
 import math
 import reprlib
 from collections.abc import Sequence
@@ -348,7 +347,7 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
 def _match_labels(labels: np.ndarray, missing: np.ndarray, vocab: Sequence[str]) -> np.ndarray:
     """Float codes ``(n,)``: each label's index in ``vocab``, else -1. A label matches its
     exact text first, then as a number (see :func:`_known_numbers`)."""
-    codes = pd.Index(vocab).get_indexer(labels).astype(np.float64)
+    codes = _vocab_index(vocab).get_indexer(labels).astype(np.float64)
     return _known_numbers(codes, labels, missing, vocab)
 
 
@@ -367,24 +366,48 @@ def _known_numbers(codes: np.ndarray, labels: np.ndarray, missing: np.ndarray,
     ok = ~np.isnan(num)
     if not ok.any():
         return codes
-    alt = pd.Index(vocab).get_indexer([_label(v) for v in num[ok]])
+    alt = _vocab_index(vocab).get_indexer([_label(v) for v in num[ok]])
     if (alt < 0).any():  # the training labels were numbers written as text ("3.0", "007")
         miss = alt < 0
-        alt[miss] = _by_value(tuple(vocab)).reindex(num[ok][miss]).fillna(-1).to_numpy(
-            dtype=np.intp)
+        alt[miss] = _by_value(vocab).reindex(num[ok][miss]).fillna(-1).to_numpy(dtype=np.intp)
     found = alt >= 0
     codes = codes.copy()
     codes[todo[ok][found]] = alt[found]
     return codes
 
 
-@functools.lru_cache(maxsize=64)
-def _by_value(vocab: tuple[str, ...]) -> pd.Series:
-    """Positions in ``vocab`` by the number each label reads as, for the labels whose number no
-    other label shares (parsed once per vocabulary: an ``<other>`` bucket may hold 100,000)."""
+class _PerVocabulary:
+    """What ``build(vocab)`` gives, kept per vocabulary *object* (the schema's tuples live as
+    long as the model): an ``<other>`` bucket may hold 100,000 labels, and building its index
+    on every call cost 25-80 ms per scored record; keying by the tuple's value would still hash
+    100,000 strings per call. The tuple is held with its entry, so its id is not reused."""
+
+    def __init__(self, build: Any, size: int = 64) -> None:
+        self.build, self.size = build, size
+        self.entries: dict[int, tuple[Sequence[str], Any]] = {}
+
+    def __call__(self, vocab: Sequence[str]) -> Any:
+        hit = self.entries.get(id(vocab))
+        if hit is not None and hit[0] is vocab:
+            return hit[1]
+        value = self.build(vocab)
+        if len(self.entries) >= self.size:
+            self.entries.pop(next(iter(self.entries)))
+        self.entries[id(vocab)] = (vocab, value)
+        return value
+
+
+def _numbers_of(vocab: Sequence[str]) -> pd.Series:
     values = pd.to_numeric(pd.Series(list(vocab), dtype=object), errors="coerce")
     once = values[values.notna() & ~values.duplicated(keep=False)]
     return pd.Series(once.index.to_numpy(), index=once.to_numpy())
+
+
+#: ``vocab`` -> its ``pd.Index`` (label -> position).
+_vocab_index = _PerVocabulary(pd.Index)
+#: ``vocab`` -> positions by the number each label reads as, for the labels whose number no
+#: other label shares.
+_by_value = _PerVocabulary(_numbers_of)
 
 
 def _label(v: Any) -> str:

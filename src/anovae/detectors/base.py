@@ -56,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 #: Rows per forward pass when scoring (divided by the number of Monte-Carlo samples).
 SCORE_BATCH_ROWS = 65536
+#: ... and at most this many cells of decoder output (rows x draws x width) per pass: about
+#: 16 MB per float32 temporary, whatever the table's width (a batch is then smaller than
+#: SCORE_BATCH_ROWS only for tables wider than about 64 columns at 16 draws).
+SCORE_BATCH_CELLS = 1 << 22
 #: Scoring batches are this many times larger on a GPU.
 GPU_BATCH_FACTOR = 4
 #: Target number of optimiser updates when ``epochs=None`` (see :func:`auto_epochs`).
@@ -726,7 +730,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         eps = self._noise(device, score)
         # a GPU wants larger batches (its work per row is tiny); copies go through pinned memory
         batch_rows = self._score_batch_rows * (GPU_BATCH_FACTOR if device.type == "cuda" else 1)
-        chunk = max(1, batch_rows // (1 if eps is None else eps.shape[0]))
+        draws = 1 if eps is None else eps.shape[0]
+        # rows x draws x the decoder's output width within SCORE_BATCH_CELLS (a 2,000-column
+        # table took 1 GB per temporary at the full batch); narrow tables keep the full batch
+        width = max(math.prod(rows.shape[1:]), int(getattr(net, "n_params", 0)))
+        chunk = max(1, min(batch_rows // draws, SCORE_BATCH_CELLS // (draws * max(1, width))))
         n = rows.shape[0]
         scores = np.empty((n,), dtype=np.float64)
         feats = np.empty((n, *rows.shape[1:]), dtype=np.float64) if per_feature else None

@@ -130,7 +130,6 @@ class MixedAutoencoder(nn.Module):
         card = [max(1, config.cardinalities[j]) for j in cat]
         self.n_num, self.n_bool, self.n_cat = len(num), len(boo), len(cat)
         self.n_onehot = sum(card)
-        k_max = max(card, default=1)
         # Buffers (not saved: they follow from the config).
         self.register_buffer("num_idx", torch.tensor(num, dtype=torch.long), persistent=False)
         self.register_buffer("bool_idx", torch.tensor(boo, dtype=torch.long), persistent=False)
@@ -140,13 +139,31 @@ class MixedAutoencoder(nn.Module):
             offsets.append(offsets[-1] + k)
         self.register_buffer("cat_offset", torch.tensor(offsets[:len(cat)], dtype=torch.long),
                              persistent=False)
-        # (Cc, Kmax) positions of each column's logits in the flat logits; padding points to an
-        # extra slot that holds -inf.
-        pad = torch.full((len(cat), k_max), self.n_onehot, dtype=torch.long)
-        for i, (o, k) in enumerate(zip(offsets, card, strict=False)):
-            pad[i, :k] = torch.arange(o, o + k)
-        self.register_buffer("cat_gather", pad, persistent=False)
-        self.register_buffer("cat_valid", pad < self.n_onehot, persistent=False)
+        # Categorical columns in groups of similar cardinality (padded to the next power of 2):
+        # group g's (n_g, W_g) positions of each column's logits in the flat logits, padding
+        # pointing to an extra slot that holds -inf. One padded (Cc, max K) tensor made every
+        # column as costly as the widest (a 1,000-category column multiplied the time and memory
+        # of forty 10-category ones by 100).
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(card):
+            groups.setdefault(1 << (k - 1).bit_length(), []).append(i)
+        self.cat_widths = sorted(groups)
+        order_c: list[int] = []
+        for w in self.cat_widths:
+            members = groups[w]
+            pad = torch.full((len(members), w), self.n_onehot, dtype=torch.long)
+            for r, i in enumerate(members):
+                pad[r, :card[i]] = torch.arange(offsets[i], offsets[i] + card[i])
+            self.register_buffer(f"cat_gather_{w}", pad, persistent=False)
+            self.register_buffer(f"cat_valid_{w}", pad < self.n_onehot, persistent=False)
+            self.register_buffer(f"cat_members_{w}", torch.tensor(members, dtype=torch.long),
+                                 persistent=False)
+            order_c += members
+        inverse_c = [0] * len(order_c)  # groups' concatenated columns -> categorical order
+        for pos, i in enumerate(order_c):
+            inverse_c[i] = pos
+        self.register_buffer("cat_inverse", torch.tensor(inverse_c, dtype=torch.long),
+                             persistent=False)
         # a column never observed in training: rarer than one in the training rows (the most
         # observed cells of any column), not log(0 + 1) = 0
         rows = max(config.n_observed, default=0)
@@ -170,18 +187,23 @@ class MixedAutoencoder(nn.Module):
                            config.dropout)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _split(self, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                  torch.Tensor]:
-        """``loc`` (..., P) -> numeric means, log-variances (..., Cn), boolean logits (..., Cb),
-        padded categorical log-probabilities (..., Cc, Kmax) (-inf on padding)."""
+    def _split(self, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``loc`` (..., P) -> numeric means, log-variances (..., Cn), boolean logits (..., Cb)."""
         n, b = self.n_num, self.n_bool
         mean = loc[..., :n]
         logvar = decoder_logvar(loc[..., n:2 * n], self.config.logvar_floor)
-        logits_b = loc[..., 2 * n:2 * n + b]
-        flat = loc[..., 2 * n + b:]  # (..., sum K)
+        return mean, logvar, loc[..., 2 * n:2 * n + b]
+
+    def _cat_groups(self, loc: torch.Tensor
+                    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per cardinality group: the columns (n_g,) (positions among the categorical ones),
+        their log-probabilities (..., n_g, W_g) (-inf on padding) and the padding mask
+        (n_g, W_g) (True: a real category)."""
+        flat = loc[..., 2 * self.n_num + self.n_bool:]  # (..., sum K)
         flat = torch.cat([flat, torch.full_like(flat[..., :1], -math.inf)], dim=-1)
-        logits_c = flat[..., self.cat_gather]  # (..., Cc, Kmax)
-        return mean, logvar, logits_b, torch.log_softmax(logits_c, dim=-1)
+        return [(getattr(self, f"cat_members_{w}"),
+                 torch.log_softmax(flat[..., getattr(self, f"cat_gather_{w}")], dim=-1),
+                 getattr(self, f"cat_valid_{w}")) for w in self.cat_widths]
 
     # -- the interface every anovae network shares ---------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,8 +237,11 @@ class MixedAutoencoder(nn.Module):
     def mean(self, loc: torch.Tensor) -> torch.Tensor:
         """Typical value per column (..., C) in code units: ``sinh`` of the Gaussian mean (the
         median of the numeric value), the Bernoulli probability, the most likely category."""
-        mean, _, logits_b, logp_c = self._split(loc)
-        parts = [torch.sinh(mean), torch.sigmoid(logits_b), logp_c.argmax(-1).to(loc.dtype)]
+        mean, _, logits_b = self._split(loc)
+        cats = [logp.argmax(-1).to(loc.dtype) for _, logp, _ in self._cat_groups(loc)]
+        parts = [torch.sinh(mean), torch.sigmoid(logits_b),
+                 torch.cat([*cats, loc.new_zeros(*loc.shape[:-1], 0)], dim=-1
+                           )[..., self.cat_inverse]]
         return torch.cat(parts, dim=-1)[..., self.inverse]
 
     def nll(self, x: torch.Tensor, loc: torch.Tensor, logvar: torch.Tensor | None = None
@@ -229,7 +254,7 @@ class MixedAutoencoder(nn.Module):
         del logvar  # packed into loc
         observed = ~torch.isnan(x)  # (B, C)
         xf = torch.nan_to_num(x, nan=0.0)
-        mean, lv, logits_b, logp_c = self._split(loc)
+        mean, lv, logits_b = self._split(loc)
         # numeric: Gaussian on asinh(x); entropy 0.5 * (log 2 pi + 1 + logvar)
         nll_n = gaussian_nll(torch.asinh(xf[:, self.num_idx]), mean, lv)
         ent_n = (0.5 * (_LOG_2PI + 1.0 + lv)).detach()
@@ -243,15 +268,21 @@ class MixedAutoencoder(nn.Module):
         nll_b = torch.where(boo < 0, torch.maximum(worst_b, self.unseen_floor_b.to(loc.dtype)),
                             nll_b)
         nll_b = torch.where(observed[:, self.bool_idx], nll_b, ent_b)
-        # categorical: softmax; unseen codes (< 0) get the maximal surprise
-        codes = xf[:, self.cat_idx]  # (B, Cc)
-        nll_c = categorical_nll(codes.clamp_min(0), logp_c)
-        probs = logp_c.exp()
-        ent_c = torch.special.entr(probs).sum(-1).detach()
-        worst = (-logp_c).masked_fill(~self.cat_valid, -math.inf).amax(-1)  # (..., B, Cc)
-        surprise = torch.maximum(worst, self.unseen_floor.to(loc.dtype))
-        nll_c = torch.where(codes < 0, surprise, nll_c)
-        nll_c = torch.where(observed[:, self.cat_idx], nll_c, ent_c)
+        # categorical: softmax; unseen codes (< 0) get the maximal surprise; by cardinality group
+        codes_all = xf[:, self.cat_idx]  # (B, Cc)
+        seen_all = observed[:, self.cat_idx]
+        floor_all = self.unseen_floor.to(loc.dtype)
+        parts = []
+        for members, logp_c, valid in self._cat_groups(loc):
+            codes = codes_all[:, members]  # (B, n_g)
+            nll_c = categorical_nll(codes.clamp_min(0), logp_c)
+            ent_c = torch.special.entr(logp_c.exp()).sum(-1).detach()
+            worst = (-logp_c).masked_fill(~valid, -math.inf).amax(-1)  # (..., B, n_g)
+            surprise = torch.maximum(worst, floor_all[members])
+            nll_c = torch.where(codes < 0, surprise, nll_c)
+            parts.append(torch.where(seen_all[:, members], nll_c, ent_c))
+        nll_c = torch.cat([*parts, nll_b.new_zeros(*nll_b.shape[:-1], 0)], dim=-1
+                          )[..., self.cat_inverse]
         return torch.cat([nll_n, nll_b, nll_c], dim=-1)[..., self.inverse]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
