@@ -195,8 +195,13 @@ def save_model(detector: Any, path: str | Path) -> Path:
 
     with atomic_output(path) as tmp:
         text = json.dumps(doc)
-        save_file(tensors, str(tmp), metadata={"anovae": text,
-                                               CHECKSUM_KEY: file_digest(text, tensors)})
+        try:
+            save_file(tensors, str(tmp), metadata={"anovae": text,
+                                                   CHECKSUM_KEY: file_digest(text, tensors)})
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors' own error type for a failed write (disk full)
+            raise OSError(f"could not write {str(path)!r}: {exc}") from exc
     logger.info("saved %s to %s", name, path)
     return path
 
