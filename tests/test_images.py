@@ -895,3 +895,51 @@ def test_corrupt_or_odd_numpy_image_files_get_anovae_s_messages(tmp_path: Path) 
     with pytest.raises(DataError, match=r"holds arrays \['a', 'b'\]; name the images") as info:
         read_images(odd)
     assert str(info.value).count("keys.npz") == 1
+
+
+def _corrupt_npz_files(tmp_path: Path) -> dict[str, Path]:
+    """Image archives that cannot be read: cut short, a member whose data fails its CRC, and
+    members that are no .npy array (raw bytes, a pickle)."""
+    import pickle
+    import zipfile
+
+    images = np.random.default_rng(0).integers(0, 256, (50, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "good.npz", X=images)
+    raw = (tmp_path / "good.npz").read_bytes()
+    files = {"cut": tmp_path / "cut.npz", "crc": tmp_path / "crc.npz",
+             "raw": tmp_path / "raw.npz", "pickle": tmp_path / "pickle.npz"}
+    files["cut"].write_bytes(raw[:3000])  # `head -c 3000 some.npz > cut.npz`
+    flipped = bytearray(raw)
+    flipped[1000] ^= 0xFF  # inside the stored pixels
+    files["crc"].write_bytes(bytes(flipped))
+    with zipfile.ZipFile(files["raw"], "w") as zf:
+        zf.writestr("X.npy", b"no header")
+    with zipfile.ZipFile(files["pickle"], "w") as zf:
+        zf.writestr("X.npy", pickle.dumps([1, 2]))  # never unpickled
+    return files
+
+
+def test_corrupt_npz_image_files_are_data_errors(tmp_path: Path) -> None:
+    """zipfile.BadZipFile and "'bytes' object has no attribute 'ndim'" were tracebacks."""
+    messages = {"cut": r"cut.npz' is not a valid .npz archive: corrupt or cut short",
+                "crc": r"crc.npz' is corrupt or cut short: cannot read its array 'X' \(Bad CRC",
+                "raw": r"array 'X' of '.*raw.npz' is not a NumPy array: it lacks the .npy header",
+                "pickle": r"array 'X' of '.*pickle.npz' is not a NumPy array"}
+    for name, path in _corrupt_npz_files(tmp_path).items():
+        assert not is_image_source(path), name  # the reader then says what is wrong
+        with pytest.raises(DataError, match=messages[name]):
+            read_images(path)
+
+
+def test_cli_fit_and_score_refuse_corrupt_npz_files_in_one_line(
+        tmp_path: Path, fitted: ImageVAEDetector) -> None:
+    model = fitted.save(tmp_path / "m.safetensors")
+    runner = CliRunner()
+    for name, path in _corrupt_npz_files(tmp_path).items():
+        for args in (["fit", str(path), "-o", str(tmp_path / "new.safetensors"), "--epochs", "1"],
+                     ["score", str(model), str(path), "-o", str(tmp_path / "s.csv")]):
+            res = runner.invoke(app, args)
+            assert res.exit_code == 2, (name, args[0], res.output)
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: ") and path.name in lines[0]
+    assert not (tmp_path / "new.safetensors").exists() and not (tmp_path / "s.csv").exists()

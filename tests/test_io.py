@@ -183,7 +183,7 @@ def test_array_files_must_be_numeric_tables(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="holds Python objects"):  # streamed (memory-mapped)
         list(iter_table_chunks(tmp_path / "obj.npy"))
     (tmp_path / "cut.npy").write_bytes((tmp_path / "cube.npy").read_bytes()[:-8])
-    with pytest.raises(DataError, match="cut.npy' is not a valid .npy file"):
+    with pytest.raises(DataError, match="cut.npy' is cut short or corrupt: its header declares"):
         read_table(tmp_path / "cut.npy")
     np.savez(tmp_path / "two.npz", a=np.zeros((2, 2)), b=np.zeros((3, 2)))
     with pytest.raises(DataError, match="name the table 'X'"):
@@ -363,3 +363,156 @@ def test_non_utf8_csv_is_named_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"late\.csv' is not UTF-8 text") as err:
         list(iter_table_chunks(late, chunk_rows=100))
     assert "codec" not in str(err.value)
+
+
+# -- odd files: European CSV, gzip, NumPy headers, names, empty tables, links ------------------
+def test_semicolons_with_decimal_commas_get_the_semicolon_hint(tmp_path: Path) -> None:
+    path = tmp_path / "euro.csv"
+    path.write_text("a;b\n1,5;2\n3,25;4\n")  # was "has rows with more fields than its header"
+    for read in (read_table, lambda p: list(iter_table_chunks(p))):
+        with pytest.raises(DataError, match=r"euro.csv' looks delimited by ';' with decimal "
+                                            r"commas .*sep=';', decimal=','"):
+            read(path)
+    (tmp_path / "price.csv").write_text("price;usd\n1,5\n")  # ";" in a name, not between
+    with pytest.raises(DataError, match="more fields than its header"):  # fields: no hint
+        read_table(tmp_path / "price.csv")
+    (tmp_path / "price.csv").write_text("price;usd\n1.5\n")
+    assert list(read_table(tmp_path / "price.csv").columns) == ["price;usd"]
+
+
+def test_gzip_named_csv_is_named_and_tsv_gz_is_read(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "t.csv", "wt") as f:
+        f.write("a,b\n1,2\n")
+    with pytest.raises(DataError, match=r"/t.csv' is gzip-compressed, but its name ends in "
+                                        r"'.csv': rename it to 't.csv.gz'"):
+        read_table(tmp_path / "t.csv")
+    with pytest.raises(DataError, match="gzip-compressed"):
+        list(iter_table_chunks(tmp_path / "t.csv"))
+    df = _frame()
+    write_table(df, tmp_path / "t.tsv.gz")
+    with gzip.open(tmp_path / "t.tsv.gz", "rt") as f:
+        assert f.readline() == "a\tb\tc\n"
+    back = read_table(tmp_path / "t.tsv.gz")
+    np.testing.assert_allclose(back.to_numpy(dtype=float), df.to_numpy(), rtol=1e-12)
+    assert sum(len(c) for c in iter_table_chunks(tmp_path / "t.tsv.gz", chunk_rows=5)) == 23
+
+
+def _huge_header_npy(path: Path) -> None:
+    """A .npy whose header declares 800 TB (a corrupt header), followed by 64 bytes."""
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000, 1000), }"
+    header += b" " * (117 - len(header)) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+                     + b"\0" * 64)
+
+
+def test_odd_npy_files_get_one_line_errors(tmp_path: Path) -> None:
+    np.save(tmp_path / "fields.npy", np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]))
+    np.save(tmp_path / "scalar.npy", np.float64(3))
+    _huge_header_npy(tmp_path / "huge.npy")
+    cases = {"fields.npy": r"holds a structured array \(fields \['a', 'b'\]\)",  # "no field x0"
+             "scalar.npy": r"holds an array of shape \(\); table data must be 2-D",
+             "huge.npy": r"huge.npy' is cut short or corrupt: its header declares an array of "
+                         r"shape \(100000000000, 1000\) \(float64, 800,000,000,000,000 bytes\), "
+                         r"but it holds 64 bytes of data"}  # "Unable to allocate 728. TiB"
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            read_table(tmp_path / name)
+        with pytest.raises(DataError, match=message):  # "tuple index out of range" for 0-d
+            list(iter_table_chunks(tmp_path / name))
+    assert count_rows(tmp_path / "huge.npy") is None
+
+
+def test_npz_labels_of_the_wrong_length_are_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "xy.npz", X=np.zeros((3, 2)), y=np.array([0, 1]))
+    with pytest.raises(DataError, match=r"its labels 'y' \(2 labels\) do not match its 3 rows"):
+        read_table(tmp_path / "xy.npz")  # y was dropped silently
+    np.savez(tmp_path / "y2d.npz", X=np.zeros((3, 2)), y=np.zeros((3, 2)))
+    with pytest.raises(DataError, match=r"labels 'y' \(shape \(3, 2\)\)"):
+        read_table(tmp_path / "y2d.npz")
+    np.savez(tmp_path / "ok.npz", X=np.zeros((3, 2)), y=np.array([0, 1, 0]))
+    assert list(read_table(tmp_path / "ok.npz").columns) == ["x0", "x1", "y"]
+
+
+def test_corrupt_npz_archives_and_members_are_data_errors(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    np.savez_compressed(tmp_path / "good.npz", X=np.arange(4000.0).reshape(1000, 4))
+    raw = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[:3000])  # `head -c 3000`: BadZipFile
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as zf:  # a member that is no .npy
+        zf.writestr("X.npy", b"\x80\x04not an array")
+    buf = io.BytesIO()  # a member whose header declares more than it holds
+    _huge_header_npy(tmp_path / "huge.npy")
+    buf.write((tmp_path / "huge.npy").read_bytes())
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as zf:
+        zf.writestr("X.npy", buf.getvalue())
+    cases = {"cut.npz": r"cut.npz' is not a valid .npz archive: corrupt or cut short",
+             "raw.npz": r"array 'X' of '.*raw.npz' is not a NumPy array: it lacks the .npy "
+                        r"header",
+             "huge.npz": r"array 'X' of '.*huge.npz' is cut short or corrupt: its header "
+                         r"declares an array of shape \(100000000000, 1000\)"}
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            read_table(tmp_path / name)
+        with pytest.raises(DataError, match=message):
+            list(iter_table_chunks(tmp_path / name))
+
+
+def test_names_that_differ_only_in_spaces_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "ws.csv").write_text("a,a \n1,2\n")
+    with pytest.raises(DataError, match=r"column names that differ only in surrounding spaces: "
+                                        r"\['a', 'a '\]"):
+        read_table(tmp_path / "ws.csv")
+    with pytest.raises(DataError, match="surrounding spaces"):
+        list(iter_table_chunks(tmp_path / "ws.csv"))
+
+
+def test_the_empty_column_of_a_trailing_delimiter_is_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "trail.csv"
+    path.write_text("a,b,\n1,2,\n3,4,\n5,6,\n")
+    with pytest.warns(UserWarning, match=r"header ends with a delimiter; the empty last column "
+                                         r"this adds \('Unnamed: 2'"):
+        df = read_table(path)
+    assert list(df.columns) == ["a", "b"]  # an all-NaN column the model was fitted on
+    with pytest.warns(UserWarning, match="ends with a delimiter"):
+        chunks = list(iter_table_chunks(path, chunk_rows=2))
+    assert [list(c.columns) for c in chunks] == [["a", "b"]] * 2
+    # a value under the unnamed column: a column without a name, not a trailing delimiter
+    path.write_text("a,b,\n1,2,\n3,4,\n5,6,7\n")
+    with pytest.raises(DataError, match=r"header ends with a delimiter \(a last column with no "
+                                        r"name\), but data row 3 holds a value there \('7.0'\)"):
+        read_table(path)
+    with pytest.raises(DataError, match="data row 3 holds a value"), pytest.warns(UserWarning):
+        list(iter_table_chunks(path, chunk_rows=2))  # found in the second chunk
+    (tmp_path / "rows.csv").write_text("a,b\n1,2,\n3,4,\n")  # rows only: no column added
+    assert list(read_table(tmp_path / "rows.csv").columns) == ["a", "b"]
+
+
+def test_tables_without_rows_are_refused_in_chunks_too(tmp_path: Path) -> None:
+    (tmp_path / "head.csv").write_text("a,b\n")
+    pd.DataFrame({"a": pd.Series([], dtype=float)}).to_parquet(tmp_path / "none.parquet")
+    np.save(tmp_path / "none.npy", np.zeros((0, 3)))
+    for name in ("head.csv", "none.parquet", "none.npy"):
+        with pytest.raises(DataError, match=f"/{name}' has no rows$"):
+            read_table(tmp_path / name)
+        with pytest.raises(DataError, match=f"/{name}' has no rows$"):  # were 0-row chunks or none
+            list(iter_table_chunks(tmp_path / name))
+
+
+def test_atomic_output_writes_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "data" / "scores.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    write_table(pd.DataFrame({"a": [1]}), link)
+    assert link.is_symlink() and os.readlink(link) == str(target)  # was a regular file
+    assert target.read_text() == "a\n1\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scores.csv"]
+    dangling = tmp_path / "next.csv"
+    dangling.symlink_to(tmp_path / "data" / "new.csv")
+    with atomic_output(dangling) as tmp:
+        assert tmp.parent == target.parent
+        tmp.write_text("x\n")
+    assert dangling.is_symlink() and (tmp_path / "data" / "new.csv").read_text() == "x\n"

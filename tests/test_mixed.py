@@ -703,3 +703,19 @@ def test_vocabulary_indexes_are_built_once_per_vocabulary() -> None:
     assert _vocab_index(vocab) is _vocab_index(vocab) and _by_value(vocab) is _by_value(vocab)
     assert _vocab_index(vocab).get_indexer(["m3"]).tolist() == [3]
     assert _vocab_index(list(vocab)) is not _vocab_index(vocab)  # by object, not by value
+
+
+def test_a_model_fitted_with_the_empty_column_of_a_trailing_comma_still_scores() -> None:
+    # before 0.6 a CSV header ending with ',' gave an empty 'Unnamed: 2' column that a mixed
+    # model was fitted on; the readers now leave it out, and those models lacked a column
+    from anovae.scoring import model_features
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=60), "c": rng.choice(["x", "y"], 60),
+                       "Unnamed: 2": np.nan})
+    with pytest.warns(UserWarning, match="no observed value"):
+        det = VAEDetector(epochs=1, hidden_dims=(8,), latent_dim=2, random_state=0).fit(df)
+    features = model_features(det, df.drop(columns=["Unnamed: 2"]))
+    np.testing.assert_array_equal(det.decision_function(features), det.decision_function(df))
+    with pytest.raises(DataError, match="lacks columns .* 'c'"):
+        model_features(det, df.drop(columns=["c", "Unnamed: 2"]))

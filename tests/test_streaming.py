@@ -287,3 +287,82 @@ def test_stream_answers_each_line_before_stdin_closes(tmp_path: Path,
         proc.stdin.close()  # type: ignore[union-attr]
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+# -- JSON integers in images, odd lines, messages ----------------------------------------------
+@pytest.fixture(scope="module")
+def fitted_image_ae() -> Any:
+    """A tiny convolutional autoencoder on 8x8 grey images (binarised and 8-bit alike)."""
+    from anovae import ImageAEDetector
+
+    rng = np.random.default_rng(0)
+    images = (rng.random((32, 8, 8)) < 0.5).astype(np.float32)
+    return ImageAEDetector(channels=(4, 8), latent_dim=4, epochs=1, random_state=0,
+                           device="cpu").fit(images)
+
+
+def test_json_integer_images_are_read_by_their_range(fitted_image_ae: Any) -> None:
+    """JSON has no int/float distinction: a binarised image sent as 0/1 integers is the same
+    image as 0.0/1.0 floats (it was read as 8-bit pixels, i.e. divided by 255)."""
+    rng = np.random.default_rng(1)
+    binary = (rng.random((8, 8)) < 0.5).astype(int)
+    pixels = rng.integers(0, 256, (8, 8))
+    lines = [json.dumps(binary.tolist()), json.dumps(binary.astype(float).tolist()),
+             json.dumps(pixels.tolist())]
+    out = io.StringIO()
+    score_stream(fitted_image_ae, lines, out, top_k=0)
+    ints, floats, eight_bit = (json.loads(line)["anomaly_score"]
+                               for line in out.getvalue().splitlines())
+    assert ints == floats
+    want = [fitted_image_ae.decision_function(binary[None].astype(np.float32))[0],
+            fitted_image_ae.decision_function(pixels[None].astype(np.uint8))[0]]
+    np.testing.assert_allclose([floats, eight_bit], want, rtol=1e-6)
+    # image by image: an 8-bit image beside a binarised one keeps its divisor, and the other way
+    scorer = RecordScorer(fitted_image_ae)
+    both = scorer.rows_from_instances([binary.tolist(), pixels.tolist()])
+    np.testing.assert_array_equal(both[0, 0], binary.astype(np.float32))
+    np.testing.assert_array_equal(both[1:], scorer.rows_from_instances([pixels.tolist()]))
+    np.testing.assert_array_equal(both[1:], fitted_image_ae._validate(
+        pixels[None].astype(np.uint8), fitted_image_ae.schema_)[0])
+    # a typed array is read by its dtype: int64 pixels are 8-bit, whatever their values
+    typed = scorer.rows_from_instances(np.asarray([binary], dtype=np.int64))
+    np.testing.assert_allclose(typed[0, 0], binary / 255, rtol=1e-6)
+
+
+def test_a_byte_order_mark_before_the_first_line_is_skipped(fitted_vae_frame: VAEDetector,
+                                                             data: Any) -> None:
+    out = io.StringIO()
+    summary = score_stream(fitted_vae_frame, io.StringIO(
+        "\ufeff" + "\n".join(lines_for(data.X_test[:2])) + "\n"), out)
+    assert (summary.scored, summary.errors) == (2, 0), out.getvalue()
+
+
+def test_overlong_integers_are_malformed_json_lines(fitted_vae_frame: VAEDetector) -> None:
+    out = io.StringIO()
+    summary = score_stream(fitted_vae_frame, ['{"f0": 1' + "0" * 5000 + "}"], out)
+    got = json.loads(out.getvalue())
+    assert got == {"line": 1, "error": "malformed JSON: an integer of more than 4300 digits "
+                                       "(too long to read as a number)"}
+    assert summary.errors == 1
+
+
+def test_mixed_model_messages_name_this_line(fitted_mixed: VAEDetector) -> None:
+    """The detector's own messages speak of its input, "X" ("X contains infinite values in
+    'amount' (1 rows)"): in a stream that is the line."""
+    lines = ['{"amount": Infinity, "country": "FR", "weekend": false}',
+             '{"amount": "lots", "country": "FR", "weekend": false}']
+    out = io.StringIO()
+    score_stream(fitted_mixed, lines, out)
+    inf, text = (json.loads(line)["error"] for line in out.getvalue().splitlines())
+    assert inf == ("this line contains infinite values in 'amount'; replace them (NaN marks a "
+                   "missing value)")
+    assert text.startswith("column 'amount' of this line holds text (e.g. 'lots')")
+
+
+def test_cli_stream_summary_counts_errors_and_exits_0(tmp_path: Path,
+                                                      fitted_vae_frame: VAEDetector) -> None:
+    model = fitted_vae_frame.save(tmp_path / "m.safetensors")
+    res = CliRunner().invoke(app, ["score", str(model), "-", "--stream"],
+                             input="oops\n[1]\n")
+    assert res.exit_code == 0, res.output
+    assert res.stderr.strip().startswith("streamed 2 lines: 0 scored (0 anomalies), 2 errors")

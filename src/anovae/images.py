@@ -3,8 +3,10 @@ and PNG grids of images and anomaly maps.
 
 Layouts accepted everywhere: ``(N, H, W)`` (grey), ``(N, H, W, C)`` and ``(N, C, H, W)`` with
 ``C`` in {1, 3}. Integer images are scaled to [0, 1] by their dtype, whatever else is in the
-batch: ``uint8`` by 255, ``uint16`` by 65535, any other integer dtype (``int64`` from JSON, say)
-holds 8-bit values 0-255 and is scaled by 255; float images must already lie in [0, 1]. Inside
+batch: ``uint8`` by 255, ``uint16`` by 65535, any other integer dtype (``int64``, say) holds
+8-bit values 0-255 and is scaled by 255; float images must already lie in [0, 1]. (JSON, which
+has no integer type, is read by value instead: an image sent as integers all within [0, 1] is
+in [0, 1] already; see :mod:`anovae.streaming`, which the service uses too.) Inside
 anovae an image batch is always float32 ``(N, C, H, W)``. Messages give image sizes as width x
 height, as image files and viewers do (``28x30 pixels (width x height)``).
 
@@ -534,7 +536,12 @@ def _has_images(folder: Path) -> bool:
 
 def is_image_source(path: str | os.PathLike) -> bool:
     """Whether ``path`` holds images: a folder of PNG/JPEG files (or of class sub-folders), an
-    IDX file, or a ``.npy``/``.npz`` array with 3 or 4 axes."""
+    IDX file, or a ``.npy``/``.npz`` array with 3 or 4 axes.
+
+    ``False`` for a NumPy file that cannot be read (corrupt, cut short, holding Python objects,
+    never unpickled): the table reader then says what is wrong with it."""
+    from anovae.io import load_numpy, npz_array
+
     path = Path(path)
     if path.is_dir():
         return _has_images(path)
@@ -545,13 +552,11 @@ def is_image_source(path: str | os.PathLike) -> bool:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            return arr.ndim in (3, 4)
+            return load_numpy(path, "npy", mmap_mode="r").ndim in (3, 4)
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                key = _npz_key(z.files, path)
-                return z[key].ndim in (3, 4)
-    except (OSError, ValueError):
+            with load_numpy(path, "npz") as z:
+                return npz_array(z, _npz_key(z.files, path), path).ndim in (3, 4)
+    except (OSError, ValueError):  # DataError too
         return False
     return False
 
@@ -590,7 +595,7 @@ def read_images(path: str | os.PathLike, labels: str | os.PathLike | None = None
         arr = read_idx(path)
         data = ImageData(arr, [str(i) for i in range(arr.shape[0])])
     elif path.suffix.lower() in (".npy", ".npz"):
-        from anovae.io import load_numpy
+        from anovae.io import load_numpy, npz_array
 
         kind = path.suffix.lower()[1:]
         try:
@@ -598,10 +603,10 @@ def read_images(path: str | os.PathLike, labels: str | os.PathLike | None = None
                 arr = load_numpy(path, kind)
             else:
                 with load_numpy(path, kind) as z:
-                    arr = z[_npz_key(z.files, path)]
+                    arr = npz_array(z, _npz_key(z.files, path), path)
                     for k in ("y", "labels"):
                         if k in z.files:
-                            y = z[k]
+                            y = npz_array(z, k, path)
                             break
         except (OSError, ValueError) as exc:  # a DataError of load_numpy passes as it is
             if isinstance(exc, DataError):

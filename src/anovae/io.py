@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import tempfile
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anovae.exceptions import DataError
+from anovae.exceptions import DataError, warn
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -35,7 +38,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_EXTENSIONS = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq", ".npy", ".npz")
+SUPPORTED_EXTENSIONS = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".npy", ".npz")
+#: The kind of table of each extension.
+_KINDS = {".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv", ".parquet": "parquet",
+          ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
 
 
 def _suffix(path: Path) -> str:
@@ -55,14 +61,19 @@ def _kind(path: Path) -> str:
             return "parquet"
         raise DataError(_empty_folder_message(path))
     ext = _suffix(path)
-    kinds = {".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".parquet": "parquet",
-             ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
-    if ext not in kinds:
+    if ext not in _KINDS:
         raise DataError(f"unsupported file type {ext!r} for {str(path)!r}; supported: "
                         + ", ".join(SUPPORTED_EXTENSIONS) + " and Parquet folders")
     if path.stat().st_size == 0:
         raise DataError(f"{str(path)!r} is empty: the file has no rows")
-    return kinds[ext]
+    if ext in (".csv", ".tsv"):
+        with path.open("rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        if gzipped:  # pandas would read the compressed bytes as text: "not UTF-8"
+            raise DataError(f"{str(path)!r} is gzip-compressed, but its name ends in {ext!r}: "
+                            f"rename it to {path.name + '.gz'!r} (anovae reads .csv.gz and "
+                            ".tsv.gz files as compressed)")
+    return _KINDS[ext]
 
 
 def _empty_folder_message(path: Path) -> str:
@@ -89,12 +100,47 @@ def array_columns(n: int) -> list[str]:
 _MAGIC = {"npy": b"\x93NUMPY", "npz": b"PK"}
 
 
+def _objects(exc: ValueError) -> bool:
+    """Whether NumPy's ``exc`` says that an array holds Python objects (needs unpickling)."""
+    return any(w in str(exc) for w in ("pickle", "Object arrays", "Python objects"))
+
+
+def _check_npy_size(fh: Any, data_bytes: int, what: str) -> None:
+    """Read the ``.npy`` header at the start of ``fh`` and refuse an array whose declared shape
+    needs more than the ``data_bytes`` that follow the header (a file cut short, or a corrupt
+    header declaring a huge shape: NumPy would try to allocate it). ``data_bytes``: the size of
+    the file (or archive member), header included; ``what``: how messages name the array."""
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(fh)
+        read_header = (npy_format.read_array_header_1_0 if version == (1, 0)
+                       else npy_format.read_array_header_2_0)
+        shape, _, dtype = read_header(fh)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{what} is not a valid .npy array: its header cannot be read ({exc})"
+                        ) from None
+    if dtype.hasobject:  # np.load refuses it, by name below
+        return
+    need = math.prod(shape) * dtype.itemsize
+    held = data_bytes - fh.tell()
+    if need > held:
+        raise DataError(f"{what} is cut short or corrupt: its header declares an array of shape "
+                        f"{tuple(shape)} ({dtype}, {need:,} bytes), but it holds {max(held, 0):,} "
+                        "bytes of data")
+
+
 def load_numpy(path: Path, kind: str, mmap_mode: str | None = None) -> Any:
     """``np.load`` of a ``.npy``/``.npz`` file (``kind``), never unpickling: a file that does not
     start as one is "not a valid .npy array" (NumPy would offer to unpickle it), one holding
-    Python objects is refused by name."""
+    Python objects is refused by name, as is a ``.npy`` whose header declares more data than
+    the file holds (nothing is allocated from it) and a ``.npz`` that is not a readable zip
+    archive. Read the members of a ``.npz`` with :func:`npz_array`."""
     with path.open("rb") as fh:
         head = fh.read(len(_MAGIC[kind]))
+        if head == _MAGIC[kind] and kind == "npy":
+            fh.seek(0)
+            _check_npy_size(fh, os.fstat(fh.fileno()).st_size, repr(str(path)))
     if head != _MAGIC[kind]:
         what = "a valid .npy array" if kind == "npy" else "a valid .npz archive"
         raise DataError(f"{str(path)!r} is not {what}: it lacks the NumPy header (corrupt, cut "
@@ -102,20 +148,65 @@ def load_numpy(path: Path, kind: str, mmap_mode: str | None = None) -> Any:
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except ValueError as exc:
-        if any(w in str(exc) for w in ("pickle", "Object arrays", "Python objects")):
+        if _objects(exc):
             raise DataError(f"{str(path)!r} holds Python objects (an object array), not "
                             "numbers; only numeric arrays are read") from exc
         raise DataError(f"{str(path)!r} is not a valid .{kind} file ({exc})") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise DataError(f"{str(path)!r} is not a valid .npz archive: corrupt or cut short "
+                        f"({exc})") from exc
+
+
+def npz_array(z: Any, key: str, path: Path) -> np.ndarray:
+    """The array ``key`` of the ``.npz`` archive ``z`` (opened by :func:`load_numpy`), never
+    unpickled; a :class:`DataError` naming ``path`` and ``key`` for a member that is corrupt or
+    cut short, declares more data than it holds, holds Python objects, or is no NumPy array
+    (NumPy hands such a member over as raw bytes)."""
+    name = key if key in z.zip.namelist() else f"{key}.npy"
+    what = f"array {key!r} of {str(path)!r}"
+    try:
+        info = z.zip.getinfo(name)
+        with z.zip.open(name) as fh:
+            magic = fh.read(len(_MAGIC["npy"]))
+        if magic == _MAGIC["npy"]:
+            with z.zip.open(name) as fh:
+                _check_npy_size(fh, info.file_size, what)
+        arr = z[key]
+    except ValueError as exc:
+        if isinstance(exc, DataError):
+            raise
+        if _objects(exc):
+            raise DataError(f"{what} holds Python objects (an object array), not numbers; only "
+                            "numeric arrays are read") from exc
+        raise DataError(f"{what} is not a valid .npy array ({exc})") from exc
+    except (KeyError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise DataError(f"{str(path)!r} is corrupt or cut short: cannot read its array {key!r} "
+                        f"({exc})") from exc
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{what} is not a NumPy array: it lacks the .npy header (corrupt, or "
+                        "another kind of file stored in the archive)")
+    return arr
+
+
+def _check_array(arr: np.ndarray, path: Path) -> None:
+    """Refuse an array that is no table: objects, a structured array (named fields), an array
+    of other than 1 or 2 axes (a 0-d scalar, say)."""
+    if arr.dtype == object:
+        raise DataError(f"{str(path)!r} holds an object array; only numeric arrays are read")
+    if arr.dtype.names is not None:
+        raise DataError(f"{str(path)!r} holds a structured array (fields "
+                        f"{list(arr.dtype.names)}); only plain arrays of numbers are read: save "
+                        "its fields as the columns of one 2-D array (e.g. numpy.lib.recfunctions"
+                        ".structured_to_unstructured), or as a .npz of one 1-D array per column")
+    if arr.ndim not in (1, 2):
+        raise DataError(f"{str(path)!r} holds an array of shape {arr.shape}; table data must be "
+                        "2-D (rows, columns)")
 
 
 def _array_frame(arr: np.ndarray, path: Path, y: np.ndarray | None = None) -> pd.DataFrame:
-    if arr.dtype == object:
-        raise DataError(f"{str(path)!r} holds an object array; only numeric arrays are read")
+    _check_array(arr, path)
     if arr.ndim == 1:
         arr = arr[:, None]
-    if arr.ndim != 2:
-        raise DataError(f"{str(path)!r} holds an array of shape {arr.shape}; table data must be "
-                        "2-D (rows, columns)")
     df = pd.DataFrame(arr, columns=array_columns(arr.shape[1]), copy=False)
     if y is not None:
         df["y"] = y
@@ -128,7 +219,7 @@ def _load_npz(path: Path) -> pd.DataFrame:
     :class:`TableWriter` writes)."""
     try:
         with load_numpy(path, "npz") as z:
-            arrays = {k: z[k] for k in z.keys()}
+            arrays = {k: npz_array(z, k, path) for k in z.keys()}
     except DataError:
         raise
     except Exception as exc:
@@ -136,8 +227,13 @@ def _load_npz(path: Path) -> pd.DataFrame:
     if "X" in arrays or len(arrays) == 1:
         X = arrays["X"] if "X" in arrays else next(iter(arrays.values()))
         y = arrays.get("y") if "X" in arrays else None
-        if y is not None and (y.ndim != 1 or y.shape[0] != X.shape[0]):
-            y = None
+        if y is not None:
+            _check_array(X, path)
+            if y.ndim != 1 or y.shape[0] != X.shape[0]:
+                got = f"{y.shape[0]} labels" if y.ndim == 1 else f"shape {y.shape}"
+                raise DataError(f"{str(path)!r}: its labels 'y' ({got}) do not match its "
+                                f"{X.shape[0]} rows of 'X'; give one label per row, as a 1-D "
+                                "array (or leave 'y' out)")
         return _array_frame(X, path, y)
     lengths = {a.shape[0] if a.ndim == 1 else -1 for a in arrays.values()}
     if len(lengths) == 1 and -1 not in lengths:
@@ -172,32 +268,90 @@ def _csv_options(kind: str, dtype: Mapping[str, Any] | None) -> dict[str, Any]:
 _OTHER_DELIMITERS = {"csv": (";", "\t", "|"), "tsv": (",", ";", "|")}
 
 
-def _check_header(path: Path, kind: str) -> None:
+#: A number written with a decimal comma (``1,5``), as European spreadsheets write CSV.
+_DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")
+
+
+def _first_row(path: Path, sep: str) -> list[str] | None:
+    """The fields of the first data row (below the header) split by ``sep``; ``None`` for a
+    header alone (or a row the parser cannot split)."""
+    try:
+        return pd.read_csv(path, skiprows=1, header=None, nrows=1, dtype=str, na_filter=False,
+                           sep=sep).iloc[0].tolist()
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return None
+
+
+def _check_header(path: Path, kind: str) -> str | None:
     """Refuse a CSV/TSV header that pandas would silently misread: a single field holding
-    another delimiter (a semicolon-separated ``.csv`` reads as one column) or repeated names
-    (pandas renames the second ``a`` to ``a.1``)."""
+    another delimiter (a semicolon-separated ``.csv`` reads as one column; with decimal commas,
+    ``1,5;2``, its rows seem longer than the header), repeated names (pandas renames the
+    second ``a`` to ``a.1``) or names that differ only in surrounding spaces (``a`` and
+    ``a ``: two columns that look alike in every message).
+
+    Returns the name pandas gives the empty last field of a header that ends with a delimiter
+    (``a,b,``: ``"Unnamed: 2"``), else ``None`` (see :func:`_drop_unnamed_last`).
+    """
     opts: dict[str, Any] = {"sep": _csv_options(kind, None)["sep"], "header": None,
                             "nrows": 1, "dtype": str, "na_filter": False}
     names = pd.read_csv(path, **opts).iloc[0].tolist()
     found = [d for d in _OTHER_DELIMITERS[kind] if len(names) == 1 and d in names[0]]
+    rows = {d: _first_row(path, d) for d in found}
+    # another delimiter splits the header and the first row alike ("a;b" over "1;2" or "1,5;2";
+    # a one-column file whose name holds one, "price|usd" over "1", is fine)
+    found = [d for d in found if rows[d] is None or len(rows[d]) == names[0].count(d) + 1]
     if found:
-        # another delimiter splits the header and the first row alike ("a;b" over "1;2"; a
-        # one-column file whose name holds one, "price|usd" over "1", is fine)
-        try:
-            row = str(pd.read_csv(path, skiprows=1, **opts).iloc[0, 0])
-        except pd.errors.EmptyDataError:  # a header alone
-            row = None
-        found = [d for d in found if row is None or row.count(d) == names[0].count(d)]
-        if found:
-            fix = ("rename it to .csv" if kind == "tsv" and found[0] == "," else
-                   "convert it: anovae reads comma-separated .csv and tab-separated .tsv files")
-            raise DataError(f"{str(path)!r} looks delimited by {found[0]!r} (its header "
-                            f"{names[0]!r} reads as one column); {fix}")
+        d = found[0]
+        decimals = d == ";" and any(_DECIMAL_COMMA.fullmatch(v.strip()) for v in rows[d] or [])
+        if decimals:
+            raise DataError(f"{str(path)!r} looks delimited by ';' with decimal commas (a "
+                            f"European CSV: its header {names[0]!r} reads as one column); "
+                            "anovae reads comma-separated files with decimal points: convert "
+                            "it, e.g. pandas.read_csv(PATH, sep=';', decimal=',').to_csv("
+                            "'fixed.csv', index=False)")
+        fix = ("rename it to .csv" if kind == "tsv" and d == "," else
+               "convert it: anovae reads comma-separated .csv and tab-separated .tsv files")
+        raise DataError(f"{str(path)!r} looks delimited by {d!r} (its header {names[0]!r} "
+                        f"reads as one column); {fix}")
     counts = pd.Series([n for n in names if n]).value_counts()
     dups = counts.index[counts > 1].tolist()
     if dups:
         raise DataError(f"{str(path)!r} has duplicate column names {dups}; give each column "
                         "its own name")
+    alike: dict[str, list[str]] = {}
+    for n in names:
+        if n.strip():
+            alike.setdefault(n.strip(), []).append(n)
+    spaced = next((v for v in alike.values() if len(v) > 1), None)
+    if spaced is not None:
+        raise DataError(f"{str(path)!r} has column names that differ only in surrounding "
+                        f"spaces: {spaced}; give each column its own name (or remove the "
+                        "spaces)")
+    return f"Unnamed: {len(names) - 1}" if len(names) > 1 and names[-1] == "" else None
+
+
+def _drop_unnamed_last(df: pd.DataFrame, name: str | None, path: Path,
+                       first_row: int = 0) -> pd.DataFrame:
+    """``df`` without the empty column ``name`` that a delimiter ending the header adds
+    (``a,b,``; a column of no name and no value, which a model would be fitted on, then ask
+    for); a :class:`DataError` when it holds a value after all (a column without a name in
+    the header). ``first_row``: the file's row number of ``df``'s first row (0-based)."""
+    if name is None or name not in df.columns:
+        return df
+    filled = df[name].notna().to_numpy()
+    if filled.any():
+        at = int(np.flatnonzero(filled)[0])
+        raise DataError(f"{str(path)!r}: its header ends with a delimiter (a last column with "
+                        f"no name), but data row {first_row + at + 1} holds a value there "
+                        f"({str(df[name].iloc[at])!r}); name that column in the header, or "
+                        "remove the trailing delimiters")
+    return df.drop(columns=[name])
+
+
+def _warn_unnamed_last(name: str | None, path: Path) -> None:
+    if name is not None:
+        warn(f"{str(path)!r}: its header ends with a delimiter; the empty last column this adds "
+             f"({name!r}, no name and no value) is left out")
 
 
 def _read_error(exc: Exception, path: Path) -> DataError:
@@ -239,15 +393,19 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
     ``.npy`` arrays get columns ``x0, x1, ...``; ``.npz`` files use the array ``X`` (or their only
     array) and add a ``y`` column when a matching 1-D ``y`` is present (ADBench's layout).
     ``dtype`` (CSV/TSV only: other formats store their types) reads the named columns as the
-    given types, e.g. ``{"code": str}``. Never unpickles anything.
+    given types, e.g. ``{"code": str}``. Never unpickles anything. ``.csv.gz`` and ``.tsv.gz``
+    are read gzip-compressed. A CSV/TSV header that ends with a delimiter (``a,b,``) adds no
+    column: the empty last column is left out with a warning (refused if it holds a value).
     """
     path = Path(path)
     kind = _kind(path)
+    unnamed = None
     try:
         if kind in ("csv", "tsv"):
-            _check_header(path, kind)
+            unnamed = _check_header(path, kind)
             with _parser_checks(path):
                 df = pd.read_csv(path, **_csv_options(kind, dtype))
+            df = _drop_unnamed_last(df, unnamed, path)
         elif kind == "parquet":
             df = pd.read_parquet(path, columns=list(columns) if columns else None)
         elif kind == "npy":
@@ -261,6 +419,7 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
     df = _select(df, columns, path)
     if len(df) == 0:
         raise DataError(f"{str(path)!r} has no rows")
+    _warn_unnamed_last(unnamed, path)
     return df
 
 
@@ -271,7 +430,10 @@ def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 100_000,
 
     Chunks carry a RangeIndex that continues across chunks (global row numbers). ``dtype``
     (CSV/TSV only) reads the named columns as the given types in every chunk, as in
-    :func:`read_table`: without it each chunk's types are guessed from that chunk alone.
+    :func:`read_table`: without it each chunk's types are guessed from that chunk alone. A
+    table without rows (a CSV header alone, an empty Parquet file or ``.npy``) raises
+    :class:`DataError` as :func:`read_table` does, once the table is read to its end (chunks
+    never hold 0 rows).
     """
     path = Path(path)
     kind = _kind(path)
@@ -292,18 +454,21 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
 
     try:
         if kind in ("csv", "tsv"):
-            _check_header(path, kind)
+            unnamed = _check_header(path, kind)
             with _parser_checks(path):
                 reader = pd.read_csv(path, chunksize=chunk_rows,
                                      usecols=list(columns) if columns else None,
                                      **_csv_options(kind, dtype))
+            if columns is None:
+                _warn_unnamed_last(unnamed, path)
             with reader:
                 while True:
                     with _parser_checks(path):  # per chunk: a generator must not hold the filter
                         df = next(reader, None)
                     if df is None:
                         break
-                    yield indexed(df)
+                    if len(df):  # a header alone gives one chunk of 0 rows
+                        yield indexed(_drop_unnamed_last(df, unnamed, path, start))
         elif kind == "parquet":
             import pyarrow.dataset as ds
 
@@ -320,6 +485,7 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
                     yield indexed(batch.to_pandas())
         elif kind == "npy":
             arr = load_numpy(path, "npy", mmap_mode="r")
+            _check_array(arr, path)  # before slicing: a 0-d array has no rows to slice
             for i in range(0, arr.shape[0], chunk_rows):
                 yield indexed(_select(_array_frame(np.asarray(arr[i:i + chunk_rows]), path),
                                       columns, path))
@@ -327,6 +493,8 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
             df = _select(_load_npz(path), columns, path)
             for i in range(0, len(df), chunk_rows):
                 yield indexed(df.iloc[i:i + chunk_rows].copy())
+        if start == 0:
+            raise DataError(f"{str(path)!r} has no rows")
     except DataError:
         raise
     except (UnicodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -403,8 +571,13 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
     On an exception the temporary file is removed and an existing ``path`` is left untouched.
     The result gets the mode of the file it replaces, or a new file's usual mode (the private
-    0600 of the temporary file would hide models and scores from the user's group).
+    0600 of the temporary file would hide models and scores from the user's group). A ``path``
+    that is a symbolic link is written through: the file it points to is replaced (the
+    temporary file lies beside that one) and the link is kept.
     """
+    path = Path(path)
+    if path.is_symlink():  # replace what it points to, not the link
+        path = Path(os.path.realpath(path))
     path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
@@ -449,12 +622,10 @@ class TableWriter:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         ext = _suffix(self.path)
-        kinds = {".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".parquet": "parquet",
-                 ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
-        if ext not in kinds:
+        if ext not in _KINDS:
             raise DataError(f"unsupported output type {ext!r} for {str(self.path)!r}; "
                             "supported: " + ", ".join(SUPPORTED_EXTENSIONS))
-        self.kind = kinds[ext]
+        self.kind = _KINDS[ext]
         self._ctx: contextlib.AbstractContextManager[Path] | None = None
         self._tmp: Path | None = None
         self._parts: list[pd.DataFrame] = []

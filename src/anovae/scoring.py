@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -38,6 +39,13 @@ def select_features(detector: Any, df: pd.DataFrame, drop: Sequence[str] = ()) -
     names = getattr(detector.schema_, "names", None)
     if names is not None:
         missing = [n for n in names if n not in by_name]
+        if missing and isinstance(detector.schema_, MixedSchema) and all(
+                re.fullmatch(r"Unnamed: \d+", n) for n in missing):
+            # a model fitted (before anovae 0.6) on a CSV whose header ends with a delimiter
+            # holds its empty last column, which the readers now leave out: give it back empty
+            df = df.assign(**{n: np.nan for n in missing})
+            by_name.update({n: n for n in missing})
+            missing = []
         if missing:
             shown = ", ".join(repr(m) for m in missing[:10])
             hint = ""

@@ -13,6 +13,12 @@ A record is one of:
 - a JSON array of the values in the model's column order (``[1.2, -0.3]``), nested for
   image models (``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``).
 
+JSON has no integer type apart from its numbers (JavaScript writes ``1.0`` as ``1``), so the
+pixels of an image sent as integers are read by their range, image by image: integers all
+within [0, 1] (a binarised image) are values in [0, 1] already, as the same image sent as
+``0.0``/``1.0`` is; other integers are 8-bit pixels 0-255 (divided by 255). Typed arrays (image
+files, ``.npy``, base64 PNG/JPEG) are read by their dtype (:func:`anovae.images.check_images`).
+
 For a mixed-table model, values may be text (categories), true/false and null (a missing cell);
 its numeric columns read numbers written as text (``"1e3"``) as numbers, as a CSV file is read.
 Each result of a mixed-table model names the columns holding a category never seen in training
@@ -34,10 +40,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,11 +58,18 @@ import numpy as np
 from anovae.exceptions import DataError
 from anovae.thresholds import conformal_pvalues
 
-__all__ = ["MAX_LINE_CHARS", "RecordScorer", "StreamSummary", "feature_names", "score_stream"]
+__all__ = ["MAX_LINE_CHARS", "RecordScorer", "SignalStop", "StreamSummary", "feature_names",
+           "score_stream", "stop_on_signals"]
 
 logger = logging.getLogger(__name__)
 
 _ONLY_RECORD = re.compile(r"^(record|instance) 0\b")
+#: The detector's own validation names its input ``X`` ("X contains...", "column 'a' of X
+#: holds..."): in a stream, that is the line.
+_BATCH_X = re.compile(r"^X(?= (?:has|holds|contains|is|does|declares|cannot|must)\b)"
+                      r"|(?<=\bof )X\b(?!\.)")
+#: "(1 rows)": the count of bad rows in a batch of one, which says nothing about a line.
+_ONE_ROW = re.compile(r" \(1 (?:rows?|images?)\)")
 
 
 def feature_names(detector: Any) -> list[str]:
@@ -107,6 +124,23 @@ def _leaves(value: Any) -> list[Any]:
     if isinstance(value, (list, tuple)):
         return [leaf for v in value for leaf in _leaves(v)]
     return [value]
+
+
+def _unit_or_8bit(arr: np.ndarray) -> np.ndarray:
+    """Integer images ``(n, ...)`` made of JSON numbers, read by their range image by image:
+    float32 with the images whose values all lie in [0, 1] as they are and the others divided
+    by 255 (as :func:`anovae.images.check_images` divides 8-bit pixels, so bit for bit the
+    same); ``arr`` itself when no image lies in [0, 1], or when some value lies outside
+    [0, 255] (the detector's validation names the range)."""
+    flat = arr.reshape(arr.shape[0], -1)
+    if not flat.size:
+        return arr
+    least, most = flat.min(axis=1), flat.max(axis=1)  # (n,) each
+    unit = (least >= 0) & (most <= 1)
+    if not unit.any() or least.min() < 0 or most.max() > 255:
+        return arr
+    scale = np.where(unit, 1.0, 255.0).astype(np.float32).reshape(-1, *[1] * (arr.ndim - 1))
+    return np.divide(arr, scale, dtype=np.float32)
 
 
 def _bad_value(value: Any) -> bool:
@@ -210,8 +244,10 @@ class RecordScorer:
         """``(n, *shape)`` rows from arrays of values in the model's feature order.
 
         Tables: float64 rows of the model's width. Image models: nested arrays in any layout
-        the detector's own validation takes (``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``; integer
-        pixels 0-255, or floats in [0, 1]), validated and normalised by it.
+        the detector's own validation takes (``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``; floats
+        in [0, 1], or integers read by their range, image by image: all within [0, 1] as they
+        are, else 8-bit pixels 0-255, see the module docstring), validated and normalised by
+        it. A NumPy array is read by its dtype, as :func:`anovae.images.check_images` reads it.
         """
         if not len(instances):
             raise DataError("no records to score")
@@ -221,6 +257,8 @@ class RecordScorer:
             raise DataError(f"the instances are not arrays of one shape {list(self.shape)}: "
                             f"{exc}") from None
         if len(self.shape) > 1 and arr.ndim > 1:
+            if arr.dtype.kind == "i" and not isinstance(instances, np.ndarray):
+                arr = _unit_or_8bit(arr)  # JSON integers: by their range, image by image
             return self._images(arr, instances)
         if self.kinds is not None and arr.ndim == 2 and arr.shape[1] == self.shape[0]:
             return self._mixed_frame([list(r) for r in instances],
@@ -410,12 +448,78 @@ class RecordScorer:
 
 @dataclass
 class StreamSummary:
-    """What :func:`score_stream` did: lines scored, lines answered with an error, time taken."""
+    """What :func:`score_stream` did: lines scored, lines answered with an error, time taken,
+    and the signal that ended the stream (``signal.SIGINT``...; ``None``: the input ended)."""
 
     scored: int
     anomalies: int
     errors: int
     seconds: float
+    signal: int | None = None
+
+
+class _Stopped(BaseException):
+    """Raised by :func:`stop_on_signals`' handler into a stream waiting for its next line."""
+
+
+class SignalStop:
+    """What :func:`stop_on_signals` yields: ``signum``, the first signal received (``None``
+    while none has come)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.started = False  # a stream has started: from then on signals stop it
+        self.waiting = False  # the stream waits for its next line: stop it now
+
+
+#: The :class:`SignalStop` of the :func:`stop_on_signals` block the program is in, if any.
+_signal_stop: SignalStop | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
+                    ) -> Iterator[SignalStop]:
+    """Let ``signals`` (SIGINT: Ctrl-C, and SIGTERM) end a :func:`score_stream` run inside the
+    block as the end of its input does: the line being scored is finished and written, no
+    other line is read, and :func:`score_stream` returns its summary (``signal`` names the
+    signal), so the caller can commit what was written. A signal while the stream waits for
+    input stops it at once.
+
+    Before a stream starts, the signals act as they did (SIGINT raises KeyboardInterrupt;
+    another signal raises ``SystemExit(128 + signum)``, which removes the temporary files of
+    :func:`anovae.io.atomic_output`); once one has started, until the block ends, they are
+    only recorded (committing the output and printing the summary are not cut short). Yields
+    a :class:`SignalStop`: its ``signum`` is the first signal received, for the exit status
+    (``128 + signum``: 130 for SIGINT, 143 for SIGTERM). Signals can be handled in the main
+    thread only: elsewhere the block changes nothing; an ignored signal (SIGINT of a job that
+    ``nohup`` or a non-interactive shell starts in the background) stays ignored.
+    """
+    global _signal_stop
+    state = SignalStop()
+    if threading.current_thread() is not threading.main_thread() or _signal_stop is not None:
+        yield state
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if not state.started:  # not streaming yet: stop now, as without the block
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        if state.signum is None:
+            state.signum = signum
+        if state.waiting:
+            state.waiting = False
+            raise _Stopped
+
+    previous = {s: signal.signal(s, handler) for s in signals
+                if signal.getsignal(s) is not signal.SIG_IGN}
+    _signal_stop = state
+    try:
+        yield state
+    finally:
+        _signal_stop = None
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 #: Characters per input line of :func:`score_stream`, at most (a longer line gets an error line
@@ -482,11 +586,22 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
     """Score JSON lines from ``in_stream``; write one JSON line per input line to ``out_stream``.
 
     Each output line is written and flushed as soon as its input line is scored, so the stream
-    can be piped between processes in real time. Blank lines are skipped. A line that cannot be
-    scored (malformed JSON, missing columns, NaN, a wrong shape, invalid UTF-8) gets an error
-    line, ``{"line": N, "error": "..."}``, and the stream goes on. A text stream that decodes
-    strictly (a file opened as text, stdin) is switched to ``errors="surrogateescape"`` before
-    the first line is read, so that an undecodable byte spoils its own line only.
+    can be piped between processes in real time. Blank lines are skipped, and a UTF-8 byte-order
+    mark before the first line. A line that cannot be scored (malformed JSON, missing columns,
+    NaN, a wrong shape, invalid UTF-8) gets an error line, ``{"line": N, "error": "..."}``, and
+    the stream goes on: errors are counted in the summary, never raised. A text stream that
+    decodes strictly (a file opened as text, stdin) is switched to
+    ``errors="surrogateescape"`` before the first line is read, so that an undecodable byte
+    spoils its own line only. Inside :func:`stop_on_signals`, SIGINT and SIGTERM end the stream
+    as the end of the input does (the line being scored is written first).
+
+    ``anovae score MODEL DATA --stream`` exits with status 0 when the input ends, even when
+    every line was an error line (the summary on standard error counts them: ``streamed 3
+    lines: 1 scored (0 anomalies), 2 errors``); 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when
+    stopped by a signal, after writing the lines scored and the summary (an output file is
+    committed with them); 141 (as a process killed by SIGPIPE), with no message, when its
+    standard output is closed by its reader (``... | head -1``); 2 with ``error: ...`` when the
+    stream cannot start (a missing model or input file).
 
     Args:
         detector: a fitted detector.
@@ -510,7 +625,27 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
     scorer = RecordScorer(detector, top_k=top_k)
     t0 = time.perf_counter()
     scored = anomalies = errors = 0
-    for number, line in enumerate(_read_lines(in_stream, max_line_chars), start=1):
+    stop = _signal_stop
+    if stop is not None:
+        stop.started = True
+    lines = _read_lines(in_stream, max_line_chars)
+    number = 0
+    while stop is None or stop.signum is None:
+        try:
+            try:
+                if stop is not None:
+                    stop.waiting = True  # a signal from now on stops the wait for a line
+                line = next(lines, None)
+            finally:
+                if stop is not None:
+                    stop.waiting = False
+        except _Stopped:
+            break
+        if line is None:
+            break
+        number += 1
+        if number == 1 and isinstance(line, str):
+            line = line.removeprefix("\ufeff")  # a byte-order mark (Windows editors write one)
         if isinstance(line, str) and not line.strip():
             continue
         result: dict[str, Any] = {"line": number}
@@ -521,6 +656,11 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as exc:
                 raise DataError(f"malformed JSON: {exc}") from None
+            except ValueError as exc:  # an integer of more digits than Python converts
+                limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+                raise DataError("malformed JSON: " + (
+                    f"an integer of more than {limit} digits (too long to read as a number)"
+                    if "digits" in str(exc) else str(exc))) from None
             if id_field is not None and isinstance(record, dict) and id_field in record:
                 result["id"] = record[id_field]
             if not isinstance(record, (dict, list)):
@@ -531,8 +671,10 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
             anomalies += bool(result["is_anomaly"])
         except (ValueError, TypeError, OverflowError) as exc:  # DataError too
             result = {k: v for k, v in result.items() if k in ("line", "id")}
-            # the scorer names "record 0" (of a batch of one): here it is this line
+            # the scorer names "record 0" (of a batch of one), the detector "X": here it is
+            # this line
             message = _ONLY_RECORD.sub("this line", str(exc), count=1)
+            message = _ONE_ROW.sub("", _BATCH_X.sub("this line", message))
             result["error"] = wording(message) if wording is not None else message
             errors += 1
         out_stream.write(json.dumps(result) + "\n")
@@ -540,4 +682,5 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
     seconds = time.perf_counter() - t0
     logger.info("streamed %d lines (%d errors, %d anomalies) in %.2fs", scored + errors, errors,
                 anomalies, seconds)
-    return StreamSummary(scored, anomalies, errors, seconds)
+    return StreamSummary(scored, anomalies, errors, seconds,
+                         None if stop is None else stop.signum)

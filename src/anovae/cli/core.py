@@ -7,6 +7,7 @@ import difflib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -481,10 +482,7 @@ def score(
 
     top_k = explain if explain is not None else 3 if top_features is None else top_features
     if stream:
-        from anovae.cli.serve_export import score_stream_cli
-
-        out = None if output is None or output == "-" else output_file(output, "scores.jsonl")
-        score_stream_cli(model, data, out, top_k, explain is not None, id_column)
+        _score_stream(model, data, output, top_k, explain is not None, id_column)
         return
     if output is None:
         raise typer.BadParameter("an output table is required (or use --stream)",
@@ -540,6 +538,34 @@ def score(
                          explain=explain is not None, chunk_rows=chunk_rows, progress=verbose)
     typer.echo(f"scored {plural(summary.rows, 'row')} ({flagged(summary.anomalies)}) in "
                f"{summary.seconds:.2f}s; written to {summary.output}")
+
+
+#: The exit status of a stream whose standard output its reader closed (``... | head -1``):
+#: that of a process killed by SIGPIPE, as Unix tools end there.
+BROKEN_PIPE_STATUS = 128 + 13
+
+
+def _score_stream(model: Path, data: Path, output: str | None, top_k: int, explain: bool,
+                  id_column: str | None) -> None:
+    """``anovae score MODEL DATA --stream`` (see :func:`anovae.streaming.score_stream` for the
+    exit statuses): SIGINT and SIGTERM end the stream as the end of its input does (the lines
+    scored are written, an output file committed, the summary printed), then the command exits
+    with 128 + the signal (130, 143); a closed standard output ends it quietly with
+    :data:`BROKEN_PIPE_STATUS`."""
+    from anovae.cli.serve_export import score_stream_cli
+    from anovae.streaming import stop_on_signals
+
+    out = None if output is None or output == "-" else output_file(output, "scores.jsonl")
+    try:
+        with stop_on_signals() as stop:
+            score_stream_cli(model, data, out, top_k, explain, id_column)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # no real stdout: tests
+            # Python flushes stdout at exit, into the closed pipe again: point it at nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(BROKEN_PIPE_STATUS) from None
+    if stop.signum is not None:
+        raise typer.Exit(128 + stop.signum)
 
 
 def flagged(n: int) -> str:
