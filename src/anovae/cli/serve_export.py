@@ -136,7 +136,8 @@ def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
     ``id_column``, that key of each input object is copied to its output line as ``id``.
 
     Standard output gets each line as soon as it is scored; a file OUTPUT is written atomically
-    (it appears, or replaces the old one, when the input ends; a failed run leaves it as it was).
+    (it appears, or replaces the old one, when the input ends, or with the lines scored when
+    SIGINT or SIGTERM stops the stream: exit 130 / 143; a failed run leaves it as it was).
     """
     from anovae.io import atomic_output, check_output_path
     from anovae.persistence import load
