@@ -226,7 +226,7 @@ def test_counts_of_one_are_singular(files: dict[str, Path]) -> None:
     res = runner.invoke(app, ["score", str(files["model"]), str(bad), "--stream"])
     assert res.exit_code == 0
     assert "streamed 1 line: 0 scored (0 anomalies), 1 error in" in res.stderr
-    from anovae.cli.app import plural
+    from anovae._text import plural
 
     assert (plural(1, "row"), plural(2, "row"), plural(0, "anomaly", "anomalies")) == (
         "1 row", "2 rows", "0 anomalies")

@@ -222,3 +222,12 @@ def test_fit_table_warns_once_per_fit_not_per_row_group(tmp_path: Path) -> None:
         fit_table(VAEDetector(epochs=1, random_state=0, device="cpu"), folder, chunk_rows=100)
     assert len([w for w in rec if "'cid'" in str(w.message)]) == 1  # was one per row group (9)
     assert {w.filename for w in rec} == {__file__}
+
+
+def test_fit_table_refuses_a_spread_its_streaming_sums_cannot_hold(tmp_path: Path) -> None:
+    # the squared deviations overflowed: scale 1.0 instead of 1e200, another model than fit's
+    X = pd.DataFrame({"a": np.random.default_rng(0).normal(size=300) * 1e200,
+                      "b": np.random.default_rng(1).normal(size=300)})
+    folder = _write_folder(X, tmp_path / "d", files=1, row_group=100)
+    with pytest.raises(DataError, match=r"columns \[0\] .* spread beyond 1e150"):
+        fit_table(VAEDetector(epochs=1, random_state=0, device="cpu"), folder)

@@ -652,3 +652,63 @@ def test_an_image_vae_without_its_fitted_terms_is_refused(tmp_path):
     edit_anovae_doc(path, lambda doc: doc.update(fitted={}))
     with pytest.raises(ModelFileError, match="latent_density=True, but the file lacks"):
         anovae.load(path)
+
+
+def test_files_naming_a_thresholder_load_without_it(saved, data):
+    # the load-time check of the parameters built PyThresh's object: a model fitted with one
+    # did not load where PyThresh is not installed (a service), nor any own thresholder saved
+    # before 0.6 (as "pythresh:NAME")
+    original = saved.read_bytes()
+    for name in ("pythresh:IQR", "pythresh:MyThresholder", "object:Mine"):
+        saved.write_bytes(original)
+        edit_anovae_doc(saved, lambda doc, n=name: doc["params"].update(threshold=n))
+        det = anovae.load(saved)
+        assert det.threshold == name and det.predict(data.X_test).shape == (len(data.X_test),)
+
+
+def test_files_of_a_number_given_twice_still_load(saved):
+    # before 0.6, threshold="fpr=0.2" with threshold_param=0.1 used 0.1; such files load
+    edit_anovae_doc(saved, lambda doc: doc["params"].update(threshold="fpr=0.2",
+                                                            threshold_param=0.1))
+    assert anovae.load(saved).threshold_param == 0.1
+
+
+def test_older_image_files_can_be_saved_again(tmp_path):
+    # a file from before the latent term: loading set latent_density=False (as it was fitted),
+    # and save refused "latent_density=False (fitted with True)", so did `anovae threshold`
+    images = (np.random.default_rng(0).random((40, 8, 8)) * 255).astype(np.uint8)
+    det = ImageVAEDetector(epochs=1, channels=(4,), latent_dim=2, random_state=0,
+                           latent_density=False).fit(images)
+    path = det.save(tmp_path / "img.safetensors")
+
+    def older(doc):
+        doc["params"].pop("latent_density")
+        doc["format_version"] = 2
+
+    edit_anovae_doc(path, older)
+    back = anovae.load(path)
+    assert back.latent_density is False
+    np.testing.assert_array_equal(anovae.load(back.save(tmp_path / "again.safetensors"))
+                                  .decision_function(images[:4]), det.decision_function(images[:4]))
+
+
+def test_lists_and_tuples_are_the_same_parameter(make_detector, data, tmp_path):
+    det = make_detector(VAEDetector, hidden_dims=(8, 4)).fit(data.X_train)
+    back = anovae.load(det.save(tmp_path / "m.safetensors"))
+    back.set_params(hidden_dims=[8, 4])  # a file gives back tuples; a list is the same
+    back.save(tmp_path / "again.safetensors")
+
+
+def test_confidence_is_measured_against_the_rows_that_set_the_threshold(make_detector, data,
+                                                                        tmp_path):
+    # after refit_threshold on other rows, the training rows were still the reference: with
+    # a threshold above every training score, every flagged row got confidence 0
+    det = make_detector(VAEDetector).fit(data.X_train)
+    shifted = data.X_train * 3
+    det.refit_threshold(shifted)
+    labels, conf = det.predict(shifted, return_confidence=True)
+    assert labels.sum() and conf[labels == 1].mean() > 0.8
+    back = anovae.load(det.save(tmp_path / "m.safetensors"))  # kept by the file
+    np.testing.assert_array_equal(back.predict_confidence(shifted), conf)
+    np.testing.assert_array_equal(back.threshold_reference_scores_,
+                                  det.decision_function(shifted))

@@ -445,3 +445,9 @@ def test_contamination_on_tied_scores_warns(make_detector) -> None:
         contamination_threshold(np.array([1.0, np.nan]), 0.1)
     with pytest.raises(ValueError, match="empty"):
         contamination_threshold(np.array([]), 0.1)
+
+
+def test_a_new_number_for_a_method_written_with_its_number(data, make_detector) -> None:
+    det = make_detector(AEDetector, threshold="fpr=0.1").fit(data.X_train)
+    det.refit_threshold(data.X_train, param=0.2)  # refused: "'fpr=0.1' and 0.2 disagree"
+    assert det.threshold_method_ == "fpr=0.2"

@@ -89,6 +89,9 @@ class ScoringModule(nn.Module):
         self.register_buffer("center", torch.from_numpy(np.asarray(scaler.center,
                                                                    dtype=np.float64)).to(device))
         inv = 1.0 / np.asarray(scaler.scale, dtype=np.float64)
+        self.float32_scaling = scaler._float32_safe()  # as Scaler.transform scales
+        if self.float32_scaling:
+            inv = inv.astype(np.float32)
         self.register_buffer("inv_scale", torch.from_numpy(inv).to(device))
         eps = None
         if self.score_name in MONTE_CARLO_SCORES:
@@ -100,7 +103,10 @@ class ScoringModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (B, *F) float32 raw rows -> ``anomaly_score`` (B,) and ``is_anomaly`` (B,)."""
-        xt = ((x.double() - self.center) * self.inv_scale).float()  # (B, *F), as Scaler does
+        if self.float32_scaling:  # (B, *F), as Scaler.transform does
+            xt = (x.double() - self.center).float() * self.inv_scale
+        else:
+            xt = ((x.double() - self.center) * self.inv_scale).float()
         xt = xt.clamp(-SCALED_MAX, SCALED_MAX)
         scores = row_scores(self.net, xt, self.score_name, self.eps)  # (B,)
         return scores, scores > self.threshold

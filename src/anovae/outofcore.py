@@ -44,6 +44,7 @@ import torch
 
 from anovae.accel import to_device
 from anovae.exceptions import DataError, warn
+from anovae.metrics import binary_labels
 
 __all__ = ["ParquetBatches", "RowGroup", "fit_table", "parquet_files", "parquet_row_groups",
            "row_uniform"]
@@ -358,10 +359,8 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
                 warn(str(w.message), w.category)
         if not label_column:
             return X, np.zeros(len(df), dtype=bool), np.ones(len(df), dtype=bool)
-        y = df[label_column]
-        if y.isna().any() or not y.isin([0, 1]).all():
-            raise DataError(f"label column {label_column!r} must hold 0 (normal) and 1 (anomaly)")
-        anomaly = y.to_numpy() == 1
+        anomaly = binary_labels(df[label_column], len(df), f"label column {label_column!r}",
+                                "the row group has {n} rows") == 1
         return X, anomaly, ~anomaly if detector.use_labels else np.ones(len(df), dtype=bool)
 
     # -- pass 1: statistics, held-out rows and the sample, each rank over its row groups ----

@@ -93,6 +93,10 @@ def file_digest(doc_text: str, tensors: dict[str, torch.Tensor]) -> str:
 
 #: Fitted numpy attributes stored as tensors when the estimator has them.
 _ARRAY_ATTRS = ("decision_scores_", "code_mean_", "code_std_", "calibration_scores_")
+#: Where ``threshold_reference_scores_`` (the scores a threshold was set on) usually comes from:
+#: a file holds it as the tensor ``threshold_reference`` only when it is neither (a threshold
+#: refitted on other rows); :func:`load` takes the one the threshold method implies.
+_REFERENCE_SOURCES = ("decision_scores_", "calibration_scores_")
 
 
 def _jsonable(value: Any) -> Any:
@@ -186,6 +190,11 @@ def save_model(detector: Any, path: str | Path) -> Path:
                 np.ascontiguousarray(getattr(detector, attr)))
     for key, value in detector._fitted_arrays().items():
         tensors[f"fitted.{key}"] = torch.from_numpy(np.ascontiguousarray(value))
+    reference = getattr(detector, "threshold_reference_scores_", None)
+    if reference is not None and not any(  # written only when load cannot tell which it is
+            np.array_equal(reference, getattr(detector, a)) for a in _REFERENCE_SOURCES
+            if hasattr(detector, a)):
+        tensors["threshold_reference"] = torch.from_numpy(np.ascontiguousarray(reference))
     # top-level tensors, which readers before anovae 0.4 ignore (they rank the raw contributions)
     for score, value in getattr(detector, "feature_baselines_", {}).items():
         tensors[f"{BASELINE_PREFIX}{score}"] = torch.from_numpy(np.ascontiguousarray(value))
@@ -355,8 +364,12 @@ def _check_file_params(det: Any) -> None:
                          f"{_show(det.device)}")
     probe = clone(det).set_params(device="cpu")
     threshold = getattr(probe, "threshold", None)
-    if isinstance(threshold, str) and threshold.startswith("object:"):
+    if isinstance(threshold, str) and threshold.startswith(("object:", "pythresh:")):
+        # named only: built when a refit needs it (PyThresh need not be installed to score)
         probe.set_params(threshold="contamination", threshold_param=None)
+    elif isinstance(threshold, str) and "=" in threshold and probe.threshold_param is not None:
+        # written before anovae 0.6 refused a number given twice: the parameter won
+        probe.set_params(threshold=threshold.partition("=")[0])
     try:
         probe._check_params()
     except ValueError as exc:
@@ -374,6 +387,23 @@ def _check_fitted_terms(det: Any, doc: dict[str, Any]) -> None:
             if bool(params[param]) != bool(getattr(det, attr, None)):
                 raise ValueError(f"its parameters say {param}={_show(params[param])}, but the "
                                  f"file {'lacks' if params[param] else 'holds'} that fitted term")
+
+
+def _threshold_reference(det: Any, tensors: dict[str, torch.Tensor]) -> np.ndarray:
+    """The scores ``det``'s threshold was set on: the file's ``threshold_reference`` tensor,
+    else the held-out normal rows' for ``fpr`` / ``pot`` (when the model has them), else the
+    training rows'."""
+    if "threshold_reference" in tensors:
+        ref = tensors["threshold_reference"]
+        if ref.dim() != 1 or ref.numel() < 1 or not bool(torch.isfinite(ref).all()):
+            raise ValueError("the tensor 'threshold_reference' must be a non-empty vector of "
+                             "finite floats")
+        return ref.double().numpy()
+    method = str(getattr(det, "threshold_method_", "")).partition("=")[0]
+    cal = getattr(det, "calibration_scores_", None)
+    if method in ("fpr", "pot") and cal is not None and len(cal):
+        return np.asarray(cal, dtype=np.float64)
+    return np.asarray(det.decision_scores_, dtype=np.float64)
 
 
 def _probe_score(det: Any) -> float:
@@ -623,7 +653,6 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
             det = REGISTRY[name](**params)
         except TypeError as exc:  # a parameter this estimator does not have
             raise ValueError(f"its parameters do not fit {name}: {exc}") from None
-        det._fit_params_ = det.get_params(deep=False)  # the file's: what the model was fitted with
         _check_file_params(det)
         if doc.get("score", det.score_name) != det.score_name:
             raise ValueError(f"its threshold was set on the {_show(doc.get('score'))} score, but "
@@ -693,11 +722,15 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         det._load_fitted_json(doc.get("fitted", {}), {
             k[len("fitted."):]: v.numpy() for k, v in tensors.items() if k.startswith("fitted.")})
         _check_fitted_terms(det, doc)
+        # what the model was fitted with: the file's parameters, as read (older image files
+        # have just had their score terms set off, as they were fitted)
+        det._fit_params_ = det.get_params(deep=False)
         if "decision_scores" not in tensors:
             raise ValueError("it lacks the tensor 'decision_scores' (the training scores)")
         det._set_threshold(threshold)
         if doc.get("threshold_method"):
             det.threshold_method_ = str(doc["threshold_method"])
+        det.threshold_reference_scores_ = _threshold_reference(det, tensors)
         if not intact:
             raise ModelFileError(f"{str(path)!r} is corrupt: its contents do not match the "
                                  "checksum written with them (the file changed after it was "

@@ -21,6 +21,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from anovae._text import plural
+
 __all__ = [
     "figure_png",
     "format_scores",
@@ -37,10 +39,6 @@ ANOMALY_COLOR = "#E45756"
 THRESHOLD_COLOR = "#222222"
 #: At most this many points in a scatter plot (a seeded subsample beyond it; anomalies kept).
 MAX_POINTS = 5000
-
-
-def _plural(n: int, word: str, many: str | None = None) -> str:
-    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def format_scores(values: Any, threshold: float | None = None) -> Callable[[Any], str]:
@@ -139,7 +137,7 @@ def score_histogram(scores: Any, threshold: float, y: Any | None = None) -> Figu
     ax.set_xlabel("anomaly score (higher = more anomalous)" + (", log scale" if log_x else ""))
     ax.set_ylabel("rows (log scale)")
     flagged = int((s > threshold).sum())
-    title = (f"{flagged} of {_plural(s.size, 'row')} above the threshold "
+    title = (f"{flagged} of {plural(s.size, 'row')} above the threshold "
              f"({100.0 * flagged / s.size:.1f}%)")
     if beyond:
         title += (f"\n({beyond} {'row scores' if beyond == 1 else 'rows score'} beyond the right "

@@ -295,10 +295,12 @@ def _std(X: np.ndarray) -> np.ndarray:
 
 def _negligible(scale: np.ndarray, center: np.ndarray) -> np.ndarray:
     """``(d,)`` bool: a spread too small to scale by - zero, not finite, subnormal (its
-    inverse would overflow) or below 1e-12 of the column's centre."""
+    inverse would overflow) or within 64 float64 steps (ulps) of the column's centre: rounding
+    noise (1e-17 around 0.3), not a spread (nanosecond timestamps near 1.7e18 that differ by a
+    millisecond are 4,000 steps apart)."""
     scale = np.asarray(scale, dtype=np.float64)
     return (~np.isfinite(scale) | (scale < np.finfo(np.float64).tiny)
-            | (scale <= 1e-12 * np.abs(center)))
+            | (scale <= 64.0 * np.spacing(np.abs(np.asarray(center, dtype=np.float64)))))
 
 
 @dataclass
@@ -344,7 +346,14 @@ class Scaler:
             raise ValueError(f"unknown scaler {self.method!r}; choose one of {list(SCALERS)}")
         if stats.n == 0 or stats.mean is None:
             raise DataError("no rows were seen: cannot fit the scaler")
-        std = np.sqrt(stats.m2 / stats.n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            std = np.sqrt(stats.m2 / stats.n)
+        if self.method in ("robust", "standard") and not np.isfinite(std).all():
+            # the streaming sums square the deviations: beyond about 1e154 they overflow, where
+            # Scaler.fit rescales first; a clipped scale would make another model than fit's
+            bad = np.flatnonzero(~np.isfinite(std)).tolist()
+            raise DataError(f"columns {bad[:10]} (by position) spread beyond 1e150, too wide for "
+                            "the streaming scaler: rescale them, or fit in memory")
         if self.method == "robust":
             sample = stats.sample_rows()
             if sample.shape[0] == 0:
@@ -376,20 +385,32 @@ class Scaler:
     def transform(self, X: np.ndarray) -> np.ndarray:
         """``(n, d)`` -> scaled float32 ``(n, d)``, clipped to :data:`SCALED_MAX`.
 
-        Centring and scaling run in float64, a block of rows at a time (no float64 temporary
-        of the data's size), so data beyond float32's range (1e39, or a spread of 1e-40) scales
-        as well as any other; the result is cast to float32 once.
+        The centring runs in float64, written straight into the float32 output, and the scaling
+        in float32, in place (no float64 temporary of the data's size). Where the centre or
+        the spread is beyond float32's comfortable range (above 1e30, or a spread below 1e-30:
+        data in units of 1e39 or 1e-40) both run in float64, a block of rows at a time, and the
+        result is cast once.
         """
         assert self.center is not None and self.scale is not None, "Scaler is not fitted"
         X = np.asarray(X)
         out = np.empty(X.shape, dtype=np.float32)
-        inv = 1.0 / self.scale
-        step = max(1, _TRANSFORM_BLOCK // max(1, int(np.prod(X.shape[1:]))))
         with np.errstate(over="ignore"):  # beyond float32: inf, clipped below
-            for i in range(0, X.shape[0], step):
-                out[i:i + step] = (X[i:i + step] - self.center) * inv
+            if self._float32_safe():
+                np.subtract(X, self.center, out=out, casting="same_kind")
+                out *= (1.0 / self.scale).astype(np.float32)
+            else:
+                inv = 1.0 / self.scale
+                step = max(1, _TRANSFORM_BLOCK // max(1, int(np.prod(X.shape[1:]))))
+                for i in range(0, X.shape[0], step):
+                    out[i:i + step] = (X[i:i + step] - self.center) * inv
         np.clip(out, -SCALED_MAX, SCALED_MAX, out=out)
         return out
+
+    def _float32_safe(self) -> bool:
+        """Whether centre and spread let :meth:`transform` scale in float32, as anovae < 0.6
+        always did (the same scores, bit for bit)."""
+        scale, center = np.asarray(self.scale), np.asarray(self.center)
+        return bool(np.all((scale > 1e-30) & (scale < 1e30)) and np.all(np.abs(center) < 1e30))
 
     def inverse_transform(self, Xt: np.ndarray) -> np.ndarray:
         """Scaled ``(n, d)`` -> original units, float64."""
@@ -433,7 +454,8 @@ class ScalerStats:
             return self
         part = ScalerStats(X.shape[0], X.mean(axis=0), None, X.min(axis=0), X.max(axis=0),
                            [X if keep is None else X[keep]])
-        part.m2 = ((X - part.mean) ** 2).sum(axis=0)
+        with np.errstate(over="ignore"):  # inf beyond about 1e154: fit_stats says so
+            part.m2 = ((X - part.mean) ** 2).sum(axis=0)
         return self.merge(part)
 
     def merge(self, other: ScalerStats) -> ScalerStats:

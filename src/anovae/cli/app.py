@@ -60,11 +60,6 @@ def _root(
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """``plural(1, "row")`` -> ``"1 row"``, ``plural(3, "row")`` -> ``"3 rows"``."""
-    return f"{n} {word if n == 1 else many or word + 's'}"
-
-
 def output_file(raw: str, example: str, option: str = "--output") -> Path:
     """The file an output option names, as typed: a name ending with a slash names a folder
     (``Path`` would drop the slash, and a file of that name would be written), so it is refused,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import typer
 
+from anovae._text import plural
 from anovae.cli.app import (
     app,
     handle_errors,
@@ -24,7 +25,6 @@ from anovae.cli.app import (
     note,
     output_file,
     parse_set_options,
-    plural,
     refuse_overwriting_inputs,
     renamed_param,
     warn,

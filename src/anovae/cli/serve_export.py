@@ -13,12 +13,12 @@ from typing import TextIO
 
 import typer
 
+from anovae._text import plural
 from anovae.cli.app import (
     app,
     cli_message,
     handle_errors,
     output_file,
-    plural,
     refuse_overwriting_inputs,
 )
 from anovae.exceptions import DataError

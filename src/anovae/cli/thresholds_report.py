@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import typer
 
+from anovae._text import plural
 from anovae.cli.app import (
     app,
     handle_errors,
     is_within,
     output_file,
-    plural,
     refuse_overwriting_inputs,
 )
 from anovae.cli.core import (

@@ -97,7 +97,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _same_param(a: Any, b: Any) -> bool:
-    """``a == b`` for parameter values (numbers, strings, tuples, objects: identity)."""
+    """``a == b`` for parameter values (numbers, strings, objects: identity); a list and a
+    tuple of the same items are the same (a file gives back tuples)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_param(x, y) for x, y in zip(a, b, strict=True))
     try:
         return a is b or bool(a == b)
     except (TypeError, ValueError):  # e.g. arrays: ambiguous truth value
@@ -527,10 +530,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             if normal_scores is None:
                 normal_scores = scores if y is None else scores[y == 0]
             threshold = spec.compute(normal_scores)
+            reference = normal_scores
         else:
             threshold = spec.compute(scores, y if spec.needs_labels else None)
+            reference = scores
         self.threshold_method_ = spec.describe()
         self._set_threshold(threshold)
+        # the scores the threshold was set on: predict_confidence's reference rows
+        self.threshold_reference_scores_ = np.asarray(reference, dtype=np.float64)
         if spec.method == "contamination":
             share = float(np.mean(scores > threshold))
             if share < 0.5 * float(spec.param):  # PyOD's rule, "score > threshold", on ties
@@ -573,8 +580,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self._check_threshold_score()  # decision_scores_ (hence labels_) are of that score
         if method is None:
             method = self._default_refit_method()
-            if param is not None and isinstance(method, str):  # the method reused, a new number
-                method = method.partition("=")[0]
+            if param is not None:  # the method reused (last one, or the parameter), a new number
+                reused = method if method is not None else getattr(self, "threshold", None)
+                if isinstance(reused, str):
+                    method = reused.partition("=")[0]
         spec = self._threshold_spec(method, param)
         scores = self.decision_function(X)
         y_arr = None
@@ -778,16 +787,17 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """``(n,)`` confidence in each row's :meth:`predict` label, in [0, 1] (ExCeeD, as PyOD's
         ``predict_confidence``): the chance that a threshold set the same way on another draw
         of the reference rows gives the row the same label (see
-        :func:`anovae.thresholds.prediction_confidence`). The reference rows are the held-out
-        normal rows when there are some (``calibration_scores_``), else the training rows
-        (``decision_scores_``)."""
+        :func:`anovae.thresholds.prediction_confidence`). The reference rows are those whose
+        scores set the threshold (``threshold_reference_scores_``): the training rows, the
+        held-out normal rows of ``"fpr"`` / ``"pot"``, or the rows of the last
+        :meth:`refit_threshold`."""
         self._check_fitted()
         self._check_threshold_score()
         return self._confidence(self.decision_function(X))
 
     def _confidence(self, scores: np.ndarray) -> np.ndarray:
-        reference = getattr(self, "calibration_scores_", None)
-        if reference is None or len(reference) == 0:
+        reference = getattr(self, "threshold_reference_scores_", None)
+        if reference is None:  # pickled before anovae 0.6
             reference = self.decision_scores_
         return prediction_confidence(reference, self.threshold_, scores)
 
@@ -935,17 +945,20 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self.scaler_.inverse_transform(torch.cat(parts).float().cpu().numpy())
 
     @torch.inference_mode()
-    def sample(self, n: int, *, random_state: int | np.random.Generator | None = None
+    def sample(self, n: int, *,
+               random_state: int | np.random.Generator | np.random.RandomState | None = None
                ) -> np.ndarray:
         """Draw ``n`` rows from the model: a code ``z``, then the decoder mean, in data units.
 
         A VAE draws ``z ~ N(0, I)``, its prior. A plain autoencoder has no prior: its codes are
         drawn from a Gaussian with the training codes' mean and standard deviation per
-        dimension. ``random_state``: a seed or a NumPy ``Generator``.
+        dimension. ``random_state``: a seed, or a NumPy ``Generator`` or ``RandomState``.
         """
         self._check_fitted()
         _check_param("n", n, Integral, 1)
-        if not isinstance(random_state, np.random.Generator):
+        if isinstance(random_state, np.random.RandomState):
+            random_state = int(random_state.randint(0, 2**31 - 1))
+        elif not isinstance(random_state, np.random.Generator):
             _check_param("random_state", random_state, Integral, 0, none_ok=True)
         rng = np.random.default_rng(random_state)
         z = rng.standard_normal((n, self.net_config_.latent_dim)).astype(np.float32)

@@ -370,7 +370,9 @@ class VAEDetector(BaseDetector):
                 out[schema.columns[j]] = codes[:, j]
         return out
 
-    def sample(self, n: int, *, random_state: int | np.random.Generator | None = None) -> Any:
+    def sample(self, n: int, *,
+               random_state: int | np.random.Generator | np.random.RandomState | None = None
+               ) -> Any:
         """Draw ``n`` rows from the model (see the base class); a DataFrame for a mixed table.
 
         Only the code is random: each row is the decoder's typical value at its code (the mean
