@@ -259,3 +259,23 @@ def test_help_lists_every_command_and_shows_no_value_for_flags() -> None:
     score_help = " ".join(runner.invoke(app, ["score", "--help"]).output.split())
     assert "required unless --stream (default: stdout)" not in score_help
     assert "With --stream: a JSON-lines file, by default standard output" in score_help
+
+
+def test_npy_output_of_a_mixed_model_and_of_integer_ids(tmp_path: Path) -> None:
+    # both failed with "non-numeric columns": the mixed model's unseen_category (text), and
+    # an integer id column, which is read as text (an id of 007 stays 007 in a CSV output)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"rid": np.arange(1000, 1200), "amount": rng.normal(size=200),
+                       "city": rng.choice(["a", "b"], 200)})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    model = tmp_path / "m.safetensors"
+    res = runner.invoke(app, ["fit", str(tmp_path / "t.csv"), "-o", str(model), "--epochs", "1",
+                              "--id-column", "rid", "--seed", "0", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "s.npy"
+    res = runner.invoke(app, ["score", str(model), str(tmp_path / "t.csv"), "-o", str(out),
+                              "--id-column", "rid"])
+    assert res.exit_code == 0, res.output
+    arr = np.load(out)
+    assert arr.shape == (200, 3)  # rid, anomaly_score, is_anomaly
+    np.testing.assert_array_equal(arr[:, 0], np.arange(1000, 1200))

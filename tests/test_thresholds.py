@@ -451,3 +451,19 @@ def test_a_new_number_for_a_method_written_with_its_number(data, make_detector) 
     det = make_detector(AEDetector, threshold="fpr=0.1").fit(data.X_train)
     det.refit_threshold(data.X_train, param=0.2)  # refused: "'fpr=0.1' and 0.2 disagree"
     assert det.threshold_method_ == "fpr=0.2"
+
+
+def test_score_files_carry_the_conformal_fields_of_fpr_models(data, make_detector) -> None:
+    # the service and --stream gave p_value and anomaly_probability; `anovae score -o` did not
+    from anovae.dask import _meta
+    from anovae.scoring import score_frame
+
+    det = make_detector(AEDetector, threshold="fpr", threshold_param=0.1).fit(data.X_train)
+    frame = data.frame(data.X_test)
+    out = score_frame(det, frame)
+    np.testing.assert_allclose(out["p_value"],
+                               conformal_pvalues(det.calibration_scores_, out["anomaly_score"]))
+    np.testing.assert_allclose(out["anomaly_probability"], 1 - out["p_value"])
+    assert list(_meta(det, None, 3, frame).columns) == ["row", *out.columns]
+    plain = make_detector(AEDetector).fit(data.X_train)
+    assert "p_value" not in score_frame(plain, frame).columns

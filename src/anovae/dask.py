@@ -113,6 +113,10 @@ def _meta(det: Any, id_column: str | None, top_k: int, like: pd.DataFrame) -> pd
     cols: dict[str, Any] = {id_column or "row": pd.Series([], dtype=id_dtype),
                             "anomaly_score": pd.Series([], dtype=np.float64),
                             "is_anomaly": pd.Series([], dtype=np.int8)}
+    calibration = getattr(det, "calibration_scores_", None)
+    if calibration is not None and len(calibration):  # as score_frame gives them
+        cols["p_value"] = pd.Series([], dtype=np.float64)
+        cols["anomaly_probability"] = pd.Series([], dtype=np.float64)
     mixed = getattr(det, "_mixed", None)
     if mixed is not None and mixed() is not None:  # mixed tables flag unseen categories
         cols["unseen_category"] = pd.Series([], dtype=pd.StringDtype())

@@ -54,8 +54,9 @@ FORMAT_NAME = "anovae-model"
 #: ``latent_density`` parameter), which a version-2 reader cannot construct. 4: a variance
 #: floor other than the default (the ``logvar_floor`` parameter and network field), which a
 #: version-3 reader cannot construct. 5: ``use_labels=False`` (anovae 0.6), a parameter a
-#: version-4 reader does not know.
-FORMAT_VERSION = 5
+#: version-4 reader does not know. 6: a mixed-table network with ``input_bounds`` (anovae 0.6:
+#: the encoder's input clipped to the training range), a field a version-5 reader refuses.
+FORMAT_VERSION = 6
 
 #: Parameters added after format 1, written only when they differ from these defaults, so the
 #: models that do not use them stay readable by the anovae versions before them (a missing one
@@ -127,8 +128,11 @@ def file_version(doc: dict[str, Any]) -> int:
     field), 3 for an image VAE that has the ``latent_density`` parameter (with the term, a
     version-2 reader would score without it; without the term, it would fail on the unknown
     parameter instead of saying to upgrade), 2 when its ``"fitted"`` section is otherwise
-    non-empty, else 1; 5 with ``use_labels=False``."""
+    non-empty, else 1; 5 with ``use_labels=False``; 6 with a mixed network's
+    ``input_bounds``."""
     fitted = doc.get("fitted") or {}
+    if "input_bounds" in (doc.get("net") or {}):
+        return 6
     if "use_labels" in (doc.get("params") or {}):
         return 5
     if "logvar_floor" in (doc.get("params") or {}) or "logvar_floor" in (doc.get("net") or {}):
@@ -337,6 +341,13 @@ def _check_net_config(cfg: Any, variational: bool) -> None:
         mask_rate = _float_field(cfg.mask_rate, "the network's mask_rate")
         if not 0.0 <= mask_rate < 1.0:
             raise ValueError(f"the network's mask_rate must be in [0, 1), got {mask_rate}")
+        if cfg.input_bounds is not None:
+            n_num = sum(k == "numeric" for k in cfg.kinds)
+            bounds = cfg.input_bounds
+            if len(bounds) != n_num or not all(
+                    math.isfinite(lo) and math.isfinite(hi) and lo <= hi for lo, hi in bounds):
+                raise ValueError(f"the network's input_bounds must be {n_num} finite (lo, hi) "
+                                 f"ranges with lo <= hi, got {_show(list(bounds))}")
     else:
         if cfg.likelihood not in LIKELIHOODS:
             raise ValueError(f"the network's likelihood {_show(cfg.likelihood)} is unknown; "

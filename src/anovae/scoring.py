@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from anovae.exceptions import DataError
 from anovae.io import TableWriter, _stringified, array_columns, count_rows, iter_table_chunks
 from anovae.mixed import MixedSchema, TextKindCheck, refuse_numbers_read_as_text
+from anovae.thresholds import conformal_pvalues
 
 __all__ = ["ScoreSummary", "model_features", "read_dtypes", "score_file", "score_frame",
            "select_features"]
@@ -102,7 +103,9 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     """Scores, 0/1 labels and the ``top_k`` top features of each row (ranked by their excess
     over the feature's typical contribution, :func:`anovae.scores.rank_features`).
 
-    Returns a DataFrame with ``anomaly_score``, ``is_anomaly`` and, for ``i = 1..top_k``,
+    Returns a DataFrame with ``anomaly_score``, ``is_anomaly``, for a model with calibration
+    scores (held-out normal rows) the conformal ``p_value`` and ``anomaly_probability`` (as the
+    service and ``--stream`` give them), and, for ``i = 1..top_k``,
     ``top_feature_i`` (name), ``top_contribution_i`` (its share of the score) and
     ``top_excess_i`` (the contribution beyond the feature's typical one; NaN for a model without
     typical contributions, whose features rank by contribution); with
@@ -121,6 +124,10 @@ def score_frame(detector: Any, features: pd.DataFrame, *, top_k: int = 3,
     out = pd.DataFrame({"anomaly_score": scores,
                         "is_anomaly": (scores > detector.threshold_).astype(np.int8)},
                        index=features.index)
+    calibration = getattr(detector, "calibration_scores_", None)
+    if calibration is not None and len(calibration):  # as the service and --stream give them
+        out["p_value"] = conformal_pvalues(calibration, scores)
+        out["anomaly_probability"] = 1.0 - out["p_value"]
     mixed = getattr(detector, "_mixed", None)
     gaps = None
     if mixed is not None and mixed() is not None:
@@ -215,6 +222,12 @@ def score_file(
                             and not pd.api.types.is_numeric_dtype(scored[c].dtype)):
                         scored[c] = _stringified(scored[c])
             ids = chunk[id_column].to_numpy() if id_column else chunk.index.to_numpy()
+            if writer.kind == "npy":  # numbers only: row ids, scores, flags (README)
+                scored = scored.drop(columns=["unseen_category"], errors="ignore")
+                if id_column:  # ids are read as text (an id of 007 stays 007): as numbers here
+                    as_num = pd.to_numeric(pd.Series(ids), errors="coerce")
+                    if as_num.notna().all():
+                        ids = as_num.to_numpy()
             scored.insert(0, id_column or "row", ids)
             writer.write(scored.reset_index(drop=True))
             rows += len(scored)

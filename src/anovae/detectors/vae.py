@@ -43,6 +43,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _asinh_ranges(codes: np.ndarray, schema: MixedSchema) -> tuple[tuple[float, float], ...]:
+    """``(lo, hi)`` of ``asinh`` of each numeric column's observed scaled training values
+    ``codes`` ``(n, C)`` (``(0, 0)`` for a column never observed): the range
+    :class:`anovae.nets.mixed.MixedAutoencoder` clips its encoder's input to."""
+    out = []
+    for j, kind in enumerate(schema.kinds):
+        if kind != "numeric":
+            continue
+        col = codes[:, j]
+        obs = np.arcsinh(col[~np.isnan(col)].astype(np.float64))
+        out.append((float(obs.min()), float(obs.max())) if obs.size else (0.0, 0.0))
+    return tuple(out)
+
+
 class VAEDetector(BaseDetector):
     """Variational autoencoder anomaly detector (scikit-learn estimator, PyOD conventions).
 
@@ -269,7 +283,8 @@ class VAEDetector(BaseDetector):
             return MixedConfig(kinds=schema.kinds, cardinalities=schema.cardinalities,
                                n_observed=schema.n_observed, hidden_dims=mlp.hidden_dims,
                                latent_dim=mlp.latent_dim, activation=mlp.activation,
-                               dropout=mlp.dropout, logvar_floor=float(self.logvar_floor))
+                               dropout=mlp.dropout, logvar_floor=float(self.logvar_floor),
+                               input_bounds=self._input_bounds_)
         return self._mlp_config(n_features, likelihood=self.likelihood, variance=self.variance,
                                 variational=True, logvar_floor=float(self.logvar_floor))
 
@@ -294,7 +309,9 @@ class VAEDetector(BaseDetector):
 
     def _fit_scaler(self, rows: np.ndarray) -> Scaler:
         if isinstance(getattr(self, "schema_", None), MixedSchema):
-            return fit_mixed_scaler(self.scaler, rows, self.schema_)
+            scaler = fit_mixed_scaler(self.scaler, rows, self.schema_)
+            self._input_bounds_ = _asinh_ranges(scaler.transform(rows), self.schema_)
+            return scaler
         scaler = super()._fit_scaler(rows)
         if self.likelihood == "bernoulli":
             xt = scaler.transform(rows)  # (n, d)

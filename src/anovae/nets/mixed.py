@@ -83,6 +83,9 @@ class MixedConfig:
     variational: bool = True
     mask_rate: float = MASK_RATE
     logvar_floor: float = LOGVAR_MIN
+    #: ``(lo, hi)`` per numeric column: the range of ``asinh`` of its scaled training values,
+    #: to which the encoder's input is clipped (``None``: not clipped, models before 0.6).
+    input_bounds: tuple[tuple[float, float], ...] | None = None
     kind: str = field(default="mixed", init=False)
 
     @property
@@ -93,6 +96,10 @@ class MixedConfig:
         d = asdict(self)
         for k in ("kinds", "cardinalities", "n_observed", "hidden_dims"):
             d[k] = list(d[k])
+        if d["input_bounds"] is None:  # the document older versions read
+            del d["input_bounds"]
+        else:
+            d["input_bounds"] = [list(b) for b in d["input_bounds"]]
         return floor_to_doc(d)
 
     @classmethod
@@ -102,6 +109,8 @@ class MixedConfig:
         for k in ("cardinalities", "n_observed", "hidden_dims"):
             d[k] = tuple(int(v) for v in d[k])
         d["mask_rate"] = float(d.get("mask_rate", 0.0))
+        if d.get("input_bounds") is not None:
+            d["input_bounds"] = tuple((float(lo), float(hi)) for lo, hi in d["input_bounds"])
         return cls(**floor_from_doc(d))
 
 
@@ -132,6 +141,14 @@ class MixedAutoencoder(nn.Module):
         self.n_onehot = sum(card)
         # Buffers (not saved: they follow from the config).
         self.register_buffer("num_idx", torch.tensor(num, dtype=torch.long), persistent=False)
+        bounds = config.input_bounds or [(-math.inf, math.inf)] * len(num)
+        if len(bounds) != len(num):
+            raise ValueError(f"input_bounds has {len(bounds)} ranges for {len(num)} numeric "
+                             "columns")
+        self.register_buffer("num_lo", torch.tensor([b[0] for b in bounds], dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("num_hi", torch.tensor([b[1] for b in bounds], dtype=torch.float32),
+                             persistent=False)
         self.register_buffer("bool_idx", torch.tensor(boo, dtype=torch.long), persistent=False)
         self.register_buffer("cat_idx", torch.tensor(cat, dtype=torch.long), persistent=False)
         offsets = [0]
@@ -224,8 +241,14 @@ class MixedAutoencoder(nn.Module):
         flags[:, self.cat_idx] |= ~known
         flags[:, self.bool_idx] |= boo < 0
         # asinh: linear near 0, logarithmic in the tails, so a heavy-tailed column (byte counts
-        # scaled by a small spread reach 1e5) cannot blow up the encoder (its KL overflows)
-        h = torch.cat([torch.asinh(xf[:, self.num_idx]), boo.clamp_min(0.0),
+        # scaled by a small spread reach 1e5) cannot blow up the encoder (its KL overflows);
+        # clipped to the training range: a value beyond it (1e12 bytes) would move the code
+        # where no row was trained, and the decoder would then mispredict the *other* columns
+        # (the explanation blamed them); clipped, the code stays where such rows are, and the
+        # extreme value is charged to its own column by the likelihood, which sees it unclipped
+        num = torch.maximum(torch.minimum(torch.asinh(xf[:, self.num_idx]), self.num_hi),
+                            self.num_lo)
+        h = torch.cat([num, boo.clamp_min(0.0),
                        onehot[:, :self.n_onehot], flags.to(x.dtype)], dim=1)
         mu, raw_logvar = self.encoder(h).chunk(2, dim=-1)
         return mu, posterior_logvar(raw_logvar)
