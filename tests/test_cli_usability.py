@@ -279,3 +279,19 @@ def test_npy_output_of_a_mixed_model_and_of_integer_ids(tmp_path: Path) -> None:
     arr = np.load(out)
     assert arr.shape == (200, 3)  # rid, anomaly_score, is_anomaly
     np.testing.assert_array_equal(arr[:, 0], np.arange(1000, 1200))
+
+
+def test_fit_counts_the_rows_held_out_for_calibration(tmp_path: Path) -> None:
+    # "445 labelled normal train the model" while 89 of them were held out for the fpr threshold
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(500, 3)), columns=list("abc"))
+    df["y"] = (rng.random(500) < 0.1).astype(int)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    res = runner.invoke(app, ["fit", str(tmp_path / "t.csv"), "-o", str(tmp_path / "m.st"),
+                              "--label-column", "y", "--epochs", "1", "--set", "threshold=fpr",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    normal = int((df["y"] == 0).sum())
+    held = round(0.2 * normal)
+    assert (f"{normal} labelled normal, {held} of them held out to calibrate the threshold; "
+            f"{normal - held} train the model") in res.output

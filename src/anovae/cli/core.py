@@ -365,10 +365,14 @@ def fit(
             X, y = _split_columns(df, label_column, exclude, id_column, str(data))
             est.fit(X, y)
             shape = X.shape
-            if y is not None:
+            if y is not None and est.use_labels:
                 normal = int((y == 0).sum())
-                rows_note = (f" rows ({normal} labelled normal "
-                             f"{'trains' if normal == 1 else 'train'} the model)")
+                held = len(getattr(est, "calibration_scores_", ()))
+                trains = normal - held  # the calibration rows are held out of training
+                rows_note = (f" rows ({normal} labelled normal"
+                             + (f", {held} of them held out to calibrate the threshold; "
+                                f"{trains}" if held else "")
+                             + f" {'trains' if trains == 1 else 'train'} the model)")
         seconds = time.perf_counter() - t0
         save_on_main(est, out)  # rank 0 writes; the other ranks wait for it
         main = is_main_process()
