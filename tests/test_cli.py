@@ -823,6 +823,10 @@ def test_report_and_threshold_read_images_as_score_does(image_data: dict[str, An
     res = runner.invoke(app, ["report", str(image_data["model"]), str(test), "--label-column",
                               "y", "-o", str(tmp_path / "x.html")])
     assert res.exit_code == 2 and "--label-column applies to tables" in res.output
+    assert "their labels: the sub-folder names" in res.output
+    res = runner.invoke(app, ["report", str(image_data["model"]), str(image_data["npy"]),
+                              "--label-column", "y", "-o", str(tmp_path / "x.html")])
+    assert res.exit_code == 2 and "a .npy holds images only" in res.output  # not sub-folders
 
 
 def test_image_labels_are_0_1_or_a_normal_class(capsys: pytest.CaptureFixture[str]) -> None:

@@ -52,9 +52,12 @@ def _refuse_table_options(data: Path, options: dict[str, Any]) -> None:
                                                           and not value))]
     if given:
         one = len(given) == 1
+        labels = ("the 0/1 array 'y' (or 'labels') beside them" if data.suffix.lower() == ".npz"
+                  else "none: a .npy holds images only; use an .npz with a 'y' array"
+                  if data.suffix.lower() == ".npy" else "the sub-folder names")
         raise DataError(f"{', '.join(given)} {'applies' if one else 'apply'} to tables, but "
-                        f"{str(data)!r} holds images (their labels come from the sub-folder "
-                        f"names); leave {'it' if one else 'them'} out")
+                        f"{str(data)!r} holds images (their labels: {labels}); leave "
+                        f"{'it' if one else 'them'} out")
 
 
 def is_image_model(det: Any) -> bool:
