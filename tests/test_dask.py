@@ -196,3 +196,32 @@ def test_local_cluster_keeps_dask_s_info_logs_quiet(monkeypatch: pytest.MonkeyPa
     with _client(None, 1, 1):
         assert dlog.level == logging.DEBUG
     assert seen["silence_logs"] == logging.DEBUG
+
+
+def test_an_output_folder_with_other_files_is_refused_not_deleted(tmp_path) -> None:
+    # the folder was replaced as a whole: a folder of notes given as -o was deleted
+    from anovae import DataError
+    from anovae.dask import _check_out_dir
+
+    out = tmp_path / "scratch"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(DataError, match=r"holds other files .* \(notes.txt, sub\)"):
+        _check_out_dir(out)
+    assert (out / "notes.txt").read_text() == "precious"
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "part.0.parquet").write_bytes(b"")
+    _check_out_dir(earlier)  # an earlier run's output may be replaced
+    _check_out_dir(tmp_path / "new")
+
+
+def test_the_distributed_timeout_is_checked(monkeypatch) -> None:
+    from anovae.distributed import _timeout_s
+
+    for raw in ("inf", "1e20", "nan", "1e-9", "0", "abc"):
+        monkeypatch.setenv("ANOVAE_DIST_TIMEOUT", raw)
+        with pytest.raises(ValueError, match="ANOVAE_DIST_TIMEOUT must be a number of seconds"):
+            _timeout_s()
+    monkeypatch.setenv("ANOVAE_DIST_TIMEOUT", "30")
+    assert _timeout_s() == 30.0

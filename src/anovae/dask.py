@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -260,12 +261,31 @@ def _client(scheduler: str | None, n_workers: int | None, threads_per_worker: in
         dask_log.setLevel(before)
 
 
+_PART = re.compile(r"part\.\d+\.parquet")
+
+
+def _check_out_dir(out: Path) -> None:
+    """``out`` may be replaced: it does not exist, or is an empty folder, or holds only the
+    ``part.N.parquet`` files of an earlier run. Anything else in it is refused before any work
+    (the folder is replaced as a whole: a folder of notes given as the output was deleted)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"{str(out)!r} exists and is not a folder")
+    other = sorted(p.name for p in out.iterdir() if not _PART.fullmatch(p.name))
+    if other:
+        raise DataError(f"the output folder {str(out)!r} holds other files than an earlier "
+                        f"run's part.N.parquet ({', '.join(other[:5])}"
+                        f"{', ...' if len(other) > 5 else ''}), which replacing it would delete: "
+                        "give a new or empty folder")
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``out`` (an existing ``out`` is replaced)."""
+    """Move the finished folder ``tmp`` onto ``out`` (an existing ``out``, see
+    :func:`_check_out_dir`, is replaced)."""
     old = None
     if out.exists():
-        if not out.is_dir():
-            raise DataError(f"{str(out)!r} exists and is not a folder")
+        _check_out_dir(out)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     os.replace(tmp, out)
@@ -299,7 +319,8 @@ def score_files(
         partition_rows: about how many rows per partition (whole row groups).
     """
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # "." names the folder it is (its name is not "")
+    _check_out_dir(out)
     if isinstance(model, (str, os.PathLike)):
         from anovae.persistence import load
 

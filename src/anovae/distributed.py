@@ -83,8 +83,9 @@ def _timeout_s() -> float:
         value = float(raw)
     except ValueError:
         raise ValueError(f"ANOVAE_DIST_TIMEOUT must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"ANOVAE_DIST_TIMEOUT must be > 0, got {raw!r}")
+    if not 1e-3 <= value <= 1e7:  # NaN fails too; inf overflowed timedelta, 1e-9 crashed gloo
+        raise ValueError(f"ANOVAE_DIST_TIMEOUT must be a number of seconds from 0.001 to 1e7 "
+                         f"(about 115 days), got {raw!r}")
     return value
 
 

@@ -476,8 +476,8 @@ def score(
                                              "OUTPUT: a folder of Parquet parts)."),
     scheduler: str | None = typer.Option(None, help="With --engine dask: the scheduler address "
                                                     "(tcp://host:8786); default: a LocalCluster."),
-    workers: int | None = typer.Option(None, help="With --engine dask and no --scheduler: "
-                                                  "LocalCluster worker processes."),
+    workers: int | None = typer.Option(None, min=1, help="With --engine dask and no "
+                                       "--scheduler: LocalCluster worker processes."),
 ) -> None:
     """Score DATA with MODEL; write row ids, anomaly_score, is_anomaly and top features.
 
