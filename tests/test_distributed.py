@@ -183,3 +183,35 @@ def test_ddp_on_two_processes(tmp_path: Path) -> None:
     assert roc_auc_score(data.y_test, streamed.decision_function(data.X_test)) > 0.9
     one = load(f"{model}.one")  # one row group: failed with "too few training rows" before
     assert roc_auc_score(data.y_test, one.decision_function(data.X_test)) > 0.9
+
+
+def test_ranks_that_read_different_data_stop_with_one_line(tmp_path: Path) -> None:
+    # fewer rows on one rank ended in a C++ abort of gloo ("collective mismatch"), other
+    # values trained with another scaler on that rank; now each rank says the same line
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys
+        import numpy as np
+        from anovae import TrainingError, VAEDetector
+        from anovae.distributed import process_group
+        rank = int(os.environ["RANK"])
+        X = np.random.default_rng(0).normal(size=(200 - 10 * rank, 3))
+        with process_group():
+            try:
+                VAEDetector(**{SMALL!r}).fit(X)
+            except TrainingError as exc:
+                print(exc)
+                sys.exit(4)
+    """))
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                       ANOVAE_DIST_TIMEOUT="30"))
+             for r in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 4, err[-2000:]
+        assert "the ranks read different training data (rank 0: 200 rows" in out
+        assert "rank 1: 190 rows" in out and "give every rank the same file" in out

@@ -231,3 +231,26 @@ def test_fit_table_refuses_a_spread_its_streaming_sums_cannot_hold(tmp_path: Pat
     folder = _write_folder(X, tmp_path / "d", files=1, row_group=100)
     with pytest.raises(DataError, match=r"columns \[0\] .* spread beyond 1e150"):
         fit_table(VAEDetector(epochs=1, random_state=0, device="cpu"), folder)
+
+
+def test_fit_table_arguments_are_checked(tmp_path: Path) -> None:
+    X = make_data(n_train=200, n_test=10, n_anomalies=2, d=3).frame(np.zeros((200, 3)))
+    X["label"] = 0
+    folder = _write_folder(X.assign(f0=np.random.default_rng(0).normal(size=200)),
+                           tmp_path / "d", files=1, row_group=100)
+    with pytest.raises(TypeError, match="data must be the path .* got DataFrame"):
+        fit_table(VAEDetector(), X)
+    with pytest.raises(ValueError, match="leave numeric unset"):  # named what was wrong
+        fit_table(VAEDetector(numeric=["f0"]), folder)
+    with pytest.raises(ValueError, match="chunk_rows must be >= 1, got 0"):
+        fit_table(VAEDetector(), folder, chunk_rows=0)
+    det = fit_table(VAEDetector(epochs=1, random_state=0, device="cpu"), folder,
+                    exclude="label")  # one name, not its letters
+    assert "label" not in list(det.feature_names_in_)
+
+
+def test_dask_score_names_a_pandas_frame() -> None:
+    from anovae.dask import score
+
+    with pytest.raises(TypeError, match="ddf must be a dask DataFrame, got DataFrame"):
+        score(VAEDetector(), pd.DataFrame({"a": [1.0]}))

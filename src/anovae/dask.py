@@ -184,6 +184,9 @@ def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int =
     >>> bool(np.allclose(out["anomaly_score"], det.decision_function(X), rtol=1e-6))
     True
     """
+    if not hasattr(ddf, "map_partitions"):
+        raise TypeError(f"ddf must be a dask DataFrame, got {type(ddf).__name__} (use "
+                        "dask.dataframe.from_pandas, or decision_function for a pandas one)")
     if isinstance(detector, (str, os.PathLike)):
         from anovae.persistence import load
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +43,7 @@ from anovae.exceptions import TrainingError
 
 __all__ = [
     "DistContext",
+    "check_same_data",
     "collective_errors",
     "current",
     "is_main_process",
@@ -186,6 +188,43 @@ def shared_seed(seed: int) -> int:
     with collective_errors("agreeing on the random seed"):
         dist.broadcast_object_list(box, src=0)
     return int(box[0])
+
+
+def check_same_data(*arrays: Any) -> None:
+    """Every rank must hold the same training data (the same file, read alike): compare the
+    shapes and a SHA-256 of ``arrays`` across the ranks, and raise the same one-line
+    :class:`TrainingError` on each when they differ. Without it, fewer rows on one rank ended
+    in a C++ abort of gloo, and other values on one rank trained with another scaler there.
+    No-op outside a process group."""
+    ctx = current()
+    if ctx is None:
+        return
+    import hashlib
+
+    import torch.distributed as dist
+
+    digest = hashlib.sha256()
+    shapes = []
+    for a in arrays:
+        if a is None:
+            shapes.append(None)
+            continue
+        arr = np.asarray(a)
+        if arr.dtype == object:  # its bytes are pointers: compare the values' text
+            arr = arr.astype(str)
+        arr = np.ascontiguousarray(arr)
+        shapes.append(tuple(arr.shape))
+        digest.update(str(arr.dtype).encode())
+        digest.update(arr.tobytes())
+    mine = (shapes, digest.hexdigest())
+    seen: list[Any] = [None] * ctx.world_size
+    with collective_errors("comparing the ranks' data"):
+        dist.all_gather_object(seen, mine)
+    if any(s != seen[0] for s in seen):
+        parts = ", ".join(f"rank {r}: {s[0][0][0] if s[0] and s[0][0] else '?'} rows, "
+                          f"sha256 {s[1][:8]}" for r, s in enumerate(seen))
+        raise TrainingError(f"the ranks read different training data ({parts}): give every "
+                            "rank the same file")
 
 
 def barrier() -> None:

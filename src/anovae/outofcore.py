@@ -321,13 +321,22 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     from anovae.distributed import current
     from anovae.tabular import ColumnSchema, Scaler, ScalerStats, check_tabular
 
-    if type(detector) not in (VAEDetector, AEDetector) or any(
-            getattr(detector, k, None) for k in ("categorical", "numeric")):
+    if type(detector) not in (VAEDetector, AEDetector):
         raise ValueError(f"out-of-core training takes a VAEDetector or AEDetector on numeric "
-                         f"columns; got {type(detector).__name__} with these parameters")
-    if chunk_rows < 1 or sample_rows < 1:
-        raise ValueError(f"chunk_rows and sample_rows must be >= 1, got {chunk_rows}, "
-                         f"{sample_rows}")
+                         f"columns; got {type(detector).__name__}")
+    kinds = [k for k in ("categorical", "numeric") if getattr(detector, k, None) is not None]
+    if kinds:
+        raise ValueError(f"out-of-core training takes numeric columns only (no mixed tables): "
+                         f"leave {' and '.join(kinds)} unset")
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(f"data must be the path of a Parquet file, folder or glob, got "
+                        f"{type(data).__name__} (use fit for data in memory)")
+    if isinstance(exclude, str):  # one column, not its letters
+        exclude = [exclude]
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if sample_rows < 1:
+        raise ValueError(f"sample_rows must be >= 1, got {sample_rows}")
     detector._check_params()
     spec = detector._threshold_spec()
     groups, schema = parquet_row_groups(data)

@@ -26,7 +26,7 @@ from scipy.special import erf
 from sklearn.base import BaseEstimator, OutlierMixin
 
 from anovae.accel import to_device
-from anovae.distributed import shared_seed
+from anovae.distributed import check_same_data, shared_seed
 from anovae.exceptions import DataError, NotFittedError, warn
 from anovae.losses import LossTerms
 from anovae.metrics import binary_labels
@@ -336,6 +336,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """:meth:`fit`'s steps (the fitted attributes are set as they are computed)."""
         self._check_params()
         X_arr, schema = self._validate(X, None, min_rows=2)
+        check_same_data(X_arr, None if y is None else np.asarray(y))  # under torchrun
         train_rows = X_arr
         spec = self._threshold_spec()
         if not self.use_labels and not spec.needs_labels:
