@@ -51,6 +51,18 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _start_ranks(script: Path, world: int = 2) -> list[subprocess.Popen[str]]:
+    """``world`` processes of ``script`` with torchrun's variables (what `torchrun
+    --nproc-per-node 2` starts, without its agent), output captured."""
+    port = str(_free_port())
+    return [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
+                                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                      ANOVAE_DIST_TIMEOUT="30"))
+            for r in range(world)]
+
+
 def test_not_distributed_outside_a_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
     for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
@@ -141,13 +153,7 @@ def test_ddp_on_two_processes(tmp_path: Path) -> None:
     script.write_text(_SCRIPT.format(tests=str(Path(__file__).parent), model=str(model),
                                      out=str(out), folder=str(folder), train=str(train),
                                      single=str(single)))
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-                                       ANOVAE_DIST_TIMEOUT="30"))
-             for r in range(2)]
+    procs = _start_ranks(script)
     t0 = time.monotonic()
     outputs = [p.communicate(timeout=150) for p in procs]
     elapsed = time.monotonic() - t0
@@ -203,13 +209,7 @@ def test_ranks_that_read_different_data_stop_with_one_line(tmp_path: Path) -> No
                 print(exc)
                 sys.exit(4)
     """))
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-                                       ANOVAE_DIST_TIMEOUT="30"))
-             for r in range(2)]
+    procs = _start_ranks(script)
     outputs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 4, err[-2000:]
