@@ -8,8 +8,13 @@ a folder of them or a glob pattern without loading it (``anovae fit DATA --out-o
    uniform sample of about ``sample_rows`` rows), the validation rows and the sample.
 2. **Training** streams the row groups again every epoch, in a new random order, through a
    shuffle buffer of ``chunk_rows`` rows (:class:`ParquetBatches`, a
-   :class:`anovae.training.BatchSource` for the one training loop). Memory is bounded by the
-   buffer plus one row group, whatever the data size.
+   :class:`anovae.training.BatchSource` for the one training loop). Memory is bounded,
+   whatever the data size, but not by the buffer alone: the buffer and one row group, plus the
+   rows kept whole - the sample (about ``sample_rows``, 100,000 by default, scored at the end
+   for ``decision_scores_`` and the threshold), the validation rows and the calibration rows
+   (each at most ``MAX_HOLDOUT_ROWS``) - so about ``3 x 100,000 x d x 8`` bytes at most, plus
+   the scoring of the sample. Below some 100,000 rows it is no smaller than an in-memory fit;
+   ``sample_rows`` lowers it (Python API).
 
 Each row's role is a pure function of its global row number (files in sorted order, rows in file
 order) and the seed: a seeded hash ``u(row)`` in [0, 1) puts it in the calibration rows
