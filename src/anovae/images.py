@@ -540,7 +540,7 @@ def is_image_source(path: str | os.PathLike) -> bool:
 
     ``False`` for a NumPy file that cannot be read (corrupt, cut short, holding Python objects,
     never unpickled): the table reader then says what is wrong with it."""
-    from anovae.io import load_numpy, npz_array
+    from anovae.io import load_numpy, npz_shape
 
     path = Path(path)
     if path.is_dir():
@@ -554,8 +554,9 @@ def is_image_source(path: str | os.PathLike) -> bool:
         if suffix == ".npy":
             return load_numpy(path, "npy", mmap_mode="r").ndim in (3, 4)
         if suffix == ".npz":
-            with load_numpy(path, "npz") as z:
-                return npz_array(z, _npz_key(z.files, path), path).ndim in (3, 4)
+            with load_numpy(path, "npz") as z:  # its header only: the array is read later
+                shape = npz_shape(z, _npz_key(z.files, path), path)
+                return shape is not None and len(shape) in (3, 4)
     except (OSError, ValueError):  # DataError too
         return False
     return False

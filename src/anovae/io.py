@@ -105,11 +105,12 @@ def _objects(exc: ValueError) -> bool:
     return any(w in str(exc) for w in ("pickle", "Object arrays", "Python objects"))
 
 
-def _check_npy_size(fh: Any, data_bytes: int, what: str) -> None:
+def _check_npy_size(fh: Any, data_bytes: int, what: str) -> tuple[int, ...]:
     """Read the ``.npy`` header at the start of ``fh`` and refuse an array whose declared shape
     needs more than the ``data_bytes`` that follow the header (a file cut short, or a corrupt
     header declaring a huge shape: NumPy would try to allocate it). ``data_bytes``: the size of
-    the file (or archive member), header included; ``what``: how messages name the array."""
+    the file (or archive member), header included; ``what``: how messages name the array.
+    Returns the declared shape."""
     from numpy.lib import format as npy_format
 
     try:
@@ -121,13 +122,14 @@ def _check_npy_size(fh: Any, data_bytes: int, what: str) -> None:
         raise DataError(f"{what} is not a valid .npy array: its header cannot be read ({exc})"
                         ) from None
     if dtype.hasobject:  # np.load refuses it, by name below
-        return
+        return tuple(shape)
     need = math.prod(shape) * dtype.itemsize
     held = data_bytes - fh.tell()
     if need > held:
         raise DataError(f"{what} is cut short or corrupt: its header declares an array of shape "
                         f"{tuple(shape)} ({dtype}, {need:,} bytes), but it holds {max(held, 0):,} "
                         "bytes of data")
+    return tuple(shape)
 
 
 def load_numpy(path: Path, kind: str, mmap_mode: str | None = None) -> Any:
@@ -157,20 +159,31 @@ def load_numpy(path: Path, kind: str, mmap_mode: str | None = None) -> Any:
                         f"({exc})") from exc
 
 
+def npz_shape(z: Any, key: str, path: Path) -> tuple[int, ...] | None:
+    """The shape the ``.npy`` header of the member ``key`` of the ``.npz`` archive ``z``
+    declares, read without loading the array (checked against the member's size, see
+    :func:`npz_array`); ``None`` for a member that is no NumPy array."""
+    name = key if key in z.zip.namelist() else f"{key}.npy"
+    try:
+        info = z.zip.getinfo(name)
+        with z.zip.open(name) as fh:
+            if fh.read(len(_MAGIC["npy"])) != _MAGIC["npy"]:
+                return None
+            fh.seek(0)
+            return _check_npy_size(fh, info.file_size, f"array {key!r} of {str(path)!r}")
+    except (KeyError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise DataError(f"{str(path)!r} is corrupt or cut short: cannot read its array {key!r} "
+                        f"({exc})") from exc
+
+
 def npz_array(z: Any, key: str, path: Path) -> np.ndarray:
     """The array ``key`` of the ``.npz`` archive ``z`` (opened by :func:`load_numpy`), never
     unpickled; a :class:`DataError` naming ``path`` and ``key`` for a member that is corrupt or
     cut short, declares more data than it holds, holds Python objects, or is no NumPy array
     (NumPy hands such a member over as raw bytes)."""
-    name = key if key in z.zip.namelist() else f"{key}.npy"
     what = f"array {key!r} of {str(path)!r}"
+    npz_shape(z, key, path)  # before anything is allocated from its header
     try:
-        info = z.zip.getinfo(name)
-        with z.zip.open(name) as fh:
-            magic = fh.read(len(_MAGIC["npy"]))
-        if magic == _MAGIC["npy"]:
-            with z.zip.open(name) as fh:
-                _check_npy_size(fh, info.file_size, what)
         arr = z[key]
     except ValueError as exc:
         if isinstance(exc, DataError):
