@@ -22,6 +22,7 @@ This module is ``anovae.dask``; ``import dask`` inside it is the real Dask (impo
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
@@ -265,12 +266,43 @@ def _client(scheduler: str | None, n_workers: int | None, threads_per_worker: in
 
 
 _PART = re.compile(r"part\.\d+\.parquet")
+#: Output names that name a file, not the folder :func:`score_files` writes.
+_FILE_SUFFIXES = (".csv", ".gz", ".tsv", ".parquet", ".pq", ".npy", ".npz", ".json", ".jsonl")
 
 
-def _check_out_dir(out: Path) -> None:
-    """``out`` may be replaced: it does not exist, or is an empty folder, or holds only the
-    ``part.N.parquet`` files of an earlier run. Anything else in it is refused before any work
-    (the folder is replaced as a whole: a folder of notes given as the output was deleted)."""
+def _check_out_dir(out: Path, data: str | os.PathLike | None = None,
+                   model: str | os.PathLike | None = None, *, raw: str | None = None,
+                   names: tuple[str, str, str, str] = ("Dask scoring", "score locally",
+                                                       "the model", "the data to score")
+                   ) -> None:
+    """``out`` may be written (the folder is replaced as a whole), checked before any work: a
+    folder name, not a file's (a .csv would become a folder of Parquet parts); not the folder
+    of the ``model`` file or of the ``data``, nor one inside the data's folder (its parts would
+    be read as data the next time); and either new, empty, or holding only the
+    ``part.N.parquet`` files of an earlier run (a folder of notes given as the output was
+    deleted). ``raw``: the output as the user wrote it; ``names``: how messages name Dask
+    scoring, the local alternative, the model and the data (the CLI's options)."""
+    from anovae.io import is_within
+
+    engine, local, model_name, data_name = names
+    shown = repr(raw if raw is not None else str(out))
+    suffix = out.suffix.lower()
+    if suffix in _FILE_SUFFIXES:
+        raise DataError(f"cannot write {shown}: {engine} writes a folder of Parquet parts "
+                        f"(part.0.parquet, ...), not a {suffix} file; give a folder name such as "
+                        f"{str(out.with_suffix(''))!r}, or {local} for one file")
+    text = "" if data is None else os.fspath(data)
+    inputs = {model_name: [] if model is None else [os.fspath(model)],
+              data_name: glob.glob(text, recursive=True)
+              if any(c in text for c in "*?[") else [text] if text else []}
+    for what, paths in inputs.items():
+        if any(is_within(p, out) for p in paths):
+            raise DataError(f"cannot write the folder {shown}: it holds {what}, and {engine} "
+                            "replaces the whole folder; give another output folder")
+    if text and os.path.isdir(text) and is_within(out, text):
+        raise DataError(f"cannot write the folder {shown}: it is inside {data_name} "
+                        f"({text!r}), whose Parquet files would then include the scores; give "
+                        "an output folder outside it")
     if not out.exists():
         return
     if not out.is_dir():
@@ -323,7 +355,7 @@ def score_files(
     """
     t0 = time.perf_counter()
     out = Path(out_dir).resolve()  # "." names the folder it is (its name is not "")
-    _check_out_dir(out)
+    _check_out_dir(out, data, model if isinstance(model, (str, os.PathLike)) else None)
     if isinstance(model, (str, os.PathLike)):
         from anovae.persistence import load
 

@@ -76,6 +76,12 @@ def _kind(path: Path) -> str:
     return _KINDS[ext]
 
 
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies somewhere below it (links resolved)."""
+    p, f = os.path.realpath(path), os.path.realpath(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
 def _empty_folder_message(path: Path) -> str:
     """Why a folder is neither a table (Parquet files) nor images (PNG/JPEG files, directly in
     it or in class sub-folders): say both, and where images lie too deep to be read."""

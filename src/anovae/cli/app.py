@@ -80,12 +80,6 @@ def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
-    """Whether ``path`` is ``folder`` or lies somewhere below it (links resolved)."""
-    p, f = os.path.realpath(path), os.path.realpath(folder)
-    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
-
-
 def refuse_overwriting_inputs(output: str | os.PathLike, inputs: dict[str, Any]) -> None:
     """An output that is one of the command's inputs (``{"the model (MODEL)": path, ...}``;
     ``None`` and ``-`` are skipped): a one-line error, before any work, rather than replacing

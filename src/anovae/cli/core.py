@@ -21,7 +21,6 @@ from anovae._text import plural
 from anovae.cli.app import (
     app,
     handle_errors,
-    is_within,
     note,
     output_file,
     parse_set_options,
@@ -30,6 +29,7 @@ from anovae.cli.app import (
     warn,
 )
 from anovae.exceptions import DataError
+from anovae.io import is_within
 
 _DETECTORS = ("vae", "ae")
 
@@ -580,33 +580,15 @@ def flagged(n: int) -> str:
     return f"{n} flagged as {'an anomaly' if n == 1 else 'anomalies'}"
 
 
-#: Output names that name a file, not the folder ``--engine dask`` writes.
-_FILE_SUFFIXES = (".csv", ".gz", ".tsv", ".parquet", ".pq", ".npy", ".npz", ".json", ".jsonl")
-
-
 def _refuse_dask_output(folder: Path, raw: str, model: Path, data: Path) -> None:
-    """``--engine dask`` replaces its output folder as a whole: refuse a file name (a .csv would
-    become a folder of Parquet parts), and a folder that holds the model or the data, or that
-    lies inside the data's folder (its parts would be read as data the next time)."""
-    import glob
+    """``--engine dask``'s output checks (:func:`anovae.dask._check_out_dir`, which
+    :func:`anovae.dask.score_files` makes too), early and in the command line's words, and its
+    data must be Parquet."""
+    from anovae.dask import _check_out_dir
 
-    suffix = folder.suffix.lower()
-    if suffix in _FILE_SUFFIXES:
-        raise DataError(f"cannot write {raw!r}: --engine dask writes a folder of Parquet parts "
-                        f"(part.0.parquet, ...), not a {suffix} file; give a folder name such as "
-                        f"{str(folder.with_suffix(''))!r}, or use --engine local for one file")
-    text = str(data)
-    inputs = {"the model (MODEL)": [str(model)],
-              "the data to score (DATA)": glob.glob(text, recursive=True)
-              if any(c in text for c in "*?[") else [text]}
-    for what, paths in inputs.items():
-        if any(is_within(p, folder) for p in paths):
-            raise DataError(f"cannot write the folder {raw!r}: it holds {what}, and --engine "
-                            "dask replaces the whole folder; give another output folder")
-    if data.is_dir() and is_within(folder, data):
-        raise DataError(f"cannot write the folder {raw!r}: it is inside the data to score "
-                        f"({text!r}), whose Parquet files would then include the scores; give "
-                        "an output folder outside it")
+    _check_out_dir(folder, data, model, raw=raw,
+                   names=("--engine dask", "use --engine local", "the model (MODEL)",
+                          "the data to score (DATA)"))
     refuse_non_parquet(data, "--engine dask", "score it with --engine local")
 
 

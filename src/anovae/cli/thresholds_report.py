@@ -14,7 +14,6 @@ from anovae._text import plural
 from anovae.cli.app import (
     app,
     handle_errors,
-    is_within,
     output_file,
     refuse_overwriting_inputs,
 )
@@ -29,6 +28,7 @@ from anovae.cli.core import (
     refuse_images_for_table_model,
 )
 from anovae.exceptions import DataError
+from anovae.io import is_within
 
 _METHOD_HELP = ("contamination, fpr, best_f1, recall, pot, or pythresh:NAME (e.g. pythresh:IQR, "
                 "needs PyThresh); default: the method the model's threshold was last set with "
