@@ -178,9 +178,13 @@ def test_local_cluster_keeps_dask_s_info_logs_quiet(monkeypatch: pytest.MonkeyPa
         seen.update(kw)
         yield "cluster"
 
+    class FakeClient:
+        def run(self, func: Any) -> None:
+            seen["ran"] = func
+
     @contextlib.contextmanager
     def fake_client(cluster: Any) -> Any:
-        yield "client"
+        yield FakeClient()
 
     monkeypatch.setattr(distributed, "LocalCluster", fake_cluster)
     monkeypatch.setattr(distributed, "Client", fake_client)
@@ -189,7 +193,8 @@ def test_local_cluster_keeps_dask_s_info_logs_quiet(monkeypatch: pytest.MonkeyPa
     root = logging.getLogger()
     monkeypatch.setattr(root, "level", logging.ERROR)
     with _client(None, 1, 1) as c:
-        assert c == "client" and dlog.level == logging.ERROR
+        assert isinstance(c, FakeClient) and dlog.level == logging.ERROR
+    assert seen["ran"] is adask._quiet_data_errors  # the workers' "Compute Failed" records
     assert seen["silence_logs"] == logging.ERROR
     assert dlog.level == logging.INFO  # as it was, once the cluster is closed
     monkeypatch.setattr(root, "level", logging.DEBUG)  # --log-level DEBUG: Dask's records too
@@ -225,3 +230,139 @@ def test_the_distributed_timeout_is_checked(monkeypatch) -> None:
             _timeout_s()
     monkeypatch.setenv("ANOVAE_DIST_TIMEOUT", "30")
     assert _timeout_s() == 30.0
+
+
+def _no_cluster(*args: Any) -> Any:
+    raise AssertionError("a cluster was started")
+
+
+def _files(folder: Path, frame: pd.DataFrame, second: pd.DataFrame) -> None:
+    """``folder``/a.parquet holding ``frame``, b.parquet holding ``second`` (row groups of
+    60 rows)."""
+    folder.mkdir()
+    frame.to_parquet(folder / "a.parquet", row_group_size=60)
+    second.to_parquet(folder / "b.parquet", row_group_size=60)
+
+
+def test_files_unlike_the_first_are_refused_by_name_before_a_cluster_starts(
+        tmp_path: Path, fitted_vae_frame: Any, data: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a file lacking a column, or holding text where the first file has numbers, failed on a
+    # worker with a message that did not say which file
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(adask, "_client", _no_cluster)
+    X = data.frame(data.X_test)
+    _files(Path("gaps"), X, X.drop(columns="f1"))
+    with pytest.raises(DataError, match=r"^'gaps/b\.parquet' lacks the columns \['f1'\], which "
+                                        r"the first file \('gaps/a\.parquet'\) has"):
+        adask.score_files(fitted_vae_frame, "gaps/*.parquet", "out")
+    _files(Path("text"), X, X.astype({"f0": str}))
+    with pytest.raises(DataError, match=r"^'text/b\.parquet': column 'f0' holds text .* but "
+                                        r"numbers \(double\) in the first file"):
+        adask.score_files(fitted_vae_frame, "text/*.parquet", "out")
+    with pytest.raises(DataError, match=r"^'gaps/b\.parquet': the data lacks columns the model "
+                                        r"was fitted on: 'f1'"):
+        adask.score_files(fitted_vae_frame, "gaps/b.parquet", "out")  # b alone: the first file
+    assert not Path("out").exists()
+    # integers where the first file has floats are numbers too; extra columns are not read
+    _files(Path("fine"), X, X.assign(f0=np.arange(len(X)), extra="text"))
+    got = adask.read_parquet("fine/*.parquet", columns=["f0", "f1"]).compute(scheduler="sync")
+    np.testing.assert_array_equal(got.index, np.arange(2 * len(X)))
+    with pytest.raises(DataError, match=r"'fine/a\.parquet' lacks the columns \['nope'\]"):
+        adask.read_parquet("fine/*.parquet", columns=["nope"])  # was a KeyError
+
+
+def _damage_data_pages(path: Path) -> None:
+    """Overwrite the start of ``path``'s data but keep its metadata (the footer) readable: the
+    file fails when its rows are read, after the schemas were checked."""
+    raw = bytearray(path.read_bytes())
+    raw[8:len(raw) // 2] = b"\xab" * (len(raw) // 2 - 8)
+    path.write_bytes(bytes(raw))
+
+
+def test_a_partition_that_fails_on_a_worker_names_its_file_and_rows(
+        client: Any, tmp_path: Path, fitted_vae_frame: Any, data: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # NaN in the second file's second row group, a file damaged after its metadata were read:
+    # the DataError from the worker did not say which file (nor which rows)
+    monkeypatch.chdir(tmp_path)
+    X = data.frame(data.X_test)  # 120 rows: 2 row groups per file, 1 partition each
+    nan = X.copy()
+    nan.iloc[70, 0] = np.nan
+    _files(Path("nan"), X, nan)
+    with pytest.raises(DataError) as err:
+        adask.score_files(fitted_vae_frame, "nan/*.parquet", "out", partition_rows=60,
+                          scheduler=client.scheduler.address)
+    assert type(err.value) is DataError  # rebuilt from its pickle on this side
+    assert str(err.value).startswith("'nan/b.parquet' (rows 60-119 of the file, global rows "
+                                     "180-239): X contains NaN in 'f0' (1 rows)")
+    _files(Path("damaged"), X, X)
+    _damage_data_pages(Path("damaged/b.parquet"))
+    with pytest.raises(DataError, match=r"^'damaged/b\.parquet' \(rows 0-119 of the file, "
+                                        r"global rows 120-239\): cannot read them: .* \(the file "
+                                        r"is damaged, or changed since its metadata were read\)"):
+        adask.score_files(fitted_vae_frame, "damaged/*.parquet", "out",
+                          scheduler=client.scheduler.address)
+    assert not Path("out").exists()
+
+
+def test_the_local_cluster_s_data_errors_come_without_worker_tracebacks(
+        tmp_path: Path, fitted_vae_frame: Any, data: Any,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    # the worker logged "Compute Failed" with its task and traceback before the error was raised
+    X = data.frame(data.X_test)
+    nan = X.copy()
+    nan.iloc[5, 2] = np.nan
+    _files(tmp_path / "data", X, nan)
+    with pytest.raises(DataError, match=r"^'.*b\.parquet' \(rows 0-119 of the file, global rows "
+                                        r"120-239\): X contains NaN in 'f2'"):
+        adask.score_files(fitted_vae_frame, tmp_path / "data", tmp_path / "out", n_workers=1)
+    err = capfd.readouterr().err
+    assert "Compute Failed" not in err and "Traceback" not in err
+
+
+def test_a_dask_frame_s_failing_partition_is_named_by_number(fitted_vae_frame: Any, data: Any,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    import hashlib
+
+    X = data.frame(data.X_test)
+    X.iloc[100, 1] = np.nan
+    ddf = dd.from_pandas(X, npartitions=2)
+    with pytest.raises(DataError, match=r"^partition 1 \(index 60 to 119\): X contains NaN "
+                                        r"in 'f1'"):
+        adask.score(fitted_vae_frame, ddf).compute()
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(adask, "score_frame", boom)  # other errors keep their type, with a note
+    blob = adask.model_bytes(fitted_vae_frame)
+    with pytest.raises(RuntimeError, match="^boom") as err:
+        adask._score_partition(X.iloc[:60], blob, hashlib.sha256(blob).hexdigest(), None, 0,
+                               partition_info={"number": 0})
+    assert err.value.__notes__ == ["while scoring partition 0 (index 0 to 59)"]
+
+
+def test_cluster_options_that_would_be_ignored_are_refused(tmp_path: Path,
+                                                           fitted_vae_frame: Any, data: Any,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    # n_workers and threads_per_worker size the LocalCluster: with a scheduler they were
+    # silently ignored; 0 workers started a cluster that never scored
+    monkeypatch.setattr(adask, "_client", _no_cluster)
+    data.frame(data.X_test).to_parquet(tmp_path / "x.parquet")
+
+    def run(**options: Any) -> None:
+        adask.score_files(fitted_vae_frame, tmp_path / "x.parquet", tmp_path / "out", **options)
+
+    for name, value in (("n_workers", 2), ("threads_per_worker", 1)):
+        with pytest.raises(ValueError, match=fr"^{name} applies to the LocalCluster started "
+                                             r"without a scheduler; the cluster at "
+                                             r"'tcp://127.0.0.1:1' has its own workers"):
+            run(scheduler="tcp://127.0.0.1:1", **{name: value})
+        for bad in (0, -1, 1.5, True):
+            with pytest.raises(ValueError, match=fr"^{name} must be a whole number >= 1, "
+                                                 fr"got {bad!r}"):
+                run(**{name: bad})
+    assert not (tmp_path / "out").exists()

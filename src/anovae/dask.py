@@ -9,6 +9,13 @@
   scores them on a cluster (a LocalCluster when no scheduler is given) and writes a partitioned
   Parquet dataset, atomically.
 
+Errors name where they arise: every file's schema is checked against the first file's from the
+Parquet metadata before a cluster starts (the columns the model reads, with the same kinds of
+values), and an error while a partition is read or scored (a file damaged after its metadata
+were read, data the model's checks refuse) is a :class:`~anovae.exceptions.DataError` that names
+the file and the partition's rows: ``'data/b.parquet' (rows 0-119 of the file, global rows
+120-239): X contains NaN in 'f0' ...``.
+
 The model travels to each worker once, not once per partition: as the bytes of its safetensors
 file (no pickled torch objects), scattered to every worker with ``broadcast=True`` when a
 distributed client is active; each worker process rebuilds the detector once and keeps it in a
@@ -33,6 +40,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +60,9 @@ logger = logging.getLogger(__name__)
 _MODELS: OrderedDict[str, Any] = OrderedDict()
 _LOCK = threading.Lock()
 MAX_CACHED_MODELS = 4
+#: ``DataFrame.attrs`` key under which :func:`read_parquet`'s partitions carry where their rows
+#: come from (the file and its rows), for the messages of errors raised while scoring them.
+_SOURCE = "anovae.source"
 
 
 def model_bytes(detector: Any) -> bytes:
@@ -88,8 +99,39 @@ def _worker_threads() -> int | None:
         return None
 
 
+def _where(df: pd.DataFrame, partition_info: dict[str, Any] | None) -> str:
+    """Where ``df``'s rows come from, for an error message: the file and rows that
+    :func:`read_parquet` recorded, else the partition's number and index range."""
+    source = df.attrs.get(_SOURCE)
+    if source:
+        return str(source)
+    where = "partition" if partition_info is None else f"partition {partition_info['number']}"
+    return f"{where} (index {df.index[0]} to {df.index[-1]})" if len(df) else where
+
+
 def _score_partition(df: pd.DataFrame, blob: bytes, digest: str, id_column: str | None,
-                     top_k: int, precision: str = "fp32") -> pd.DataFrame:
+                     top_k: int, precision: str = "fp32",
+                     partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One partition's scores; a :class:`DataError` names the partition's file and rows (other
+    errors keep their type and get a note naming them)."""
+    try:
+        return _score_rows(df, blob, digest, id_column, top_k, precision)
+    except DataError as exc:
+        raise DataError(f"{_where(df, partition_info)}: {exc}") from exc
+    except Exception as exc:
+        _add_note(exc, f"while scoring {_where(df, partition_info)}")
+        raise
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` where Python has it (3.11+); notes travel with a pickled error."""
+    add = getattr(exc, "add_note", None)
+    if add is not None:
+        add(note)
+
+
+def _score_rows(df: pd.DataFrame, blob: bytes, digest: str, id_column: str | None,
+                top_k: int, precision: str) -> pd.DataFrame:
     from anovae.accel import autocast
     from anovae.training import cpu_threads
 
@@ -106,7 +148,9 @@ def _score_partition(df: pd.DataFrame, blob: bytes, digest: str, id_column: str 
     text = [c for c in scored.columns if c.startswith("top_feature_") or c == "unseen_category"]
     for c in text:
         scored[c] = scored[c].astype(pd.StringDtype())  # one dtype for every partition
-    return scored.reset_index(drop=True)
+    scored = scored.reset_index(drop=True)
+    scored.attrs.clear()  # where the rows came from stays with them
+    return scored
 
 
 def _meta(det: Any, id_column: str | None, top_k: int, like: pd.DataFrame) -> pd.DataFrame:
@@ -139,17 +183,26 @@ def _active_client() -> Any:
         return None
 
 
-def _check_scorable(detector: Any, columns: Sequence[Any], id_column: str | None) -> None:
+def _check_scorable(detector: Any, meta: pd.DataFrame, id_column: str | None,
+                    source: str | None = None) -> None:
     """Refuse, before any task runs, what would fail in every partition: an unfitted or image
-    model, or an id column the data lacks."""
+    model, or an id column or feature columns the data (``meta``: their empty frame; ``source``:
+    how messages name them, default "the data") lack."""
     detector._check_fitted()
     detector._check_threshold_score()
     if hasattr(detector, "anomaly_maps"):
         raise DataError("the Dask engine scores tables; this is an image model: score images "
                         "with `anovae score MODEL FOLDER` (--engine local) or decision_function")
+    columns = list(meta.columns)
     if id_column and id_column not in columns:
-        raise DataError(f"id column {id_column!r} is not in the data; columns are: "
-                        + ", ".join(repr(str(c)) for c in list(columns)[:20]))
+        raise DataError(f"id column {id_column!r} is not in {source or 'the data'}; columns "
+                        "are: " + ", ".join(repr(str(c)) for c in columns[:20]))
+    try:
+        select_features(detector, meta, [id_column] if id_column else [])
+    except DataError as exc:
+        if source is None:
+            raise
+        raise DataError(f"{source}: {exc}") from None
 
 
 def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int = 0,
@@ -177,6 +230,9 @@ def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int =
         ``decision_function``'s on that partition (against one call on all rows at once, the
         last float32 bits may differ: matmul kernels block batch sizes differently).
 
+    A :class:`DataError` raised while a partition is scored names it: its file and rows for a
+    frame of :func:`read_parquet`, else its number and index range.
+
     >>> import numpy as np, pandas as pd, dask.dataframe as dd
     >>> from anovae import VAEDetector
     >>> X = pd.DataFrame(np.random.default_rng(0).normal(size=(200, 3)), columns=list("abc"))
@@ -192,7 +248,7 @@ def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int =
         from anovae.persistence import load
 
         detector = load(detector)
-    _check_scorable(detector, list(ddf.columns), id_column)
+    _check_scorable(detector, ddf._meta, id_column)
     blob = model_bytes(detector)
     digest = hashlib.sha256(blob).hexdigest()
     meta = _meta(detector, id_column, top_k, ddf._meta)
@@ -211,9 +267,142 @@ def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int =
                               align_dataframes=False)
 
 
-def _read_part(groups: tuple[RowGroup, ...], columns: Sequence[str] | None) -> pd.DataFrame:
-    parts = [g.read(columns) for g in groups]
-    return parts[0] if len(parts) == 1 else pd.concat(parts)
+@dataclass(frozen=True)
+class _Part:
+    """One partition: a run of whole row groups of one file, whose paths are absolute (a
+    worker's working folder need not be this process's); ``name``: the file's path as the
+    user gave it, for messages; ``start``: the partition's first row in the file
+    (``RowGroup.offset`` counts from the first file's first row)."""
+
+    groups: tuple[RowGroup, ...]
+    name: str
+    start: int
+
+    def where(self) -> str:
+        """The file and rows, as error messages name them."""
+        first, n = self.groups[0], sum(g.rows for g in self.groups)
+        rows = f"rows {self.start}-{self.start + n - 1}"
+        if first.offset != self.start:
+            rows += f" of the file, global rows {first.offset}-{first.offset + n - 1}"
+        return f"{self.name!r} ({rows})"
+
+
+def _read_part(part: _Part, columns: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``part`` indexed by global row number; a file that cannot be read (damaged,
+    or changed since its metadata were read) is a :class:`DataError` naming it and the rows."""
+    import pyarrow.parquet as pq
+
+    path = part.groups[0].path
+    try:
+        pf = pq.ParquetFile(path)
+        have = set(pf.schema_arrow.names)  # pyarrow leaves absent columns out without a word
+        missing = [c for c in columns if c not in have]
+        if missing:
+            raise DataError(f"{part.where()}: the file lacks the columns {missing}, which it had "
+                            "when scoring started: leave it unchanged while it is scored")
+        df = pf.read_row_groups([g.index for g in part.groups], columns=list(columns)).to_pandas()
+    except (DataError, MemoryError):
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split())  # pyarrow's messages hold line breaks
+        raise DataError(f"{part.where()}: cannot read them: {reason} (the file is damaged, or "
+                        "changed since its metadata were read): rewrite the file, or leave it "
+                        "out") from exc
+    first = part.groups[0].offset
+    df.index = pd.RangeIndex(first, first + len(df))
+    df.attrs[_SOURCE] = part.where()
+    return df
+
+
+def _scan(pattern: str | os.PathLike, partition_rows: int) -> tuple[list[_Part], dict[str, Any]]:
+    """The partitions (runs of whole row groups of one file, about ``partition_rows`` rows)
+    and the Arrow schema of every file with rows, the first file's first (metadata only)."""
+    import pyarrow.parquet as pq
+
+    groups, _ = parquet_row_groups(pattern)
+    parts: list[_Part] = []
+    run: list[RowGroup] = []
+    start = 0  # the run's first row in its file
+
+    def part() -> _Part:
+        return _Part(tuple(replace(r, path=os.path.abspath(r.path)) for r in run), run[0].path,
+                     start)
+
+    for g in groups:
+        if run and (run[-1].path != g.path or sum(r.rows for r in run) >= partition_rows):
+            parts.append(part())
+            start = 0 if run[-1].path != g.path else start + sum(r.rows for r in run)
+            run = []
+        run.append(g)
+    parts.append(part())
+    schemas: dict[str, Any] = {}
+    for path in dict.fromkeys(g.path for g in groups):
+        try:
+            schemas[path] = pq.read_schema(path)
+        except Exception as exc:
+            raise DataError(f"cannot read {path!r}: {exc}") from exc
+    return parts, schemas
+
+
+def _kind(dtype: Any) -> str:
+    """The kind of values an Arrow type holds (``""``: only nulls, which fit any kind)."""
+    import pyarrow as pa
+
+    t = pa.types
+    if t.is_dictionary(dtype):  # pandas' categories
+        dtype = dtype.value_type
+    checks = (("", t.is_null), ("booleans", t.is_boolean), ("numbers", t.is_integer),
+              ("numbers", t.is_floating), ("numbers", t.is_decimal), ("text", t.is_string),
+              ("text", t.is_large_string), ("text", getattr(t, "is_string_view", None)),
+              ("bytes", t.is_binary), ("bytes", t.is_large_binary),
+              ("bytes", t.is_fixed_size_binary), ("dates or times", t.is_temporal),
+              ("lists", t.is_list), ("lists", t.is_large_list), ("structs", t.is_struct),
+              ("maps", t.is_map))
+    return next((kind for kind, check in checks if check is not None and check(dtype)),
+                str(dtype))
+
+
+def _check_schemas(schemas: dict[str, Any], columns: Sequence[str]) -> None:
+    """Every file (``schemas``: path -> Arrow schema, the first file's first) holds ``columns``
+    with the kinds of values the first file's hold (integers and floats are both numbers; a
+    column of nulls fits any kind); other columns are not read, and may differ."""
+    (first, ref), *others = schemas.items()
+    ref_types = {f.name: f.type for f in ref}
+    missing = [c for c in columns if c not in ref_types]
+    if missing:
+        raise DataError(f"{first!r} lacks the columns {missing}; its columns are: "
+                        + ", ".join(repr(n) for n in list(ref_types)[:20]))
+    kinds = {c: _kind(ref_types[c]) for c in columns}
+    for path, schema in others:
+        types = {f.name: f.type for f in schema}
+        missing = [c for c in columns if c not in types]
+        if missing:
+            raise DataError(f"{path!r} lacks the columns {missing}, which the first file "
+                            f"({first!r}) has: every file must have the same columns; add them "
+                            "to it, or leave it out")
+        for c in columns:
+            kind = _kind(types[c])
+            if kind and kinds[c] and kind != kinds[c]:
+                raise DataError(f"{path!r}: column {c!r} holds {kind} ({types[c]}), but "
+                                f"{kinds[c]} ({ref_types[c]}) in the first file ({first!r}): "
+                                "every file must hold the same kinds of values in a column; "
+                                "convert the column, or leave the file out")
+
+
+def _empty(schema: Any) -> pd.DataFrame:
+    """The empty pandas frame of an Arrow schema (an index pandas stored is not a column)."""
+    empty = schema.empty_table().to_pandas()
+    empty.index = pd.RangeIndex(0, 0)
+    return empty
+
+
+def _frame(parts: list[_Part], schema: Any, columns: Sequence[str]) -> Any:
+    """The Dask DataFrame of ``parts`` (``schema``: the first file's, for the meta)."""
+    import dask.dataframe as dd
+
+    meta_df = _empty(schema)[list(columns)]
+    return dd.from_map(_read_part, parts, columns=list(columns), meta=meta_df, divisions=None,
+                       enforce_metadata=False)
 
 
 def read_parquet(pattern: str | os.PathLike, *, columns: Sequence[str] | None = None,
@@ -223,33 +412,65 @@ def read_parquet(pattern: str | os.PathLike, *, columns: Sequence[str] | None = 
     Partitions are runs of whole row groups of one file, about ``partition_rows`` rows each;
     row numbers come from the files' metadata (files in sorted order), so numbering the rows
     reads no data.
-    """
-    import dask.dataframe as dd
 
-    groups, schema = parquet_row_groups(pattern)
-    parts: list[tuple[RowGroup, ...]] = []
-    run: list[RowGroup] = []
-    for g in groups:
-        if run and (run[-1].path != g.path or sum(r.rows for r in run) >= partition_rows):
-            parts.append(tuple(run))
-            run = []
-        run.append(g)
-    parts.append(tuple(run))
-    empty = schema.empty_table().to_pandas()
-    meta_df = empty if columns is None else empty[list(columns)]
-    meta_df.index = pd.RangeIndex(0, 0)
-    return dd.from_map(_read_part, parts, columns=None if columns is None else list(columns),
-                       meta=meta_df, divisions=None, enforce_metadata=False)
+    The ``columns`` read (default: the first file's) must be in every file, holding the kinds
+    of values the first file's hold (numbers, text, booleans...): that is checked from the
+    files' metadata here, and a file that differs is a :class:`DataError` naming it. An error
+    while a partition is read names its file and rows.
+    """
+    parts, schemas = _scan(pattern, partition_rows)
+    first = next(iter(schemas.values()))
+    names = [str(c) for c in _empty(first).columns] if columns is None else list(columns)
+    _check_schemas(schemas, names)
+    return _frame(parts, first, names)
+
+
+def _check_cluster_options(scheduler: str | None, n_workers: Any,
+                           threads_per_worker: Any) -> None:
+    """Refuse cluster options that would be silently ignored, or that no cluster can take:
+    ``n_workers`` and ``threads_per_worker`` size the LocalCluster started without a
+    ``scheduler`` (a scheduler's cluster has its own workers), and are whole numbers >= 1."""
+    for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        if value is None:
+            continue
+        if scheduler:
+            raise ValueError(f"{name} applies to the LocalCluster started without a scheduler; "
+                             f"the cluster at {scheduler!r} has its own workers: give "
+                             f"scheduler or {name}, not both")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+class _QuietDataErrors(logging.Filter):
+    """Leaves out a worker's "Compute Failed" record (its task, the exception's repr and the
+    worker's traceback) for a task that raised :class:`DataError`: the client raises that
+    error, whose message names the file and rows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Compute Failed")
+                    and re.search(r"^Exception: +['\"]DataError\(", text, re.MULTILINE))
+
+
+def _quiet_data_errors() -> None:
+    """On a worker of the LocalCluster :func:`_client` starts: filter its log (once)."""
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _QuietDataErrors) for f in log.filters):
+        log.addFilter(_QuietDataErrors())
 
 
 @contextlib.contextmanager
-def _client(scheduler: str | None, n_workers: int | None, threads_per_worker: int) -> Any:
+def _client(scheduler: str | None, n_workers: int | None,
+            threads_per_worker: int | None = None) -> Any:
+    """A client of ``scheduler``, else of a LocalCluster of ``n_workers`` processes (default:
+    Dask's choice) with ``threads_per_worker`` threads (default 1)."""
     from distributed import Client, LocalCluster
 
     if scheduler:
         with Client(scheduler) as client:
             yield client
         return
+    threads = 1 if threads_per_worker is None else threads_per_worker
     # Dask's own logging config sets its loggers to INFO, over the caller's level (the CLI's
     # --log-level): while the cluster runs, they take the root logger's level
     level = logging.getLogger().getEffectiveLevel()
@@ -257,9 +478,10 @@ def _client(scheduler: str | None, n_workers: int | None, threads_per_worker: in
     before = dask_log.level
     dask_log.setLevel(level)
     try:
-        with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+        with LocalCluster(n_workers=n_workers, threads_per_worker=threads,
                           processes=True, dashboard_address=None, silence_logs=level) as cluster, \
                 Client(cluster) as client:
+            client.run(_quiet_data_errors)
             yield client
     finally:
         dask_log.setLevel(before)
@@ -328,6 +550,16 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _columns_read(detector: Any, names: Sequence[str], id_column: str | None) -> list[str]:
+    """The columns of a file with columns ``names`` that scoring with ``detector`` reads: the
+    id column and the model's (all of them for a model that knows no column names)."""
+    fitted = getattr(detector.schema_, "names", None)
+    if fitted is None:
+        return list(names)
+    wanted = {*map(str, fitted), id_column}
+    return [n for n in names if n in wanted]
+
+
 def score_files(
     model: Any,
     data: str | os.PathLike,
@@ -335,7 +567,7 @@ def score_files(
     *,
     scheduler: str | None = None,
     n_workers: int | None = None,
-    threads_per_worker: int = 1,
+    threads_per_worker: int | None = None,
     id_column: str | None = None,
     top_k: int = 3,
     partition_rows: int = 1_000_000,
@@ -348,20 +580,33 @@ def score_files(
         out_dir: the output folder (one ``part.N.parquet`` per partition); written beside it
             and moved into place when complete, so a failed run leaves no partial output.
         scheduler: a Dask scheduler address (``tcp://host:8786``); ``None``: a LocalCluster
-            of ``n_workers`` processes (default: Dask's choice) with ``threads_per_worker``.
+            of ``n_workers`` processes (default: Dask's choice) with ``threads_per_worker``
+            threads each (default 1). Those two size the LocalCluster only: giving one with
+            ``scheduler`` (whose cluster has its own workers) is a ``ValueError``.
         id_column: input column carried as the row id; default: the global row number ``row``.
         top_k: top features per row (ranked by their excess over the typical contribution).
         partition_rows: about how many rows per partition (whole row groups).
+
+    Before a cluster starts, the first file must hold the model's columns (and ``id_column``),
+    and every other file the same columns with the same kinds of values (numbers, text,
+    booleans...), from the files' metadata; other columns are not read. An error while a
+    partition is read or scored is a :class:`DataError` naming the file and its rows.
     """
     t0 = time.perf_counter()
+    _check_cluster_options(scheduler, n_workers, threads_per_worker)
     out = Path(out_dir).resolve()  # "." names the folder it is (its name is not "")
     _check_out_dir(out, data, model if isinstance(model, (str, os.PathLike)) else None)
     if isinstance(model, (str, os.PathLike)):
         from anovae.persistence import load
 
         model = load(model)
-    ddf = read_parquet(data, partition_rows=partition_rows)
-    _check_scorable(model, list(ddf.columns), id_column)  # before a cluster starts
+    parts, schemas = _scan(data, partition_rows)  # before a cluster starts: metadata only
+    first_path, first = next(iter(schemas.items()))
+    meta = _empty(first)
+    _check_scorable(model, meta, id_column, source=repr(first_path))
+    columns = _columns_read(model, [str(c) for c in meta.columns], id_column)
+    _check_schemas(schemas, columns)
+    ddf = _frame(parts, first, columns)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
