@@ -295,3 +295,72 @@ def test_fit_counts_the_rows_held_out_for_calibration(tmp_path: Path) -> None:
     held = round(0.2 * normal)
     assert (f"{normal} labelled normal, {held} of them held out to calibrate the threshold; "
             f"{normal - held} train the model") in res.output
+
+
+@pytest.mark.parametrize(("args", "pieces"), [
+    (["--workers", "2"], ("--workers applies to --engine dask only", "add --engine dask")),
+    (["--scheduler", "tcp://127.0.0.1:1"], ("--scheduler applies to --engine dask only",)),
+    (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+     ("--scheduler and --workers apply to --engine dask only", "leave them out")),
+    (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+     ("--workers sizes the local cluster", "give one of the two")),
+])
+def test_cluster_options_are_refused_where_they_would_be_ignored(
+        args: list[str], pieces: tuple[str, ...], files: dict[str, Path]) -> None:
+    out = files["root"] / "cluster-out"
+    res = runner.invoke(app, ["score", str(files["model"]), str(files["parquet"]), "-o",
+                              str(out), *args])
+    _one_line_error(res, *pieces)
+    assert not out.exists()  # refused before any scoring (no cluster was contacted)
+
+
+def test_stream_refuses_the_options_it_would_ignore(files: dict[str, Path]) -> None:
+    score = ["score", str(files["model"]), str(files["jsonl"]), "--stream"]
+    _one_line_error(runner.invoke(app, [*score, "--engine", "dask"]),
+                    "--stream scores JSON lines", "give one of the two")
+    _one_line_error(runner.invoke(app, [*score, "--workers", "2"]),
+                    "--workers applies to --engine dask only")
+    _one_line_error(runner.invoke(app, [*score, "--maps", str(files["root"] / "maps")]),
+                    "--maps is not available with --stream")
+
+
+def test_out_of_core_sizes_are_refused_without_out_of_core(files: dict[str, Path]) -> None:
+    out = files["root"] / "in-memory.st"
+    for args, piece in ((["--chunk-rows", "50"], "--chunk-rows applies"),
+                        (["--sample-rows", "50"], "--sample-rows applies"),
+                        (["--chunk-rows", "50", "--sample-rows", "50"],
+                         "--chunk-rows and --sample-rows apply")):
+        res = runner.invoke(app, ["fit", str(files["parquet"]), "-o", str(out), "--exclude",
+                                  "Y", *args, *FAST])
+        _one_line_error(res, piece, "to --out-of-core fits only", "add --out-of-core")
+    assert not out.exists()
+
+
+def test_out_of_core_sample_rows_sets_the_sample(files: dict[str, Path]) -> None:
+    from anovae.persistence import load
+
+    out = files["root"] / "sampled.st"
+    res = runner.invoke(app, ["fit", str(files["parquet"]), "-o", str(out), "--out-of-core",
+                              "--exclude", "Y", "--sample-rows", "40", "--chunk-rows", "64",
+                              *FAST])
+    assert res.exit_code == 0, res.output
+    n = len(load(out).decision_scores_)  # the scores of the uniform sample (about 40 of 200)
+    assert 15 <= n <= 70, n
+    res = runner.invoke(app, ["fit", str(files["parquet"]), "-o", str(out), "--out-of-core",
+                              "--exclude", "Y", *FAST])
+    assert res.exit_code == 0, res.output
+    assert len(load(out).decision_scores_) == 200  # the default sample holds every row
+
+
+def test_fit_says_when_the_validation_loss_was_still_falling(files: dict[str, Path]) -> None:
+    from anovae.training import still_improving
+
+    assert still_improving(5, 5) and not still_improving(5, 3) and not still_improving(1, 1)
+    out = str(files["root"] / "budget.st")
+    res = runner.invoke(app, ["fit", str(files["csv"]), "-o", out, "--label-column", "Y",
+                              "--epochs", "3", "--seed", "0", "--hidden-dims", "8"])
+    assert res.exit_code == 0 and "(3 epochs, best 3)" in res.stdout, res.output
+    assert "note: the validation loss was still falling at the last epoch: --epochs 6" in \
+        res.stderr
+    res = runner.invoke(app, ["fit", str(files["csv"]), "-o", out, "--label-column", "Y", *FAST])
+    assert res.exit_code == 0 and "still falling" not in res.output  # one epoch: nothing to say

@@ -275,6 +275,28 @@ def test_check_output_path_refuses_a_read_only_folder(tmp_path: Path,
     assert seen == [str(tmp_path)]  # the nearest folder that exists
 
 
+def test_check_output_path_tries_a_write_where_access_cannot_tell(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root, ``os.access`` says yes on a read-only mount: a file created (and removed) in
+    the nearest folder finds it before any long work, not when the output is written."""
+    import errno
+    import tempfile
+
+    from anovae.io import check_output_path
+
+    check_output_path(tmp_path / "m.csv")
+    check_output_path(tmp_path / "sub" / "out", folder=True)
+    assert list(tmp_path.iterdir()) == []  # the probe files are gone
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(DataError, match="cannot create a file in") as err:
+        check_output_path(tmp_path / "m.csv")
+    assert repr(str(tmp_path)) in str(err.value) and "Read-only file system" in str(err.value)
+
+
 def test_atomic_output_onto_a_folder_is_a_data_error_and_changes_nothing(tmp_path: Path) -> None:
     (tmp_path / "outdir").mkdir()
     (tmp_path / "outdir" / "keep.txt").write_text("x")
@@ -516,3 +538,62 @@ def test_atomic_output_writes_through_a_symlink(tmp_path: Path) -> None:
         assert tmp.parent == target.parent
         tmp.write_text("x\n")
     assert dangling.is_symlink() and (tmp_path / "data" / "new.csv").read_text() == "x\n"
+
+
+@pytest.mark.parametrize("ext", [".csv", ".parquet", ".npy"])
+def test_a_glob_pattern_reads_its_files_in_name_order(tmp_path: Path, ext: str) -> None:
+    rng = np.random.default_rng(0)
+    parts = [pd.DataFrame(rng.normal(size=(n, 3)), columns=["x0", "x1", "x2"]) for n in (7, 5, 9)]
+    for i, part in enumerate(parts):
+        write_table(part, tmp_path / f"day-{i}{ext}")
+    whole = pd.concat(parts, ignore_index=True)
+    pattern = str(tmp_path / f"day-*{ext}")
+    pd.testing.assert_frame_equal(read_table(pattern), whole, check_exact=False, rtol=1e-6)
+    chunks = list(iter_table_chunks(pattern, chunk_rows=4))
+    assert [len(c) for c in chunks] == [4, 3, 4, 1, 4, 4, 1]  # within each file, then the next
+    joined = pd.concat(chunks)
+    assert joined.index.tolist() == list(range(21))  # row numbers run on across the files
+    np.testing.assert_allclose(joined.to_numpy(), whole.to_numpy(), rtol=1e-6)
+    assert count_rows(pattern) == (None if ext == ".csv" else 21)
+
+
+def test_a_glob_pattern_s_files_must_agree(tmp_path: Path) -> None:
+    df = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    write_table(df, tmp_path / "p-0.csv")
+    write_table(df[["b", "a"]], tmp_path / "p-1.csv")  # the same columns in another order
+    got = read_table(str(tmp_path / "p-*.csv"))
+    assert got.columns.tolist() == ["a", "b"] and got["b"].tolist() == [3.0, 4.0, 3.0, 4.0]
+    write_table(df[["a"]], tmp_path / "p-2.csv")
+    for read in (read_table, lambda p: list(iter_table_chunks(p))):
+        with pytest.raises(DataError, match=r"p-2.csv' \(matched by .*\) has other columns than "
+                                            r"the first file matched: missing \['b'\]"):
+            read(str(tmp_path / "p-*.csv"))
+    np.save(tmp_path / "p-3.npy", np.zeros((2, 2)))
+    with pytest.raises(DataError, match="matches tables of several kinds .csv such as .*npy "
+                                        "such as"):
+        read_table(str(tmp_path / "p-*"))
+    with pytest.raises(DataError, match="no files match the pattern"):
+        read_table(str(tmp_path / "q-*.csv"))
+    odd = tmp_path / "odd[1].csv"  # a file whose name holds glob characters is that file
+    write_table(df, odd)
+    pd.testing.assert_frame_equal(read_table(odd), df)
+
+
+def test_the_cli_fits_and_scores_a_glob_pattern(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from anovae.cli import app
+
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        pd.DataFrame(rng.normal(size=(40, 3)), columns=list("abc")).to_csv(
+            tmp_path / f"day-{i}.csv", index=False)
+    pattern, model = str(tmp_path / "day-*.csv"), str(tmp_path / "m.safetensors")
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", pattern, "-o", model, "--epochs", "1", "--seed", "0"])
+    assert res.exit_code == 0 and "on 120 rows x 3 columns" in res.output, res.output
+    res = runner.invoke(app, ["score", model, pattern, "-o", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "s.csv")["row"].tolist() == list(range(120))
+    res = runner.invoke(app, ["score", model, pattern, "-o", str(tmp_path / "day-1.csv")])
+    assert res.exit_code == 2 and "it is one of the files of the data to score" in res.output

@@ -268,3 +268,12 @@ def test_autoencoder_report_describes_its_own_loss_and_auto_parameters(fitted_ae
     auto = sorted(k for k, v in fitted_ae.get_params().items() if v is None)
     assert auto and all(params[k] == "auto" for k in auto)
     assert "None" not in params.values()
+
+
+def test_threshold_methods_are_described_in_percent() -> None:
+    from anovae.report import _method_text
+
+    assert _method_text("contamination=0.1").startswith("the top 10% of the scores")
+    assert "at most 1% of new normal rows" in _method_text("fpr=0.01")
+    assert "still flagged 95% of the labelled anomalies" in _method_text("recall=0.95")
+    assert _method_text("pot=0.001").endswith("with probability 0.001")

@@ -7,6 +7,7 @@ columns) raises :class:`anovae.DataError` naming the file and the problem.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import math
 import os
@@ -80,6 +81,55 @@ def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """Whether ``path`` is ``folder`` or lies somewhere below it (links resolved)."""
     p, f = os.path.realpath(path), os.path.realpath(folder)
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def is_pattern(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a glob pattern (``'logs/day-*.csv'``): it holds ``*``, ``?`` or
+    ``[`` and names nothing that exists (a file whose name holds those is a file)."""
+    text = os.fspath(path)
+    return any(c in text for c in "*?[") and not os.path.lexists(text)
+
+
+def pattern_files(pattern: str | os.PathLike) -> list[Path]:
+    """The table files a glob pattern matches (``**`` matches folders at any depth), sorted by
+    name: the order their rows are read in. A :class:`DataError` when nothing matches, or when
+    the matches are tables of several kinds (CSV and Parquet, say)."""
+    text = os.fspath(pattern)
+    files = [Path(f) for f in sorted(glob.glob(text, recursive=True))
+             if os.path.isfile(f) or os.path.isdir(f)]
+    if not files:
+        raise DataError(f"no files match the pattern {text!r}")
+    first_of_kind: dict[str, Path] = {}
+    for f in files:
+        first_of_kind.setdefault(_kind(f), f)
+    if len(first_of_kind) > 1:
+        shown = ", ".join(f"{k} such as {str(f)!r}" for k, f in first_of_kind.items())
+        raise DataError(f"the pattern {text!r} matches tables of several kinds ({shown}): give "
+                        "a pattern that matches one kind, such as 'data/*.csv'")
+    return files
+
+
+def _same_columns(df: pd.DataFrame, first: pd.DataFrame, path: Path, pattern: str
+                  ) -> pd.DataFrame:
+    """``df`` (read from ``path``, one of ``pattern``'s files) with the columns of ``first``, the
+    first file's table, in its order; a :class:`DataError` naming the file when they differ."""
+    names, want = [str(c) for c in df.columns], [str(c) for c in first.columns]
+    if names == want:
+        return df
+    missing = [c for c in want if c not in names]
+    extra = [c for c in names if c not in want]
+    if missing or extra:
+        raise DataError(
+            f"{str(path)!r} (matched by {pattern!r}) has other columns than the first file "
+            "matched: " + "; ".join(part for part in (
+                f"missing {missing[:SHOWN_NAMES]}" if missing else "",
+                f"extra {extra[:SHOWN_NAMES]}" if extra else "") if part)
+            + ": the files of a pattern must hold the same columns")
+    return df[list(first.columns)]  # the same columns in another order: by name
+
+
+#: Column names an error about a pattern's files lists, at most.
+SHOWN_NAMES = 10
 
 
 def _empty_folder_message(path: Path) -> str:
@@ -416,6 +466,12 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
     are read gzip-compressed. A CSV/TSV header that ends with a delimiter (``a,b,``) adds no
     column: the empty last column is left out with a warning (refused if it holds a value).
     """
+    if is_pattern(path):
+        frames: list[pd.DataFrame] = []
+        for f in pattern_files(path):
+            df = read_table(f, columns=columns, dtype=dtype)
+            frames.append(_same_columns(df, frames[0], f, os.fspath(path)) if frames else df)
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     path = Path(path)
     kind = _kind(path)
     unnamed = None
@@ -454,11 +510,32 @@ def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 100_000,
     :class:`DataError` as :func:`read_table` does, once the table is read to its end (chunks
     never hold 0 rows).
     """
-    path = Path(path)
-    kind = _kind(path)
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if is_pattern(path):
+        files = pattern_files(path)
+        return _iter_pattern(files, os.fspath(path), _kind(files[0]), chunk_rows, columns, dtype)
+    path = Path(path)
+    kind = _kind(path)
     return _iter_chunks(path, kind, chunk_rows, columns, dtype)
+
+
+def _iter_pattern(files: list[Path], pattern: str, kind: str, chunk_rows: int,
+                  columns: Sequence[str] | None, dtype: Mapping[str, Any] | None
+                  ) -> Iterator[pd.DataFrame]:
+    """The chunks of each of a pattern's files in turn, their row numbers running on across
+    files, each file's columns checked against the first file's."""
+    start = 0
+    first: pd.DataFrame | None = None
+    for f in files:
+        for df in _iter_chunks(f, kind, chunk_rows, columns, dtype):
+            if first is None:
+                first = df.iloc[:0]
+            else:
+                df = _same_columns(df, first, f, pattern)
+            df.index = pd.RangeIndex(start, start + len(df))
+            start += len(df)
+            yield df
 
 
 def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] | None,
@@ -528,6 +605,12 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
 
 def count_rows(path: str | os.PathLike) -> int | None:
     """The number of rows when cheap to know (Parquet metadata, .npy header), else None."""
+    if is_pattern(path):
+        try:
+            counts = [count_rows(f) for f in pattern_files(path)]
+        except DataError:
+            return None
+        return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
     path = Path(path)
     try:
         kind = _kind(path)
@@ -581,6 +664,14 @@ def check_output_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
         raise DataError(f"cannot write {shown!r}: {str(nearest)!r} is not a folder")
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise DataError(f"cannot write {shown!r}: no permission to write in {str(nearest)!r}")
+    try:  # what access() cannot tell: a read-only mount or ACL for root, an NFS root squash
+        fd, probe = tempfile.mkstemp(prefix=".anovae-write-check-", dir=nearest)
+    except OSError as exc:
+        raise DataError(f"cannot write {shown!r}: cannot create a file in {str(nearest)!r} "
+                        f"({exc.strerror or exc})") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
     return path
 
 

@@ -97,11 +97,11 @@ def _threshold_method(detector: Any) -> str:
 
 
 _METHOD_TEXT = {
-    "contamination": "the top {p:.3g} share of the scores it was set on (the training rows, or "
-                     "those given to `anovae threshold`) is flagged (PyOD's rule)",
-    "fpr": "conformal calibration on held-out normal rows, so that at most {p:.3g} of new "
+    "contamination": "the top {pct} of the scores it was set on (the training rows, or those "
+                     "given to `anovae threshold`) is flagged (PyOD's rule)",
+    "fpr": "conformal calibration on held-out normal rows, so that at most {pct} of new "
            "normal rows are flagged",
-    "recall": "the highest threshold that still flagged {p:.3g} of the labelled anomalies",
+    "recall": "the highest threshold that still flagged {pct} of the labelled anomalies",
     "pot": "extreme-value theory (peaks over threshold): a normal row exceeds it with "
            "probability {p:.3g}",
 }
@@ -114,7 +114,8 @@ def _method_text(method: str) -> str:
     if name.startswith("pythresh:"):
         return f"chosen by the PyThresh thresholder {name.split(':', 1)[1]}"
     if name in _METHOD_TEXT and number:
-        return _METHOD_TEXT[name].format(p=float(number))
+        p = float(number)
+        return _METHOD_TEXT[name].format(p=p, pct=f"{100 * p:.3g}%")
     return ""
 
 

@@ -337,4 +337,16 @@ def _train(net: nn.Module, loss_fn: LossFn, x_train: torch.Tensor | BatchSource,
     net.eval()
     logger.info("trained %d epochs (best %d%s)", result.epochs_run, result.best_epoch,
                 ", stopped early" if result.stopped_early else "")
+    if still_improving(result.epochs_run, result.best_epoch):
+        logger.info("the validation loss was still falling when the epochs ran out (best at "
+                    "the last epoch): more epochs (epochs=%d, or --epochs) may fit the normal "
+                    "rows better, at more fit time", 2 * result.epochs_run)
     return result
+
+
+def still_improving(epochs_run: int, best_epoch: int) -> bool:
+    """Whether training ended at its epoch budget while the monitored loss was still at its
+    best (the last of several epochs was the best one; a run that stopped early had no gain in
+    its last ``patience`` epochs). A model fitted that way may gain from more epochs: the
+    default budget is a fixed number of updates, chosen for fit time (docs/benchmarks.md)."""
+    return epochs_run > 1 and best_epoch == epochs_run

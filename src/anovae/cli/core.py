@@ -229,7 +229,9 @@ def json_safe(value: Any) -> Any:
 @handle_errors
 def fit(
     data: Path = typer.Argument(..., help="Training table: .csv, .csv.gz, .tsv, .parquet, .npy "
-                                          "or .npz (a Parquet folder works too)."),
+                                          "or .npz, a Parquet folder, or a quoted glob pattern "
+                                          "such as 'logs/day-*.csv' (files of one kind with "
+                                          "the same columns, read in name order)."),
     output: str = typer.Option(..., "--output", "-o", metavar="<path>",
                                help="Where to write the model file."),
     detector: str = typer.Option("vae", help="vae (VAEDetector) or ae (plain autoencoder)."),
@@ -273,7 +275,13 @@ def fit(
     out_of_core: bool = typer.Option(
         False, "--out-of-core", help="Stream DATA (Parquet file or folder) in shuffled chunks "
                                      "instead of loading it: for data larger than memory."),
-    chunk_rows: int = typer.Option(200_000, help="Rows per chunk with --out-of-core."),
+    chunk_rows: int | None = typer.Option(
+        None, min=1, show_default=False,
+        help="Rows per chunk with --out-of-core (default 200,000)."),
+    sample_rows: int | None = typer.Option(
+        None, min=1, show_default=False,
+        help="With --out-of-core: about how many rows the uniform sample holds that sets the "
+             "scaling, the threshold and decision_scores_ (default 100,000; kept in memory)."),
 ) -> None:
     """Fit a detector on DATA and save it to OUTPUT (safetensors + JSON, no pickle)."""
     from anovae.distributed import (
@@ -295,6 +303,14 @@ def fit(
                                      "--numeric": numeric, "--out-of-core": out_of_core})
     if out_of_core:
         refuse_non_parquet(data, "--out-of-core", "fit without --out-of-core")
+    else:
+        given = [o for o, v in (("--chunk-rows", chunk_rows), ("--sample-rows", sample_rows))
+                 if v is not None]
+        if given:
+            raise DataError(f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} "
+                            "to --out-of-core fits only (an in-memory fit reads the whole "
+                            "table): add --out-of-core, or leave "
+                            f"{'it' if len(given) == 1 else 'them'} out")
     _refuse_dropped_kinds({"--categorical": categorical, "--numeric": numeric}, label_column,
                           id_column, exclude)
     cls = _detector_class(detector, images)
@@ -338,8 +354,10 @@ def fit(
         if out_of_core:
             from anovae.outofcore import fit_table
 
+            sizes = {k: v for k, v in (("chunk_rows", chunk_rows), ("sample_rows", sample_rows))
+                     if v is not None}  # otherwise fit_table's defaults
             fit_table(est, data, label_column=label_column, exclude=exclude,
-                      id_column=id_column, chunk_rows=chunk_rows)
+                      id_column=id_column, **sizes)
             shape = (est.n_train_rows_, est.n_features_in_)
             rows_note = (" training rows (held-out and anomalous rows not counted)" if label_column
                          else " training rows (held-out rows not counted)")
@@ -392,6 +410,11 @@ def fit(
         f"{seconds:.1f}s ({plural(est.n_epochs_, 'epoch')}, best {est.best_epoch_}); "
         f"threshold {est.threshold_:.6g}; model written to {out}"
     )
+    from anovae.training import still_improving
+
+    if still_improving(est.n_epochs_, est.best_epoch_):
+        note(f"the validation loss was still falling at the last epoch: --epochs "
+             f"{2 * est.n_epochs_} may fit the normal rows better, in about twice the time")
 
 
 def _note_unused_labels(read: Any, data: Path) -> None:
@@ -445,7 +468,8 @@ def _refuse_set_twice(params: dict[str, Any], extra: dict[str, Any],
 @handle_errors
 def score(
     model: Path = typer.Argument(..., help="A model file written by `anovae fit`."),
-    data: Path = typer.Argument(..., help="Table to score (.csv, .parquet, .npy, .npz...); "
+    data: Path = typer.Argument(..., help="Table to score (.csv, .parquet, .npy, .npz..., or "
+                                          "a quoted glob pattern such as 'logs/day-*.csv'); "
                                           "with --stream: JSON lines, '-' for standard input."),
     output: str | None = typer.Option(
         None, "--output", "-o", metavar="<path>",
@@ -488,14 +512,21 @@ def score(
     from anovae.scoring import score_file
 
     top_k = explain if explain is not None else 3 if top_features is None else top_features
+    if engine not in ("local", "dask"):
+        raise typer.BadParameter(f"choose local or dask, got {engine!r}", param_hint="--engine")
+    if stream and engine == "dask":
+        raise DataError("--stream scores JSON lines in this process as they arrive; --engine "
+                        "dask scores Parquet files: give one of the two")
+    _refuse_cluster_options(engine, scheduler, workers)
+    if stream and maps is not None:
+        raise DataError("--maps is not available with --stream (each output line holds a "
+                        "record's score): score image files without --stream to write maps")
     if stream:
         _score_stream(model, data, output, top_k, explain is not None, id_column)
         return
     if output is None:
         raise typer.BadParameter("an output table is required (or use --stream)",
                                  param_hint="--output")
-    if engine not in ("local", "dask"):
-        raise typer.BadParameter(f"choose local or dask, got {engine!r}", param_hint="--engine")
     if engine == "dask":
         from anovae.persistence import read_metadata
 
@@ -573,6 +604,22 @@ def _score_stream(model: Path, data: Path, output: str | None, top_k: int, expla
         raise typer.Exit(BROKEN_PIPE_STATUS) from None
     if stop.signum is not None:
         raise typer.Exit(128 + stop.signum)
+
+
+def _refuse_cluster_options(engine: str, scheduler: str | None, workers: int | None) -> None:
+    """``--scheduler`` and ``--workers`` say where Dask runs: refuse them where they would be
+    silently ignored (without ``--engine dask``; ``--workers`` with ``--scheduler``, whose
+    cluster has its own workers)."""
+    given = [o for o, v in (("--scheduler", scheduler), ("--workers", workers)) if v is not None]
+    if given and engine != "dask":
+        one = len(given) == 1
+        raise DataError(f"{' and '.join(given)} {'applies' if one else 'apply'} to --engine dask "
+                        f"only (the local engine scores in this process): add --engine dask, "
+                        f"or leave {'it' if one else 'them'} out")
+    if scheduler is not None and workers is not None:
+        raise DataError("--workers sizes the local cluster that --engine dask starts without "
+                        "--scheduler; the cluster at --scheduler has its own workers: give one "
+                        "of the two")
 
 
 def flagged(n: int) -> str:
