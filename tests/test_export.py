@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -32,7 +33,9 @@ def onnx_scores(path: Path, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def check_equal(det: Any, path: Path, X: np.ndarray) -> None:
     X32 = X.astype(np.float32)  # the graph takes float32: compare on the same values
     got, flags = onnx_scores(path, X32)
-    want = det.decision_function(X32.astype(np.float64))
+    names = getattr(det, "feature_names_in_", None)  # the graph takes columns by position
+    rows = X32.astype(np.float64)
+    want = det.decision_function(rows if names is None else pd.DataFrame(rows, columns=names))
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=0)
     near = np.abs(want - det.threshold_) <= RTOL * abs(det.threshold_)
     assert (flags == (want > det.threshold_))[~near].all()

@@ -6,11 +6,15 @@ score, ``feature_scores`` entry and explanation stays per original column:
 
 - numeric columns: the value itself (scaled later by the detector's
   :class:`~anovae.tabular.Scaler`);
-- boolean columns: 0.0 or 1.0, or :data:`UNSEEN` for another number (a column of 0/1 in
-  training holding 2 at scoring);
+- boolean columns: 0.0 or 1.0, or :data:`UNSEEN` for any other value (a column of 0/1 in
+  training holding 2 at scoring, or one of true/false holding ``"maybe"``), as for a category
+  never seen;
 - categorical columns: the index of the category in the column's vocabulary, or
   :data:`UNSEEN` (-1) for a category the model never saw;
-- a missing cell, in any column: NaN.
+- a missing cell, in any column: NaN. Missing are the cells pandas takes as missing (``None``,
+  NaN, ``pd.NA``, ``NaT``) and, in a column of text, empty and whitespace-only strings (``""``,
+  ``"  "``): a CSV reader reads an empty field as missing, and a DataFrame, a service record or
+  a streamed line holding ``""`` is read the same way, at fit and at scoring (not as a category).
 
 The network (:mod:`anovae.nets.mixed`) reads the codes, gives each column its own likelihood and
 masks the missing cells. :class:`MixedSchema` records the kinds and vocabularies and is saved
@@ -19,6 +23,10 @@ with the model.
 Column kinds are inferred (:func:`infer_schema`): bool columns and numeric columns holding only
 0 and 1 are boolean; other numeric columns are numeric; strings, pandas categories and other
 objects are categorical. ``categorical=[...]`` / ``numeric=[...]`` override the inference.
+Text columns whose values are dates or times (``"2024-01-05"``, ``"2024-01-05 13:02:11"``, ISO
+8601 with ``T`` and a zone...) are refused, as datetime columns are (each new period's dates
+would be categories never seen in training): exclude them, derive numeric features from them,
+or declare them ``categorical=[...]`` if the dates are labels.
 Columns with more than ``max_categories`` categories keep the most frequent ones plus
 :data:`OTHER`, which collects the rest of the training categories (at fit and at scoring); the
 schema remembers which labels those were (up to :data:`MAX_OTHER_MEMBERS` per column), so a
@@ -29,7 +37,9 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 import reprlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Number
@@ -37,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from anovae.exceptions import DataError, warn
 from anovae.tabular import (
@@ -89,6 +100,10 @@ class MixedSchema:
     ``other_members[j]``: the sorted training labels in column ``j``'s :data:`OTHER` bucket
     (``None`` for uncapped columns, and for capped ones with more than
     :data:`MAX_OTHER_MEMBERS`); ``None`` altogether for models saved before anovae 0.3.1.
+    ``boolean_forms[j]``: how boolean column ``j`` held its values in training, ``"bool"``
+    (True/False) or ``"number"`` (0/1), so that explanations show them in that form
+    (:meth:`as_written`); ``None`` for other kinds, and altogether when every boolean column
+    held True/False (and for models saved by anovae 0.6.0 and before).
     """
 
     columns: tuple[str, ...]
@@ -97,6 +112,7 @@ class MixedSchema:
     n_observed: tuple[int, ...]
     from_frame: bool = True
     other_members: tuple[tuple[str, ...] | None, ...] | None = None
+    boolean_forms: tuple[str | None, ...] | None = None
 
     @property
     def n_features(self) -> int:
@@ -125,17 +141,31 @@ class MixedSchema:
         if self.other_members is not None and any(m is not None for m in self.other_members):
             # only then: the document of a table without a capped column stays as it was
             d["other_members"] = [None if m is None else list(m) for m in self.other_members]
+        if self.boolean_forms is not None and "number" in self.boolean_forms:  # as for members
+            d["boolean_forms"] = list(self.boolean_forms)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MixedSchema:
-        members = d.get("other_members")
+        members, forms = d.get("other_members"), d.get("boolean_forms")
+        if forms is not None and (not isinstance(forms, list) or len(forms) != len(d["kinds"])
+                                  or not all(f in (None, "bool", "number") for f in forms)):
+            forms = None  # only how explanations write booleans: not worth refusing the file
         return cls(tuple(d["columns"]), tuple(d["kinds"]),
                    tuple(None if v is None else tuple(str(c) for c in v)
                          for v in d["vocabularies"]),
                    tuple(int(n) for n in d["n_observed"]), bool(d["from_frame"]),
                    None if members is None else tuple(
-                       None if m is None else tuple(str(c) for c in m) for m in members))
+                       None if m is None else tuple(str(c) for c in m) for m in members),
+                   None if forms is None else tuple(forms))
+
+    def as_written(self, j: int, truth: Any) -> Any:
+        """``truth`` (a boolean, or None for a missing cell) as boolean column ``j`` held its
+        values in training: ``0``/``1`` for a column of 0/1 numbers, else ``False``/``True``."""
+        if truth is None or truth is pd.NA or (isinstance(truth, float) and math.isnan(truth)):
+            return None
+        number = self.boolean_forms is not None and self.boolean_forms[j] == "number"
+        return int(bool(truth)) if number else bool(truth)
 
     # -- codes <-> values --------------------------------------------------------------------
     def encode(self, df: pd.DataFrame, what: str = "X") -> np.ndarray:
@@ -143,7 +173,7 @@ class MixedSchema:
         out = np.empty((len(df), self.n_features), dtype=np.float64)
         for j, (name, kind, vocab) in enumerate(zip(self.columns, self.kinds, self.vocabularies,
                                                     strict=True)):
-            s = df.iloc[:, j]
+            s = _blank_as_missing(df.iloc[:, j])
             refuse_unmodelled(s, name, what)
             if kind == "numeric":
                 out[:, j] = _numeric(s, name, what)
@@ -188,8 +218,8 @@ class MixedSchema:
         return pd.DataFrame(cols, index=index)
 
     def unseen(self, codes: np.ndarray) -> np.ndarray:
-        """``(n, C)`` bool: the cells holding a category (or, in a boolean column, a number
-        other than 0 and 1) the model never saw."""
+        """``(n, C)`` bool: the cells holding a category (or, in a boolean column, a value
+        other than true/false, 0 and 1) the model never saw."""
         cat = np.asarray([k != "numeric" for k in self.kinds])
         return (codes == UNSEEN) & cat[None, :]
 
@@ -292,7 +322,7 @@ class TextKindCheck:
         for name, st in self._cols.items():
             if st["settled"] or name not in by_name:
                 continue
-            obs = df[by_name[name]].dropna()
+            obs = _blank_as_missing(df[by_name[name]]).dropna()
             if obs.empty or not (pd.api.types.is_object_dtype(obs.dtype)
                                  or pd.api.types.is_string_dtype(obs.dtype)):
                 continue  # typed cells: the detector's own check (_check_category_kind)
@@ -335,10 +365,18 @@ def _boolean(s: pd.Series, name: str, what: str) -> np.ndarray:
         num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         text = np.isnan(v) & ~np.isnan(num)
         v[text] = np.where(np.isin(num[text], (0.0, 1.0)), num[text], UNSEEN)
-        bad = s.notna().to_numpy() & np.isnan(v)
-        if bad.any():
-            raise DataError(f"column {name!r} of {what} is boolean in the model but holds "
-                            f"{str(s[bad].iloc[0])!r}")
+        other = s.notna().to_numpy() & np.isnan(v)
+        if other.any():
+            # another word ("maybe"): a value never seen in training, as 2 is, and as "maybe" is
+            # in a yes/no column of text; only Python objects that are no value (a list, a
+            # date) are an error
+            wrong = s[other][~s[other].map(lambda x: isinstance(x, str))]
+            if len(wrong):
+                x = wrong.iloc[0]
+                raise DataError(f"column {name!r} of {what} is boolean in the model but holds "
+                                f"{type(x).__name__} values (e.g. {reprlib.repr(x)}); give it "
+                                "true/false, 0/1 or yes/no")
+            v[other] = UNSEEN
         return v
     # another number: a value never seen in training (scored as maximally surprising)
     return np.where(np.isnan(v) | (v == 0.0) | (v == 1.0), v, UNSEEN)
@@ -416,6 +454,30 @@ def _label(v: Any) -> str:
     return str(v)  # a float32 as float32 ("0.1"), not as the float64 it widens to
 
 
+def _is_text(dt: Any) -> bool:
+    """Whether ``dt`` is a dtype of text cells: object, or pandas' string dtypes."""
+    return pd.api.types.is_object_dtype(dt) or isinstance(dt, pd.StringDtype)
+
+
+def _blank_as_missing(s: pd.Series) -> pd.Series:
+    """``s`` with its empty and whitespace-only strings missing (NaN), as a CSV reader reads an
+    empty field: ``""`` in a DataFrame, a service record or a streamed line is the same missing
+    cell, not a category of its own (which would be unseen at scoring wherever it was not in
+    training). ``s`` itself when it holds none (no copy)."""
+    dt = s.dtype
+    if isinstance(dt, pd.CategoricalDtype):
+        cats = s.cat.categories
+        if not _is_text(cats.dtype):
+            return s
+        blank = [c for c in cats if isinstance(c, str) and (not c or c.isspace())]
+        return s.cat.remove_categories(blank) if blank else s
+    if not _is_text(dt):
+        return s
+    blank = np.fromiter((isinstance(v, str) and (not v or v.isspace()) for v in s.to_numpy(
+        dtype=object)), dtype=bool, count=len(s))
+    return s.mask(blank) if blank.any() else s
+
+
 def _labels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Category labels as strings ``(n,)`` object, and the missing mask ``(n,)``.
 
@@ -482,6 +544,7 @@ def _infer_kind(s: pd.Series, name: str) -> str:
     if holds_numbers(s):  # numbers stored as objects: Decimal from Parquet, Python floats
         return _infer_kind(pd.to_numeric(s), name)
     _refuse_objects(obs, name)
+    _refuse_dates_as_text(obs, name)
     return "categorical"
 
 
@@ -506,6 +569,76 @@ def _refuse_objects(obs: pd.Series, name: str) -> None:
             raise DataError(f"column {name!r} holds {type(v).__name__} values (e.g. "
                             f"{reprlib.repr(v)}), which anovae does not model; give it text, "
                             f"numbers or booleans, or exclude it (CLI: --exclude {name})")
+
+
+#: Cells of a text column read to tell whether it holds dates (evenly spread over the column).
+DATE_SAMPLE = 500
+#: Share of those cells that must read as dates, in one format, for the column to be dates:
+#: essentially all (one stray "unknown" among a hundred dates or more: still dates).
+DATE_SHARE = 0.99
+#: Two runs of digits apart: what any date or time written as text has, and what codes ("001",
+#: "A1"), years ("2024"), words ("May") and country codes lack.
+_TWO_NUMBERS = re.compile(r"\d+\D+\d+")
+#: A time of day with seconds ("13:02:11", "07:45:00.250"); without seconds ("08:00") it may
+#: as well be a label (a shift, an opening hour) and stays a category.
+_TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}:\d{2}(\.\d+)?")
+_TIME_FORMATS = ("%H:%M:%S", "%H:%M:%S.%f")
+
+
+def _dates_as_text(obs: pd.Series) -> str | None:
+    """The first sampled value when ``obs``, the observed cells of a text column, holds dates
+    or times written as text (at least :data:`DATE_SHARE` of :data:`DATE_SAMPLE` cells read as
+    dates in one format: ISO 8601, with or without a time, ``T`` and zone; one format pandas
+    guesses, such as ``%d/%m/%Y`` or ``%b %d, %Y``; or a time of day with seconds); else None.
+
+    Numbers written as text never count ("2024", "20240105": a year, a code), nor does text
+    without two runs of digits ("May", "A1", "DE"), nor formats without a year (``%m/%d``)."""
+    if not len(obs):
+        return None
+    at = np.unique(np.linspace(0, len(obs) - 1, min(len(obs), DATE_SAMPLE)).astype(np.intp))
+    sample = obs.iloc[at].to_numpy(dtype=object)
+    if not all(isinstance(v, str) for v in sample):
+        return None
+    text = pd.Series([v.strip() for v in sample], dtype=object)
+    need = math.ceil(DATE_SHARE * len(text))
+    shaped = text[text.str.contains(_TWO_NUMBERS) & pd.to_numeric(text, errors="coerce").isna()]
+    if len(shaped) < need:
+        return None
+    formats = ["ISO8601"]
+    with warnings.catch_warnings():  # pandas warns when dayfirst does not match the text
+        warnings.simplefilter("ignore")
+        for v in shaped.iloc[:10]:
+            for dayfirst in (False, True):
+                fmt = guess_datetime_format(v, dayfirst=dayfirst)
+                if fmt and ("%Y" in fmt or "%y" in fmt) and fmt not in formats:
+                    formats.append(fmt)
+    if shaped.str.fullmatch(_TIME_OF_DAY).sum() >= need:
+        formats.extend(_TIME_FORMATS)
+    for fmt in formats:
+        try:
+            parsed = pd.to_datetime(shaped, format=fmt, errors="coerce", utc=True)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        if parsed.notna().sum() >= need:
+            return str(shaped.iloc[0])
+    return None
+
+
+def _refuse_dates_as_text(obs: pd.Series, name: str) -> None:
+    """:class:`DataError` for an inferred text column holding dates or times
+    (:func:`_dates_as_text`): as categories, the dates of the next period would all be unseen,
+    every row flagged. A column declared ``categorical=[...]`` is not looked at."""
+    if not _is_text(obs.dtype):
+        return
+    example = _dates_as_text(obs)
+    if example is not None:
+        raise DataError(
+            f"column {name!r} holds dates or times written as text (e.g. {example!r}), which "
+            "anovae does not model: as categories, the dates of a new period would all be "
+            "unseen, and every row flagged; exclude it (CLI: --exclude "
+            f"{name}), derive numeric features from it (the hour, the day of the week...), or, "
+            f"if its dates are labels, declare it categorical (categorical=[{name!r}], CLI: "
+            f"--categorical {name})")
 
 
 #: A number written with thousands separators: "1,234" or "-12,345,678.5".
@@ -536,13 +669,45 @@ def _warn_numbers_as_text(s: pd.Series, name: str) -> None:
              "thousands=',' to model it as a number")
 
 
+#: Good-Turing estimate of the share of new rows holding a value never seen in training above
+#: which :func:`infer_schema` warns. Each such row costs at least ``log(n_observed + 1)`` in
+#: that column, more than a threshold set on training rows lets a normal row cost, so it is
+#: flagged nearly every time: at 5 % this one column alone flags 5 % of normal rows, what
+#: ``threshold="fpr"`` allows for the whole model by default and half of the default
+#: ``contamination`` (0.1). A column of 70 services with a few rare ones (NSL-KDD) is far
+#: below it (a value seen once in 25,000 rows: 0.004 %).
+NEW_VALUE_SHARE = 0.05
+#: Observed cells a column needs before the estimate is trusted (as for the id warning).
+NEW_VALUE_MIN_CELLS = 20
+
+
+def _warn_if_new_values_common(counts: pd.Series, name: str) -> None:
+    """Warn when a categorical column's training values suggest that values never seen in
+    training will be common at scoring: the Good-Turing estimate of the probability that the
+    next cell holds a new value is the share of the observed cells whose value occurs exactly
+    once (``n1 / n_observed``); see :data:`NEW_VALUE_SHARE`. ``counts``: cells per value."""
+    observed = int(counts.sum())
+    if observed < NEW_VALUE_MIN_CELLS:
+        return
+    once = int((counts == 1).sum())
+    share = once / observed
+    if share >= NEW_VALUE_SHARE:
+        warn(f"column {name!r} has many values seen only once in training ({once:,} of its "
+             f"{observed:,} observed cells): about {share:.0%} of new rows will hold a value "
+             "not seen in training (the Good-Turing estimate), each scored as maximally "
+             f"surprising and likely flagged; exclude it (CLI: --exclude {name}), group its "
+             "values into fewer categories, or train on more rows")
+
+
 def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                  numeric: Sequence[str] | None = None, max_categories: int = 100,
                  from_frame: bool = True) -> MixedSchema:
     """The kinds and vocabularies of ``X``'s columns (see the module docstring).
 
-    Warns (``UserWarning``) about columns that look like row ids (every value distinct) and
-    columns with no observed value.
+    Warns (``UserWarning``) about columns that look like row ids (every value distinct),
+    categorical columns where values never seen in training will be common at scoring (many
+    values seen once: :func:`_warn_if_new_values_common`) and columns with no observed value.
+    Raises :class:`DataError` for an inferred text column of dates or times.
     """
     names = [str(c) for c in X.columns]
     cat, num = [str(c) for c in categorical or ()], [str(c) for c in numeric or ()]
@@ -552,12 +717,15 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                         f"{_list(unknown)}")
     both = sorted(set(cat) & set(num))
     if both:
-        raise DataError(f"columns {_list(both)} are listed as both categorical and numeric")
+        raise DataError(("column" if len(both) == 1 else "columns") + f" {_list(both)} "
+                        + ("is" if len(both) == 1 else "are")
+                        + " listed as both categorical and numeric")
     kinds, vocabs, n_obs = [], [], []
     members: list[tuple[str, ...] | None] = []
+    forms: list[str | None] = []
     n = len(X)
     for j, name in enumerate(names):
-        s = X.iloc[:, j]
+        s = _blank_as_missing(X.iloc[:, j])  # "" and "  ": missing, as a CSV reader reads them
         kind = ("categorical" if name in cat else "numeric" if name in num
                 else _infer_kind(s, name))
         vocab: tuple[str, ...] | None = None
@@ -588,6 +756,9 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
             if n >= 20 and len(order) == n:
                 warn(f"column {name!r} has a distinct value in every row: it looks like an id "
                      f"and carries no pattern; exclude it (CLI: --exclude {name})")
+            elif len(order) <= max_categories or bucket is not None:  # else none is unseen:
+                # without the bucket's labels, every label outside the vocabulary is <other>
+                _warn_if_new_values_common(counts, name)
         elif kind == "numeric":
             warn_if_row_id(s, name)
         observed = int(s.notna().sum())
@@ -597,8 +768,12 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
         vocabs.append(vocab)
         members.append(bucket)
         n_obs.append(observed)
+        forms.append(None if kind != "boolean" else "bool" if (
+            pd.api.types.is_bool_dtype(s.dtype) or (observed and s.dropna().map(
+                lambda x: isinstance(x, (bool, np.bool_))).all())) else "number")
     return MixedSchema(tuple(names), tuple(kinds), tuple(vocabs), tuple(n_obs), from_frame,
-                       tuple(members) if any(m is not None for m in members) else None)
+                       tuple(members) if any(m is not None for m in members) else None,
+                       tuple(forms) if "number" in forms else None)
 
 
 def check_mixed(X: Any, schema: MixedSchema | None = None, *, min_rows: int = 1,

@@ -8,6 +8,12 @@ Conventions (PyOD's): ``decision_function`` is higher for more anomalous rows; `
 1 for anomalies and 0 for normal rows; ``threshold_`` is the ``1 - contamination`` quantile of the
 training scores ``decision_scores_`` by default (other methods: the ``threshold`` parameter and
 :mod:`anovae.thresholds`); ``labels_`` are the training labels.
+
+Feature names (scikit-learn's): a model fitted on a DataFrame records ``feature_names_in_`` and
+matches the columns of a DataFrame by name (in any order; missing or unexpected ones raise
+:class:`~anovae.exceptions.DataError`); rows without names (an array) are taken by position, with
+scikit-learn's warning, once per call of a public method (not on the library's own paths, which
+hand it rows in the fitted order: see :meth:`BaseDetector._feature_names_warning`).
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import sys
 from collections.abc import Iterable
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.special import erf
 from sklearn.base import BaseEstimator, OutlierMixin
@@ -41,7 +50,7 @@ from anovae.scores import (
     feature_scores,
     rank_features,
 )
-from anovae.tabular import SCALERS, ColumnSchema, Scaler, check_tabular
+from anovae.tabular import SCALERS, ColumnSchema, Scaler, _list, check_tabular
 from anovae.thresholds import (
     ThresholdSpec,
     conformal_pvalues,
@@ -75,6 +84,30 @@ DEFAULT_CALIBRATION_FRACTION = 0.2
 #: so the four scores' passes stay a few percent of a fit (125 rows for 2,000 columns).
 BASELINE_ROWS = 2048
 BASELINE_CELLS = 250_000
+
+#: This folder and the package's: see :func:`_called_from_outside`.
+_DETECTORS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(_DETECTORS_DIR.rstrip(os.sep)) + os.sep
+
+
+def _called_from_outside() -> bool:
+    """Whether the detector method running was called from outside anovae: by the user, or by
+    a tool such as scikit-learn's ``cross_val_score`` or a ``Pipeline`` (the first frame
+    outside ``anovae/detectors`` is outside ``anovae``), rather than by the library's own paths
+    (:mod:`anovae.scoring`, :mod:`anovae.streaming` and the service, :mod:`anovae.outofcore`,
+    the report...), which hand the detector rows they built in the fitted column order
+    (records matched by name, columns read from a file). The detector's own calls
+    (``predict`` -> ``decision_function``) are skipped over: one warning per public call."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_DETECTORS_DIR):
+        frame = frame.f_back
+    return frame is None or not frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _positional(names: tuple[str, ...]) -> bool:
+    """Whether fitted column names are ``"0", "1", ..., "n-1"``: those of ``pd.DataFrame(array)``
+    (a RangeIndex, kept as text), which say no more than an array's positions."""
+    return all(name == str(j) for j, name in enumerate(names))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -647,9 +680,36 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return ColumnSchema.from_dict(d)
 
     def _checked(self, X: Any) -> np.ndarray:
-        """``X`` validated against the fitted schema (unscaled, rows first)."""
+        """``X`` validated against the fitted schema (unscaled, rows first); every public
+        method that takes rows comes through here once, and warns as scikit-learn does when
+        ``X`` has no column names but the model was fitted with some
+        (:meth:`_feature_names_warning`), unless the library itself called it."""
         self._check_fitted()
-        return self._validate(X, self.schema_)[0]
+        rows = self._validate(X, self.schema_)[0]  # bad rows: their error, without a warning
+        message = self._feature_names_warning(X)
+        if message is not None and _called_from_outside():
+            warn(message)
+        return rows
+
+    def _feature_names_warning(self, X: Any) -> str | None:
+        """scikit-learn's warning for rows ``X`` given to this fitted model, or ``None``.
+
+        ``X`` without column names (an array, a list; anything but a pandas DataFrame or
+        Series) given to a model fitted on a DataFrame: its columns are taken by position,
+        and nothing checks that they are the fitted ones in the fitted order (``df.to_numpy()``
+        of a frame with its columns in another order is scored as silently wrong). Not for
+        fitted names ``"0", "1", ...`` in order (``pd.DataFrame(array)``'s): an array's
+        positions are those names. A DataFrame is matched by name (reordered; missing or
+        unexpected columns raise :class:`DataError`); one given to a model fitted on an array
+        gets the warning of :func:`anovae.tabular.check_tabular` (and, for a mixed table,
+        :class:`anovae.VAEDetector`'s)."""
+        names = getattr(self.schema_, "names", None)
+        if names is None or isinstance(X, (pd.DataFrame, pd.Series)) or _positional(names):
+            return None
+        return (f"X does not have valid feature names, but {type(self).__name__} was fitted "
+                "with feature names: its columns are taken by position, unchecked; pass a "
+                f"pandas DataFrame with the fitted columns {_list(list(names))} "
+                "(feature_names_in_): they are matched by name, in any order")
 
     def _noise(self, device: torch.device, score: str | None = None) -> torch.Tensor | None:
         if (score or self.score_name) not in MONTE_CARLO_SCORES:
@@ -873,8 +933,6 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         >>> det.explain(np.array([[0.0, 9.0, 0.0, 0.0]]), k=2).columns.tolist()
         ['row', 'rank', 'feature', 'value', 'expected', 'contribution', 'excess']
         """
-        import pandas as pd
-
         if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         rows = self._checked(X)  # (n, *F)
