@@ -364,3 +364,34 @@ def test_fit_says_when_the_validation_loss_was_still_falling(files: dict[str, Pa
         res.stderr
     res = runner.invoke(app, ["fit", str(files["csv"]), "-o", out, "--label-column", "Y", *FAST])
     assert res.exit_code == 0 and "still falling" not in res.output  # one epoch: nothing to say
+    res = runner.invoke(app, ["fit", str(files["csv"]), "-o", out, "--label-column", "Y",
+                              "--epochs", "3", "--seed", "0", "--hidden-dims", "8",
+                              "--set", "validation_fraction=0"])
+    assert res.exit_code == 0 and "still falling" not in res.output  # the training loss: no
+
+
+def test_patterns_in_the_cli(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(2):
+        pd.DataFrame(rng.normal(size=(30, 2)), columns=["a", "b"]).to_csv(
+            logs / f"day-{i}.csv", index=False)
+    (logs / "day-2.csv").write_text("a,b\n")  # a header alone: left out with a warning
+    pattern, model = str(logs / "day-*.csv"), str(tmp_path / "m.st")
+    res = runner.invoke(app, ["fit", pattern, "-o", model, *FAST])
+    assert res.exit_code == 0 and "on 60 rows" in res.stdout, res.output
+    assert "note: 3 tables match" in res.stderr
+    assert "1 of the files matched by" in res.stderr and "day-2.csv" in res.stderr
+    # an output the pattern would match: read as data the next time
+    _one_line_error(runner.invoke(app, ["score", model, pattern, "-o", str(logs / "day-9.csv")]),
+                    "it matches the pattern of the data to score (DATA)")
+    _one_line_error(runner.invoke(app, ["score", model, str(logs / "*.csv"), "-o",
+                                        str(tmp_path / "out"), "--engine", "dask"]),
+                    "--engine dask reads Parquet: the pattern", "matches csv files")
+    _one_line_error(runner.invoke(app, ["fit", pattern, "-o", model, "--out-of-core", *FAST]),
+                    "--out-of-core reads Parquet: the pattern")
+    _one_line_error(runner.invoke(app, ["score", model, pattern, "--stream"]),
+                    "--stream reads one JSON-lines file")
+    res = runner.invoke(app, ["score", model, pattern, "-o", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0 and "scored 60 rows" in res.stdout, res.output

@@ -105,7 +105,7 @@ def _row_groups(path: Path) -> list[pd.DataFrame]:
 
 
 def test_dask_input_errors_are_clear(tmp_path: Path, fitted_vae: Any) -> None:
-    with pytest.raises(DataError, match="no Parquet files match"):
+    with pytest.raises(DataError, match="no files match the pattern"):
         adask.read_parquet(tmp_path / "nothing-*.parquet")
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet at all")

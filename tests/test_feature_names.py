@@ -26,7 +26,7 @@ from anovae import AEDetector, VAEDetector
 
 DETECTORS = [VAEDetector, AEDetector]
 NO_NAMES = "X does not have valid feature names, but {} was fitted with feature names"
-HAS_NAMES = "X has feature names, but {} was fitted without feature names"
+HAS_NAMES = "X has column names, but the model was fitted on an array without names"
 
 
 @contextmanager
@@ -37,7 +37,8 @@ def no_warnings() -> Iterator[None]:
 
 
 def names_warnings(record: Any) -> list[str]:
-    return [str(w.message) for w in record if "feature names" in str(w.message)]
+    return [str(w.message) for w in record
+            if "feature names" in str(w.message) or "column names" in str(w.message)]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_a_mixed_model_fitted_on_an_array_warns_for_named_columns(make_detector,
     with pytest.warns(UserWarning) as rec:
         by_frame = det.decision_function(mixed_table[:5])
     got = names_warnings(rec)
-    assert len(got) == 1 and got[0].startswith(HAS_NAMES.format("VAEDetector")), got
+    assert len(got) == 1 and got[0].startswith(HAS_NAMES), got
     assert "taken by position" in got[0]
     with no_warnings():  # arrays, its own frames (x0, x1: sample, reconstruct), a RangeIndex
         np.testing.assert_array_equal(det.decision_function(mixed_table.to_numpy()[:5]),
@@ -263,3 +264,14 @@ def test_streams_and_the_service_are_quiet(on_frame, make_detector, mixed_table,
         assert r.status_code == 200, r.text
         r = client.post("/v1/score", json={"instances": data.X_test[:3].tolist()})
         assert r.status_code == 200, r.text
+
+
+def test_a_report_on_an_array_warns_as_the_detector_does(on_frame, data, tmp_path):
+    from anovae.report import build_report
+
+    det = on_frame[VAEDetector]
+    with pytest.warns(UserWarning, match="X does not have valid feature names") as rec:
+        build_report(det, np.asarray(data.X_test), out_path=tmp_path / "r.html")
+    assert len(names_warnings(rec)) == 1
+    with no_warnings():
+        build_report(det, data.frame(data.X_test), out_path=tmp_path / "r.html")

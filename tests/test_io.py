@@ -596,4 +596,40 @@ def test_the_cli_fits_and_scores_a_glob_pattern(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert pd.read_csv(tmp_path / "s.csv")["row"].tolist() == list(range(120))
     res = runner.invoke(app, ["score", model, pattern, "-o", str(tmp_path / "day-1.csv")])
-    assert res.exit_code == 2 and "it is one of the files of the data to score" in res.output
+    assert res.exit_code == 2 and "it matches the pattern of the data to score" in res.output
+
+
+def test_a_double_star_pattern_reads_each_parquet_file_once(tmp_path: Path) -> None:
+    from anovae.io import pattern_matches
+    from anovae.outofcore import parquet_files
+
+    df = pd.DataFrame({"a": np.arange(5.0)})
+    (tmp_path / "pq" / "sub").mkdir(parents=True)
+    write_table(df, tmp_path / "pq" / "part-1.parquet")
+    write_table(df, tmp_path / "pq" / "sub" / "part-0.parquet")
+    (tmp_path / "pq" / "notes").mkdir()  # a folder of no tables: a way to files, not one
+    for pattern in ("pq/**", "pq/**/*.parquet", "p*"):
+        text = str(tmp_path / pattern)
+        assert len(read_table(text)) == 10, pattern  # not 20: the folder and its files
+        assert sum(len(c) for c in iter_table_chunks(text)) == 10
+        assert len(parquet_files(text)) == 2
+    assert pattern_matches(tmp_path / "pq" / "*.parquet", tmp_path / "pq" / "new.parquet")
+    assert not pattern_matches(tmp_path / "pq" / "*.parquet", tmp_path / "new.parquet")
+    assert pattern_matches(tmp_path / "**" / "*.csv", tmp_path / "a" / "b" / "s.csv")
+
+
+def test_a_pattern_leaves_empty_files_out_with_a_warning(tmp_path: Path) -> None:
+    from anovae.io import NoRowsError
+
+    write_table(pd.DataFrame({"a": [1.0, 2.0]}), tmp_path / "d-1.csv")
+    (tmp_path / "d-0.csv").write_bytes(b"")  # first in name order: the kind comes from d-1
+    (tmp_path / "d-2.csv").write_text("a\n")
+    pattern = str(tmp_path / "d-*.csv")
+    for read in (read_table, lambda p: pd.concat(iter_table_chunks(p))):
+        with pytest.warns(UserWarning, match=r"2 of the files matched by .* hold no rows and are "
+                                             r"left out: .*d-0.csv.*d-2.csv"):
+            assert read(pattern)["a"].tolist() == [1.0, 2.0]
+    with pytest.warns(UserWarning), pytest.raises(NoRowsError, match="have no rows"):
+        read_table(str(tmp_path / "d-[02].csv"))
+    with pytest.raises(NoRowsError, match="are empty"):
+        read_table(str(tmp_path / "d-0*.csv"))

@@ -199,6 +199,10 @@ def test_few_categories_and_small_tables_do_not_warn() -> None:
     # fewer observed cells than the estimate needs (19, all distinct but one): no warning
     small = pd.DataFrame({"c": [f"v{i}" for i in range(18)] + ["v0"], "x": rng.normal(size=19)})
     assert not [t for t in _caught(infer_schema, small) if "not seen in training" in t]
+    # two singletons among 40 countries: 5 %, but too few values seen once to mean a long tail
+    countries = pd.DataFrame({"c": ["US"] * 30 + ["FR"] * 8 + ["DE", "IT"],
+                              "x": rng.normal(size=40)})
+    assert not [t for t in _caught(infer_schema, countries) if "not seen in training" in t]
 
 
 # -- 3. empty and whitespace-only strings: missing -------------------------------------------

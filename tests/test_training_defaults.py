@@ -57,24 +57,6 @@ def test_defaults_resolve_batch_rate_and_updates_from_the_rows(cls: type) -> Non
     assert capped.learning_rate == pytest.approx(auto_learning_rate(1_000))
 
 
-def test_mixed_tables_get_twice_the_updates() -> None:
-    import pandas as pd
-
-    from anovae.detectors.vae import MIXED_TARGET_UPDATES
-
-    rng = np.random.default_rng(0)
-    n = 600
-    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.choice(["x", "y", "z"], n)})
-    mixed = VAEDetector(random_state=0, epochs=1).fit(frame)
-    numeric = VAEDetector(random_state=0, epochs=1).fit(frame[["a"]])
-    rows = 480  # the training rows: 20 % of 600 are held out to validate
-    assert MIXED_TARGET_UPDATES == 2 * TARGET_UPDATES
-    assert mixed._auto_epochs(rows) == auto_epochs(rows, 256, updates=MIXED_TARGET_UPDATES)
-    assert numeric._auto_epochs(rows) == auto_epochs(rows, 256) < mixed._auto_epochs(rows)
-    assert VAEDetector(random_state=0).fit(frame).n_epochs_ <= auto_epochs(
-        rows, 256, updates=MIXED_TARGET_UPDATES)  # early stopping may end it sooner
-
-
 def test_image_detectors_keep_their_explicit_defaults() -> None:
     for det in (ImageVAEDetector(), ImageAEDetector()):  # the same training for the baseline
         cfg = det._train_config(6_000)

@@ -7,6 +7,7 @@ columns) raises :class:`anovae.DataError` naming the file and the problem.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import logging
 import math
@@ -58,7 +59,7 @@ def _kind(path: Path) -> str:
     if not path.exists():
         raise DataError(f"file {str(path)!r} does not exist")
     if path.is_dir():
-        if any(path.rglob("*.parquet")) or any(path.rglob("*.pq")):
+        if _has_parquet(path):
             return "parquet"
         raise DataError(_empty_folder_message(path))
     ext = _suffix(path)
@@ -66,7 +67,7 @@ def _kind(path: Path) -> str:
         raise DataError(f"unsupported file type {ext!r} for {str(path)!r}; supported: "
                         + ", ".join(SUPPORTED_EXTENSIONS) + " and Parquet folders")
     if path.stat().st_size == 0:
-        raise DataError(f"{str(path)!r} is empty: the file has no rows")
+        raise NoRowsError(f"{str(path)!r} is empty: the file has no rows")
     if ext in (".csv", ".tsv"):
         with path.open("rb") as fh:
             gzipped = fh.read(2) == b"\x1f\x8b"
@@ -83,6 +84,11 @@ def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
+class NoRowsError(DataError):
+    """A table file without rows (an empty file, a CSV header alone, an empty Parquet file):
+    an error for a file named alone; among a pattern's files, it is left out with a warning."""
+
+
 def is_pattern(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a glob pattern (``'logs/day-*.csv'``): it holds ``*``, ``?`` or
     ``[`` and names nothing that exists (a file whose name holds those is a file)."""
@@ -91,22 +97,73 @@ def is_pattern(path: str | os.PathLike) -> bool:
 
 
 def pattern_files(pattern: str | os.PathLike) -> list[Path]:
-    """The table files a glob pattern matches (``**`` matches folders at any depth), sorted by
-    name: the order their rows are read in. A :class:`DataError` when nothing matches, or when
-    the matches are tables of several kinds (CSV and Parquet, say)."""
+    """The tables a glob pattern matches (``**`` matches folders at any depth), sorted by name:
+    the order their rows are read in. The matched files, and the matched folders that hold
+    Parquet files and no other match (a Parquet dataset named by the pattern, read whole; any
+    other matched folder is only a way to the files). The readers leave files without rows
+    out, with a warning. A :class:`DataError` when no table matches, or when the tables are of
+    several kinds (CSV and Parquet, say: :func:`pattern_kind`)."""
     text = os.fspath(pattern)
-    files = [Path(f) for f in sorted(glob.glob(text, recursive=True))
-             if os.path.isfile(f) or os.path.isdir(f)]
-    if not files:
-        raise DataError(f"no files match the pattern {text!r}")
+    matches = sorted(glob.glob(text, recursive=True))
+    found: list[Path] = []
+    for m in matches:
+        if os.path.isfile(m):
+            found.append(Path(m))
+        elif os.path.isdir(m) and _has_parquet(Path(m)):
+            inside = m.rstrip(os.sep) + os.sep
+            if not any(o.startswith(inside) for o in matches):
+                found.append(Path(m))
+    if not found:
+        raise DataError(f"{'no table files' if matches else 'no files'} match the pattern "
+                        f"{text!r}")
+    pattern_kind(found, text)
+    return found
+
+
+def pattern_kind(files: list[Path], pattern: str) -> str:
+    """The kind of table (``'csv'``, ``'parquet'``...) of a pattern's ``files``, which must be
+    one (empty files aside); :class:`NoRowsError` when every file is empty."""
     first_of_kind: dict[str, Path] = {}
     for f in files:
+        if f.is_file() and f.stat().st_size == 0:
+            continue
         first_of_kind.setdefault(_kind(f), f)
+    if not first_of_kind:
+        raise NoRowsError(f"the files matched by {pattern!r} are empty")
     if len(first_of_kind) > 1:
         shown = ", ".join(f"{k} such as {str(f)!r}" for k, f in first_of_kind.items())
-        raise DataError(f"the pattern {text!r} matches tables of several kinds ({shown}): give "
-                        "a pattern that matches one kind, such as 'data/*.csv'")
-    return files
+        raise DataError(f"the pattern {pattern!r} matches tables of several kinds ({shown}): "
+                        "give a pattern that matches one kind, such as 'data/*.csv'")
+    return next(iter(first_of_kind))
+
+
+def pattern_matches(pattern: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Whether ``path``, which need not exist yet, is (or once written would be) matched by the
+    glob ``pattern``: each component matched as :mod:`glob` does; a ``**`` pattern matched as a
+    whole, ``*`` crossing folders."""
+    pat = os.path.abspath(os.fspath(pattern))
+    for target in {os.path.abspath(os.fspath(path)), os.path.realpath(path)}:
+        if "**" in pat:
+            if fnmatch.fnmatchcase(target, pat.replace("**", "*")):
+                return True
+            continue
+        parts, want = Path(target).parts, Path(pat).parts
+        if len(parts) == len(want) and all(fnmatch.fnmatchcase(t, w)
+                                           for t, w in zip(parts, want, strict=True)):
+            return True
+    return False
+
+
+def _has_parquet(folder: Path) -> bool:
+    return any(folder.rglob("*.parquet")) or any(folder.rglob("*.pq"))
+
+
+def _warn_left_out(paths: list[str], pattern: str) -> None:
+    """Warn that the files ``paths`` matched by ``pattern`` hold no rows and are left out."""
+    shown = ", ".join(repr(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+    warn(f"{len(paths)} of the files matched by {pattern!r} "
+         f"{'holds' if len(paths) == 1 else 'hold'} no rows and "
+         f"{'is' if len(paths) == 1 else 'are'} left out: {shown}")
 
 
 def _same_columns(df: pd.DataFrame, first: pd.DataFrame, path: Path, pattern: str
@@ -430,7 +487,7 @@ def _read_error(exc: Exception, path: Path) -> DataError:
         return DataError(f"{shown} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} is not "
                          "valid UTF-8); re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
     if isinstance(exc, pd.errors.EmptyDataError):
-        return DataError(f"{shown} is empty: the file has no rows")
+        return NoRowsError(f"{shown} is empty: the file has no rows")
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
     if isinstance(exc, pd.errors.ParserError) and fields:
         want, line, got = fields.groups()
@@ -468,9 +525,18 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
     """
     if is_pattern(path):
         frames: list[pd.DataFrame] = []
+        empty: list[str] = []
         for f in pattern_files(path):
-            df = read_table(f, columns=columns, dtype=dtype)
+            try:
+                df = read_table(f, columns=columns, dtype=dtype)
+            except NoRowsError:
+                empty.append(str(f))
+                continue
             frames.append(_same_columns(df, frames[0], f, os.fspath(path)) if frames else df)
+        if empty:
+            _warn_left_out(empty, os.fspath(path))
+        if not frames:
+            raise NoRowsError(f"the files matched by {os.fspath(path)!r} have no rows")
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     path = Path(path)
     kind = _kind(path)
@@ -493,7 +559,7 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str] | None = None,
         raise _read_error(exc, path) from exc
     df = _select(df, columns, path)
     if len(df) == 0:
-        raise DataError(f"{str(path)!r} has no rows")
+        raise NoRowsError(f"{str(path)!r} has no rows")
     _warn_unnamed_last(unnamed, path)
     return df
 
@@ -514,7 +580,8 @@ def iter_table_chunks(path: str | os.PathLike, *, chunk_rows: int = 100_000,
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if is_pattern(path):
         files = pattern_files(path)
-        return _iter_pattern(files, os.fspath(path), _kind(files[0]), chunk_rows, columns, dtype)
+        kind = pattern_kind(files, os.fspath(path))
+        return _iter_pattern(files, os.fspath(path), kind, chunk_rows, columns, dtype)
     path = Path(path)
     kind = _kind(path)
     return _iter_chunks(path, kind, chunk_rows, columns, dtype)
@@ -527,15 +594,23 @@ def _iter_pattern(files: list[Path], pattern: str, kind: str, chunk_rows: int,
     files, each file's columns checked against the first file's."""
     start = 0
     first: pd.DataFrame | None = None
+    empty: list[str] = []
     for f in files:
-        for df in _iter_chunks(f, kind, chunk_rows, columns, dtype):
-            if first is None:
-                first = df.iloc[:0]
-            else:
-                df = _same_columns(df, first, f, pattern)
-            df.index = pd.RangeIndex(start, start + len(df))
-            start += len(df)
-            yield df
+        try:
+            for df in _iter_chunks(f, kind, chunk_rows, columns, dtype):
+                if first is None:
+                    first = df.iloc[:0]
+                else:
+                    df = _same_columns(df, first, f, pattern)
+                df.index = pd.RangeIndex(start, start + len(df))
+                start += len(df)
+                yield df
+        except NoRowsError:  # raised before any chunk of that file
+            empty.append(str(f))
+    if empty:
+        _warn_left_out(empty, pattern)
+    if start == 0:
+        raise NoRowsError(f"the files matched by {pattern!r} have no rows")
 
 
 def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] | None,
@@ -590,7 +665,7 @@ def _iter_chunks(path: Path, kind: str, chunk_rows: int, columns: Sequence[str] 
             for i in range(0, len(df), chunk_rows):
                 yield indexed(df.iloc[i:i + chunk_rows].copy())
         if start == 0:
-            raise DataError(f"{str(path)!r} has no rows")
+            raise NoRowsError(f"{str(path)!r} has no rows")
     except DataError:
         raise
     except (UnicodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -641,11 +716,14 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def check_output_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike, *, folder: bool = False,
+                      probe: bool = True) -> Path:
     """Check that ``path`` can be written, before any long work: raise :class:`DataError`
     naming the problem when it is a folder (``folder=False``) or a file (``folder=True``), when
     one of its parent folders is a file, or when the nearest existing folder is not writable.
-    Missing parent folders are fine (the writers create them). Returns ``path`` as a Path.
+    Missing parent folders are fine (the writers create them). With ``probe``, a file is
+    created in that folder and removed, which finds what permissions do not show (a read-only
+    mount, an ACL, for root too). Returns ``path`` as a Path.
     """
     path = Path(path)
     shown = str(path)
@@ -664,14 +742,17 @@ def check_output_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
         raise DataError(f"cannot write {shown!r}: {str(nearest)!r} is not a folder")
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise DataError(f"cannot write {shown!r}: no permission to write in {str(nearest)!r}")
-    try:  # what access() cannot tell: a read-only mount or ACL for root, an NFS root squash
-        fd, probe = tempfile.mkstemp(prefix=".anovae-write-check-", dir=nearest)
-    except OSError as exc:
-        raise DataError(f"cannot write {shown!r}: cannot create a file in {str(nearest)!r} "
-                        f"({exc.strerror or exc})") from None
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
+    if probe:  # what access() cannot tell: a read-only mount or ACL for root, a root squash
+        try:
+            fd, name = tempfile.mkstemp(prefix=".anovae-write-check-", dir=nearest)
+        except OSError as exc:
+            raise DataError(f"cannot write {shown!r}: cannot create a file in {str(nearest)!r} "
+                            f"({exc.strerror or exc})") from None
+        try:
+            os.close(fd)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
     return path
 
 
@@ -688,7 +769,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.is_symlink():  # replace what it points to, not the link
         path = Path(os.path.realpath(path))
-    path = check_output_path(path)
+    path = check_output_path(path, probe=False)  # its own temporary file is the probe
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}",

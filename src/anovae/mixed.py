@@ -47,7 +47,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.api import guess_datetime_format
+
+try:
+    from pandas.tseries.api import guess_datetime_format
+except ImportError:  # pandas < 2.2: not yet public
+    from pandas._libs.tslibs.parsing import guess_datetime_format
 
 from anovae.exceptions import DataError, warn
 from anovae.tabular import (
@@ -455,8 +459,10 @@ def _label(v: Any) -> str:
 
 
 def _is_text(dt: Any) -> bool:
-    """Whether ``dt`` is a dtype of text cells: object, or pandas' string dtypes."""
-    return pd.api.types.is_object_dtype(dt) or isinstance(dt, pd.StringDtype)
+    """Whether ``dt`` is a dtype of text cells: object, pandas' string dtypes, or an Arrow
+    string type (``pd.ArrowDtype(pa.string())``)."""
+    return (pd.api.types.is_object_dtype(dt) or isinstance(dt, pd.StringDtype)
+            or (isinstance(dt, pd.ArrowDtype) and pd.api.types.is_string_dtype(dt)))
 
 
 def _blank_as_missing(s: pd.Series) -> pd.Series:
@@ -677,8 +683,11 @@ def _warn_numbers_as_text(s: pd.Series, name: str) -> None:
 #: ``contamination`` (0.1). A column of 70 services with a few rare ones (NSL-KDD) is far
 #: below it (a value seen once in 25,000 rows: 0.004 %).
 NEW_VALUE_SHARE = 0.05
-#: Observed cells a column needs before the estimate is trusted (as for the id warning).
+#: Observed cells a column needs before the estimate is trusted (as for the id warning), and
+#: values seen once: with a handful of singletons the estimate is noise (40 rows of a country
+#: code with two seen once are no sign of a long tail).
 NEW_VALUE_MIN_CELLS = 20
+NEW_VALUE_MIN_SINGLETONS = 10
 
 
 def _warn_if_new_values_common(counts: pd.Series, name: str) -> None:
@@ -691,7 +700,7 @@ def _warn_if_new_values_common(counts: pd.Series, name: str) -> None:
         return
     once = int((counts == 1).sum())
     share = once / observed
-    if share >= NEW_VALUE_SHARE:
+    if share >= NEW_VALUE_SHARE and once >= NEW_VALUE_MIN_SINGLETONS:
         warn(f"column {name!r} has many values seen only once in training ({once:,} of its "
              f"{observed:,} observed cells): about {share:.0%} of new rows will hold a value "
              "not seen in training (the Good-Turing estimate), each scored as maximally "

@@ -35,7 +35,6 @@ all-reduced, and every rank runs the same number of equal-size steps per epoch.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import warnings
@@ -49,6 +48,7 @@ import torch
 
 from anovae.accel import to_device
 from anovae.exceptions import DataError, warn
+from anovae.io import is_pattern, pattern_files
 from anovae.metrics import binary_labels
 
 __all__ = ["ParquetBatches", "RowGroup", "fit_table", "parquet_files", "parquet_row_groups",
@@ -64,9 +64,14 @@ def parquet_files(pattern: str | os.PathLike) -> list[str]:
     """The Parquet files of a file path, a folder (searched recursively) or a glob, sorted."""
     text = os.fspath(pattern)
     if os.path.isdir(text):
-        files = sorted(str(p) for p in Path(text).rglob("*") if p.suffix in (".parquet", ".pq"))
-    elif any(c in text for c in "*?["):
-        files = sorted(glob.glob(text, recursive=True))
+        files = _folder_files(text)
+    elif is_pattern(text):  # the tables it matches (io.pattern_files), folders opened
+        tables = pattern_files(text)
+        if not str(tables[0]).lower().endswith((".parquet", ".pq")) and not tables[0].is_dir():
+            raise DataError(f"{str(tables[0])!r}, matched by {text!r}, is not Parquet: "
+                            "out-of-core reading and Dask take Parquet files (convert CSV "
+                            "with pandas first)")
+        files = [f for t in tables for f in (_folder_files(str(t)) if t.is_dir() else [str(t)])]
     else:
         if not os.path.exists(text):
             raise DataError(f"file {text!r} does not exist")
@@ -77,6 +82,11 @@ def parquet_files(pattern: str | os.PathLike) -> list[str]:
     if not files:
         raise DataError(f"no Parquet files match {text!r}")
     return files
+
+
+def _folder_files(folder: str) -> list[str]:
+    """The Parquet files of a folder, searched recursively, sorted."""
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix in (".parquet", ".pq"))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from anovae._version import __version__
-from anovae.exceptions import DataError
+from anovae.exceptions import DataError, warn
 from anovae.metrics import binary_labels
 from anovae.mixed import FALSE_WORDS, TRUE_WORDS
 
@@ -414,7 +414,11 @@ def build_report(
     check = getattr(detector, "_check_threshold_score", None)  # any detector-like object works
     if check is not None:
         check()  # the report draws the threshold on these scores
-    scores = detector.decision_function(X)
+    scores = detector.decision_function(X)  # fitted, and X valid: a library call, quiet
+    names_warning = getattr(detector, "_feature_names_warning", None)
+    message = names_warning(X) if names_warning is not None else None
+    if message is not None:  # the user's rows: warn as the detector does for its callers
+        warn(message)
     y_arr = _labels(y, scores.size)
     order = np.argsort(-scores, kind="stable")
     top = order[:top_k]

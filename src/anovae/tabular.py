@@ -67,6 +67,14 @@ def warn_if_row_id(s: pd.Series, name: Any) -> None:
              f"{name})")
 
 
+def named_for_unnamed(what: str = "X") -> str:
+    """The warning for a table with column names given to a model fitted on an array without
+    names (scikit-learn warns so too): one text for numeric and mixed models."""
+    return (f"{what} has column names, but the model was fitted on an array without names: "
+            "its columns are taken by position, unchecked; refit on a DataFrame to have them "
+            "matched by name")
+
+
 def check_tabular(
     X: Any,
     schema: ColumnSchema | None = None,
@@ -245,8 +253,7 @@ def _frame_to_array(X: pd.DataFrame, schema: ColumnSchema | None, what: str
         names = list(schema.names)
     elif schema is not None and all(isinstance(c, str) for c in X.columns):
         # as scikit-learn warns (for text names only: 0, 1... are positions anyway)
-        warn(f"{what} has column names, but the model was fitted on an array without names: "
-             "its columns are taken by position")
+        warn(named_for_unnamed(what))
     non_numeric = []
     for n, (_, col) in zip(names, X.items(), strict=False):
         refuse_unmodelled(col, n, what)

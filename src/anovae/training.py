@@ -337,7 +337,7 @@ def _train(net: nn.Module, loss_fn: LossFn, x_train: torch.Tensor | BatchSource,
     net.eval()
     logger.info("trained %d epochs (best %d%s)", result.epochs_run, result.best_epoch,
                 ", stopped early" if result.stopped_early else "")
-    if still_improving(result.epochs_run, result.best_epoch):
+    if x_val is not None and still_improving(result.epochs_run, result.best_epoch):
         logger.info("the validation loss was still falling when the epochs ran out (best at "
                     "the last epoch): more epochs (epochs=%d, or --epochs) may fit the normal "
                     "rows better, at more fit time", 2 * result.epochs_run)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
-import glob
 import json
 import logging
 import math
@@ -85,15 +84,18 @@ def refuse_overwriting_inputs(output: str | os.PathLike, inputs: dict[str, Any])
     """An output that is one of the command's inputs (``{"the model (MODEL)": path, ...}``;
     ``None`` and ``-`` are skipped): a one-line error, before any work, rather than replacing
     the model or the data with what the command writes."""
-    from anovae.io import is_pattern
+    from anovae.io import is_pattern, pattern_matches
 
     for what, path in inputs.items():
         if path is None or str(path) == "-":
             continue
-        matches = glob.glob(os.fspath(path), recursive=True) if is_pattern(path) else [path]
-        if any(same_path(output, p) for p in matches):
-            one = "it is one of the files of" if is_pattern(path) else "it is"
-            raise DataError(f"cannot write {str(output)!r}: {one} {what}, which would be "
+        if is_pattern(path):
+            if pattern_matches(path, output):
+                raise DataError(f"cannot write {str(output)!r}: it matches the pattern of "
+                                f"{what}, {os.fspath(path)!r} (it would be replaced, or read "
+                                "as data the next time); give another output name")
+        elif same_path(output, path):
+            raise DataError(f"cannot write {str(output)!r}: it is {what}, which would be "
                             "replaced; give another output name")
 
 

@@ -29,7 +29,7 @@ from anovae.cli.app import (
     warn,
 )
 from anovae.exceptions import DataError
-from anovae.io import is_within
+from anovae.io import is_pattern, is_within
 
 _DETECTORS = ("vae", "ae")
 
@@ -168,9 +168,16 @@ def columns_hint(name: str, columns: Any) -> str:
 def refuse_non_parquet(data: Path, option: str, instead: str) -> None:
     """``option`` (``--engine dask``, ``--out-of-core``) given a file that is not Parquet: say
     that the option reads Parquet (the reader's message does not name the option)."""
+    from anovae.io import pattern_files, pattern_kind
+
     text = str(data)
-    if (os.path.isfile(text) and not any(c in text for c in "*?[")
-            and not text.lower().endswith((".parquet", ".pq"))):
+    if is_pattern(text):  # the pattern's tables are of one kind
+        kind = pattern_kind(pattern_files(text), text)
+        if kind != "parquet":
+            raise DataError(f"{option} reads Parquet: the pattern {text!r} matches {kind} "
+                            "files; give a pattern of Parquet files such as 'data/*.parquet' "
+                            f"(convert other tables with pandas first), or {instead}")
+    elif os.path.isfile(text) and not text.lower().endswith((".parquet", ".pq")):
         raise DataError(f"{option} reads Parquet: {text!r} is not a Parquet file; give a "
                         f"Parquet file, a folder of them or a glob pattern such as "
                         f"'data/*.parquet' (convert other tables with pandas first), or "
@@ -313,6 +320,7 @@ def fit(
                             f"{'it' if len(given) == 1 else 'them'} out")
     _refuse_dropped_kinds({"--categorical": categorical, "--numeric": numeric}, label_column,
                           id_column, exclude)
+    note_pattern(data)
     cls = _detector_class(detector, images)
     params: dict[str, Any] = {
         "score_type": score, "likelihood": likelihood, "latent_dim": latent_dim, "epochs": epochs,
@@ -412,7 +420,9 @@ def fit(
     )
     from anovae.training import still_improving
 
-    if still_improving(est.n_epochs_, est.best_epoch_):
+    # (without validation rows the training loss is monitored, which nearly always falls)
+    if getattr(est, "validation_fraction", 0) > 0 and still_improving(est.n_epochs_,
+                                                                       est.best_epoch_):
         note(f"the validation loss was still falling at the last epoch: --epochs "
              f"{2 * est.n_epochs_} may fit the normal rows better, in about twice the time")
 
@@ -518,6 +528,11 @@ def score(
         raise DataError("--stream scores JSON lines in this process as they arrive; --engine "
                         "dask scores Parquet files: give one of the two")
     _refuse_cluster_options(engine, scheduler, workers)
+    if stream and is_pattern(data):
+        raise DataError(f"--stream reads one JSON-lines file (or '-', standard input), not a "
+                        f"pattern such as {str(data)!r}: concatenate the files into the stream "
+                        "(cat FILES | anovae score MODEL - --stream), or score tables without "
+                        "--stream")
     if stream and maps is not None:
         raise DataError("--maps is not available with --stream (each output line holds a "
                         "record's score): score image files without --stream to write maps")
@@ -550,6 +565,7 @@ def score(
     out = output_file(output, "scores.csv")
     check_output_path(out)  # before any scoring
     refuse_overwriting_inputs(out, {"the model (MODEL)": model, "the data to score (DATA)": data})
+    note_pattern(data)
     if maps is not None and data.is_dir() and is_within(maps, data):
         raise DataError(f"cannot write the anomaly maps into {str(maps)!r}: it is inside the "
                         f"images to score ({str(data)!r}), where they would be read as images "
@@ -604,6 +620,15 @@ def _score_stream(model: Path, data: Path, output: str | None, top_k: int, expla
         raise typer.Exit(BROKEN_PIPE_STATUS) from None
     if stop.signum is not None:
         raise typer.Exit(128 + stop.signum)
+
+
+def note_pattern(data: Path) -> None:
+    """For a glob pattern DATA: say how many tables it matches (read in name order)."""
+    if is_pattern(data):
+        from anovae.io import pattern_files
+
+        n = len(pattern_files(data))
+        note(f"{plural(n, 'table')} match {str(data)!r}: read in name order")
 
 
 def _refuse_cluster_options(engine: str, scheduler: str | None, workers: int | None) -> None:

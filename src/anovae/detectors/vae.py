@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from anovae.detectors.base import BaseDetector, _check_param, auto_epochs
+from anovae.detectors.base import BaseDetector, _check_param
 from anovae.exceptions import warn
 from anovae.likelihoods import LIKELIHOODS
 from anovae.losses import LossTerms, elbo_loss
@@ -19,7 +19,7 @@ from anovae.nets.blocks import LOGVAR_MIN
 from anovae.nets.mixed import MixedConfig
 from anovae.nets.mlp import VARIANCES, MLPConfig
 from anovae.scores import SCORES
-from anovae.tabular import Scaler, match_columns
+from anovae.tabular import Scaler, match_columns, named_for_unnamed
 from anovae.training import TrainConfig
 
 __all__ = ["PRESETS", "VAEDetector"]
@@ -29,13 +29,6 @@ __all__ = ["PRESETS", "VAEDetector"]
 #: tensor, and each row is decoded ``S`` times; a model file asking for 10^9 would allocate
 #: gigabytes at its first score.
 MAX_SAMPLES = 10_000
-#: Optimiser updates when ``epochs=None`` for a mixed table (numeric tables and one-hot codes:
-#: ``TARGET_UPDATES``, 700). Twice as many: with 700, synthetic mixed tables stop while still
-#: learning how their columns depend on each other (a flag set by a category: 0.82-0.90 AUROC
-#: against 0.96-0.99 at 1,400 on a transactions table, 3 seeds; with 5 % anomalies in training
-#: too), and the NSL-KDD training-file split gains 0.2 (3 of 5 seeds); 2,800 loses a point
-#: there (docs/benchmarks.md, "Mixed tables: the update budget").
-MIXED_TARGET_UPDATES = 1400
 
 #: Named configurations. ``tutorial-mlp``: the Keras-tutorial VAE (input -> 32 -> 16 -> latent 10,
 #: mirrored decoder, Bernoulli likelihood on [0, 1]-scaled data), with a correct ELBO.
@@ -110,9 +103,9 @@ class VAEDetector(BaseDetector):
         free_bits: minimum KL per latent dimension (nats); 0 disables it.
         activation: hidden activation, one of ``anovae.nets.blocks.ACTIVATIONS``.
         dropout: dropout rate in hidden layers.
-        epochs: maximum epochs; ``None`` picks about ``TARGET_UPDATES`` (700) updates, or
-            :data:`MIXED_TARGET_UPDATES` (1,400) for a mixed table (10 to 400 epochs; see
-            :func:`anovae.detectors.base.auto_epochs`).
+        epochs: maximum epochs; ``None`` picks about ``TARGET_UPDATES`` (700) updates (10 to
+            400 epochs; see :func:`anovae.detectors.base.auto_epochs`). Small mixed tables may
+            still be learning then: ``anovae fit`` says so when the last epoch was the best.
         batch_size: rows per update (capped at the number of training rows); ``None``: 256 for
             small tables, up to 2,048 for large ones (see
             :func:`anovae.detectors.base.auto_batch_size`).
@@ -334,10 +327,7 @@ class VAEDetector(BaseDetector):
         else:
             return
         if all(isinstance(c, str) for c in columns) and tuple(columns) != schema.columns:
-            warn(f"X has feature names, but {type(self).__name__} was fitted without feature "
-                 "names (on an array without names): its columns are taken by position, "
-                 "unchecked; pass an array, or refit on a DataFrame to have its columns "
-                 "matched by name")
+            warn(named_for_unnamed())
 
     def _fit_scaler(self, rows: np.ndarray) -> Scaler:
         if isinstance(getattr(self, "schema_", None), MixedSchema):
@@ -436,13 +426,6 @@ class VAEDetector(BaseDetector):
         probs = codes[:, [k == "boolean" for k in schema.kinds]]
         codes[:, [k == "boolean" for k in schema.kinds]] = probs >= 0.5
         return schema.decode(codes)
-
-    def _auto_epochs(self, n_train: int) -> int:
-        """Epochs when ``epochs=None``: :data:`MIXED_TARGET_UPDATES` updates for a mixed table,
-        else the numeric tables' budget."""
-        if self._mixed() is None:
-            return super()._auto_epochs(n_train)
-        return auto_epochs(n_train, self._batch_size(n_train), updates=MIXED_TARGET_UPDATES)
 
     def _train_config(self, n_train: int) -> TrainConfig:
         base = super()._train_config(n_train)
