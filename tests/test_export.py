@@ -162,3 +162,13 @@ def test_cli_export(tmp_path: Path, fitted_vae_frame: VAEDetector, data: Any) ->
     assert res.exit_code == 2 and "onnx" in res.output
     res = CliRunner().invoke(app, ["export", str(tmp_path / "nope.safetensors"), "-o", str(out)])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_a_row_holding_nan_is_flagged_not_passed_as_normal(fitted_vae: Any, data: Any,
+                                                           tmp_path: Path) -> None:
+    path = export_onnx(fitted_vae, tmp_path / "m.onnx")
+    X = data.X_test[:3].astype(np.float32).copy()
+    X[1, 0] = np.nan
+    scores, flags = onnx_scores(path, X)
+    assert np.isnan(scores[1]) and flags[1]
+    assert not np.isnan(scores[[0, 2]]).any()

@@ -4,6 +4,7 @@ bad files, and atomic writes."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -712,3 +713,24 @@ def test_confidence_is_measured_against_the_rows_that_set_the_threshold(make_det
     np.testing.assert_array_equal(back.predict_confidence(shifted), conf)
     np.testing.assert_array_equal(back.threshold_reference_scores_,
                                   det.decision_function(shifted))
+
+
+def test_a_loaded_model_keeps_its_weights_when_the_file_is_overwritten_in_place(
+        tmp_path: Path) -> None:
+    """The tensors are a private copy: memory-mapped ones changed with the file (cp, rsync
+    --inplace onto a served model) or faulted (SIGBUS) when it was cut short."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    first = VAEDetector(epochs=2, random_state=0, hidden_dims=(8,), latent_dim=2).fit(X)
+    other = VAEDetector(epochs=2, random_state=1, hidden_dims=(8,), latent_dim=2).fit(X * 3 + 1)
+    path, spare = tmp_path / "live.safetensors", tmp_path / "other.safetensors"
+    first.save(path)
+    other.save(spare)
+    det = anovae.load(path)
+    before = det.decision_function(X)
+    with open(path, "r+b") as fh:  # in place: the same inode, as cp does
+        fh.write(spare.read_bytes())
+        fh.truncate()
+    np.testing.assert_array_equal(det.decision_function(X), before)
+    os.truncate(path, 0)
+    np.testing.assert_array_equal(det.decision_function(X), before)

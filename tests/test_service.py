@@ -4,6 +4,7 @@ API key, and the bad-request matrix (every bad request is a 4xx with a message, 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,12 +151,19 @@ def test_loads_a_model_file_in_the_lifespan(tmp_path: Path, fitted_vae_frame: VA
         assert info["trained_utc"] and info["format_version"] == 1
         r = c.post("/v1/score", json={"records": records(data.X_test[:2])})
         assert r.json()["model"] == "fraud"
+        # which file answered (workers restarted after the file was replaced load the new one)
+        checksum = _header_metadata(path)["anovae.sha256"]  # what load verified
+        assert info["model_version"] == r.json()["model_version"] == checksum[:12]
+    with TestClient(create_app(fitted_vae_frame)) as c:  # not from a file: no version
+        r = c.post("/v1/score", json={"records": records(data.X_test[:2])})
+        assert r.json()["model_version"] is None
 
 
 def test_not_ready_without_the_lifespan(fitted_vae_frame: VAEDetector) -> None:
     c = TestClient(create_app(fitted_vae_frame))  # not entered: nothing loaded
     assert c.get("/healthz").status_code == 200
     assert c.get("/readyz").status_code == 503
+    assert c.head("/healthz").status_code == 200 and c.head("/readyz").status_code == 503
     r = c.post("/v1/score", json={"instances": [[0.0] * 5]})
     assert r.status_code == 503 and "not loaded" in r.json()["detail"]
 
@@ -422,6 +430,19 @@ def test_mixed_tables_bad_records_are_422(mixed_client: Any, record: dict[str, A
     r = c.post("/v1/score", json={"records": [record]})
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
+
+
+def test_a_number_in_a_text_category_is_refused_whatever_the_other_records(
+        mixed_client: Any) -> None:
+    # it was a 422 alone and an unseen category beside a record holding text
+    c, _, _ = mixed_client
+    good = {"amount": 1.0, "country": "FR", "weekend": False}
+    for batch, i in (([{**good, "country": 3}], 0), ([good, {**good, "country": 3}], 1),
+                     ([good, good, {**good, "country": True}], 2)):
+        r = c.post("/v1/score", json={"records": batch})
+        assert r.status_code == 422, r.text
+        assert f"column 'country' of record {i} holds" in r.json()["detail"]
+        assert "fitted with it as a text category" in r.json()["detail"]
 
 
 def test_mixed_tables_score_an_unknown_boolean_value_as_unseen(mixed_client: Any) -> None:
@@ -724,6 +745,22 @@ def test_cli_serve_hands_the_config_to_uvicorn(tmp_path: Path, fitted_vae_frame:
     assert res.exit_code == 2 and "does not exist" in res.output
     res = runner.invoke(app, ["serve", str(a), f"a={b}"])
     assert res.exit_code == 2 and "two models are named 'a'" in res.output
+    # refused before the banner, not by the workers after it
+    calls.clear()
+    for args, piece in (([f"a/b={a}"], "model name 'a/b' must be"),
+                        ([str(a), "--host", "999.1.1.1"], "--host '999.1.1.1' is not an address"),
+                        ([str(a), "--port", "70000"], "--port")):
+        res = runner.invoke(app, ["serve", *args])
+        assert res.exit_code == 2 and piece in res.output and "serving" not in res.output, \
+            res.output
+    assert not calls
+    from anovae.cli.serve_export import uvicorn_log_level
+
+    assert uvicorn_log_level(access_log=False) == "warning"  # the CLI's default level
+    assert uvicorn_log_level(access_log=True) == "info"  # uvicorn logs the access lines at INFO
+    monkeypatch.setattr(logging.getLogger(), "level", logging.DEBUG)  # as --log-level DEBUG
+    res = runner.invoke(app, ["serve", str(a), "--access-log"])
+    assert res.exit_code == 0 and calls[-1]["log_level"] == "debug", res.output
     # a file whose header reads but whose weights do not load: one line before any worker
     # starts (a worker's startup failure printed a traceback, and exit code 0 with --workers 2)
     from safetensors.torch import load_file, save_file

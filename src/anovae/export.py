@@ -9,6 +9,7 @@ anomalous) and ``is_anomaly`` (``anomaly_score > threshold``); the model's thres
 and column names are in the ONNX file's metadata.
 
 Input validation (missing columns, NaN) is not in the graph: check rows before feeding them.
+A row holding NaN scores NaN and is flagged (``is_anomaly`` true), so it never passes as normal.
 Image models export too (input ``(batch, C, H, W)`` float32 in [0, 1]); mixed-table models
 (categories, missing cells) do not: their encoding runs before the network.
 
@@ -109,7 +110,8 @@ class ScoringModule(nn.Module):
             xt = ((x.double() - self.center) * self.inv_scale).float()
         xt = xt.clamp(-SCALED_MAX, SCALED_MAX)
         scores = row_scores(self.net, xt, self.score_name, self.eps)  # (B,)
-        return scores, scores > self.threshold
+        # not (score <= threshold): a NaN score (a NaN in the row) is flagged, never normal
+        return scores, torch.logical_not(scores <= self.threshold)
 
 
 def export_onnx(detector: Any, path: str | os.PathLike, *, opset: int = ONNX_OPSET) -> Path:

@@ -636,7 +636,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         ModelFileError: missing, truncated, corrupt, foreign, inconsistent or newer-format file.
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_tensors
 
     from anovae.detectors import REGISTRY, AEDetector
     from anovae.detectors.base import resolve_device
@@ -687,8 +687,9 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         if learning_rate is not None:
             _float_field(learning_rate, "training.learning_rate")
         scaler_doc = _dict_field(doc["scaler"], "scaler")
-        try:
-            tensors = load_file(str(path))
+        try:  # from a private copy of the bytes: memory-mapped tensors (load_file) would
+            # change, or fault (SIGBUS), when the file is overwritten in place while in use
+            tensors = load_tensors(Path(path).read_bytes())
         except Exception as exc:
             raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
         # checked after every other check: those name what is wrong in a file built by hand
@@ -768,4 +769,6 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
                              "refit")
     det.metadata_ = {k: doc[k] for k in ("library_version", "created_utc", "format_version")
                      if k in doc}
+    if checksum is not None:  # verified above: what the service reports as the model version
+        det.metadata_["sha256"] = checksum
     return det

@@ -161,8 +161,16 @@ class RecordScore(BaseModel):
                           "boolean column (empty when none). Absent for other models.")
 
 
+#: Hex digits of the model file's SHA-256 that name its version in responses.
+VERSION_DIGITS = 12
+
+
 class ScoreResponse(BaseModel):
     model: str
+    model_version: str | None = Field(
+        None, description="The first hex digits of the model file's SHA-256 (null for a model "
+                          "served without a checksummed file): tells which file answered, e.g. "
+                          "while workers restart after the file was replaced.")
     score_type: str
     threshold: float
     n_records: int
@@ -192,6 +200,9 @@ class ModelInfo(BaseModel):
     columns: list[ColumnInfo] | None = Field(description="Null for models fitted on arrays "
                                                          "(send 'instances' or x0, x1...).")
     has_p_value: bool
+    model_version: str | None = Field(
+        None, description="The first hex digits of the model file's SHA-256, as in each score "
+                          "response.")
     trained_utc: str | None
     trained_with_library_version: str | None
     format_version: int | None = Field(
@@ -212,6 +223,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "Body or batch too large."), (415, "Body not sent as JSON."),
         (422, "Wrong schema, missing columns, NaN..."),
     ]}
+
+
+def check_model_name(name: Any) -> None:
+    """A ``ValueError`` for a name no URL path can carry (``/v1/models/NAME/score``)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or "
+                         "'-', starting with a letter or digit")
 
 
 # -- the served models -----------------------------------------------------------------------
@@ -245,6 +263,7 @@ def _served(name: str, det: Any, max_records: int, max_body_bytes: int, top_k: i
         n_features=int(np.prod(shape)), input_shape=list(shape),
         columns=None if names is None else _columns(det.schema_, names),
         has_p_value=scorer.calibration is not None,
+        model_version=meta["sha256"][:VERSION_DIGITS] if meta.get("sha256") else None,
         trained_utc=meta.get("created_utc"),
         trained_with_library_version=meta.get("library_version"),
         format_version=meta.get("format_version"),
@@ -532,9 +551,7 @@ def create_app(
     if not models:
         raise ValueError("create_app needs at least one model")
     for name in models:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or "
-                             "'-', starting with a letter or digit")
+        check_model_name(name)
     if max_records < 1 or max_body_bytes < 1:
         raise ValueError("max_records and max_body_bytes must be positive")
     sources = dict(models)
@@ -655,7 +672,8 @@ def create_app(
         n_anom = sum(r["is_anomaly"] for r in results)
         metrics.records[served.name] = metrics.records.get(served.name, 0) + len(results)
         metrics.anomalies[served.name] = metrics.anomalies.get(served.name, 0) + n_anom
-        doc = {"model": served.name, "score_type": served.info.score_type,
+        doc = {"model": served.name, "model_version": served.info.model_version,
+               "score_type": served.info.score_type,
                "threshold": served.info.threshold, "n_records": len(results),
                "n_anomalies": n_anom, "results": results}
         # pydantic-core's serialiser (shortest round-trip floats, like json.dumps; 5x faster)
@@ -691,14 +709,16 @@ def create_app(
         """The model called ``name``."""
         return model_named(request, name).info
 
+    @app.head("/healthz", include_in_schema=False)  # as some load balancers probe
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+        """Liveness: the process answers (GET or HEAD)."""
         return {"status": "ok"}
 
+    @app.head("/readyz", include_in_schema=False)
     @app.get("/readyz", tags=["operations"], responses={503: {"model": Problem}})
     async def readyz(request: Request) -> Response:
-        """Readiness: every model is loaded and warmed up (503 until then)."""
+        """Readiness: every model is loaded and warmed up (503 until then; GET or HEAD)."""
         loaded = _loaded(request)
         if len(loaded) < len(sources):
             return _problem(503, "the models are not loaded yet")

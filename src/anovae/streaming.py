@@ -191,6 +191,18 @@ class RecordScorer:
         self._names_arr = np.asarray(self.names, dtype=object)
         #: Column kinds of a mixed-table model (numeric, boolean, categorical), else None.
         self.kinds: tuple[str, ...] | None = getattr(detector.schema_, "kinds", None)
+        #: The categorical columns whose training labels were all text (``{index: labels}``):
+        #: a JSON number or true/false there is refused record by record (see _mixed_frame).
+        self._text_columns: dict[int, list[str]] = {}
+        if self.kinds is not None:
+            from anovae.mixed import _text_labels
+
+            schema = detector.schema_
+            members = schema.other_members or (None,) * len(self.kinds)
+            for j, (kind, vocab) in enumerate(zip(self.kinds, schema.vocabularies, strict=True)):
+                labels = _text_labels(vocab, members[j]) if kind == "categorical" else None
+                if labels is not None:
+                    self._text_columns[j] = labels
 
     # -- records -> rows ---------------------------------------------------------------------
     def rows_from_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -333,6 +345,15 @@ class RecordScorer:
                 if isinstance(v, int) and not isinstance(v, bool) and _bad_value(v):
                     rec, col = where(i, j)
                     raise DataError(f"{rec}, column {col!r}: {_describe(v)}")
+                if j in self._text_columns and isinstance(v, (bool, int, float)):
+                    # a JSON number in a column of text categories: refused in every record,
+                    # whatever its neighbours (the detector's check of a batch looks for a
+                    # column of numbers only, which a text neighbour would hide)
+                    from anovae.mixed import _kind_changed
+
+                    rec, col = where(i, j)
+                    raise _kind_changed(col, rec, "booleans" if isinstance(v, bool)
+                                        else "numbers", v, self._text_columns[j])
         return pd.DataFrame(values, columns=list(self.names), dtype=object)
 
     def _images(self, arr: np.ndarray, instances: Sequence[Any] | None = None) -> np.ndarray:

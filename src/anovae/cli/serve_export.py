@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -30,17 +31,36 @@ def _model_specs(models: list[str]) -> dict[str, str]:
     any worker starts (a worker failing in its startup prints a traceback, and with several
     workers uvicorn then exits 0)."""
     from anovae.persistence import load
+    from anovae.service import check_model_name
 
     out: dict[str, str] = {}
     for spec in models:
         name, sep, path = spec.partition("=")
         if not sep or Path(spec).exists():
             name, path = Path(spec).stem, spec
+        try:
+            check_model_name(name)
+        except ValueError as exc:
+            raise DataError(f"{exc} (from {spec!r}: name it with NAME=PATH)") from None
         if name in out:
             raise DataError(f"two models are named {name!r}: name them, e.g. {name}2={path}")
         load(path, device="cpu")._check_fitted()
         out[name] = str(Path(path).resolve())
     return out
+
+
+def _check_host(host: str) -> None:
+    """An address that names no interface of a host (``999.1.1.1``, a name that does not
+    resolve): a one-line error before the service starts (uvicorn would fail after the
+    banner)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError) as exc:
+        raise DataError(f"--host {host!r} is not an address of this machine or a name that "
+                        f"resolves ({exc}); give an IP address such as 127.0.0.1 or 0.0.0.0"
+                        ) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -61,7 +81,7 @@ def serve(
                                                  "at /v1/models/NAME/score."),
     host: str = typer.Option("127.0.0.1", help="Address to bind. The default answers this "
                                                "machine only; 0.0.0.0 exposes the service."),
-    port: int = typer.Option(8000, help="Port to bind."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to bind."),
     workers: int = typer.Option(1, min=1, help="Worker processes (each loads the models)."),
     api_key: str | None = typer.Option(None, envvar="ANOVAE_API_KEY",
                                        help="Require this key on every /v1 request (X-API-Key "
@@ -85,6 +105,7 @@ def serve(
     from anovae.service import API_KEY_ENV, CONFIG_ENV
 
     specs = _model_specs(models)
+    _check_host(host)
     if not _is_loopback(host) and not api_key:
         typer.echo(f"warning: serving on {host} without an API key: anyone who can reach this "
                    f"port can score (set {API_KEY_ENV} or --api-key)", err=True)
@@ -95,7 +116,17 @@ def serve(
         os.environ[API_KEY_ENV] = api_key
     typer.echo(f"serving {', '.join(specs)} on http://{host}:{port} (docs: /docs)", err=True)
     uvicorn.run("anovae.service:app_from_env", factory=True, host=host, port=port,
-                workers=workers, access_log=access_log, log_level="warning")
+                workers=workers, access_log=access_log,
+                log_level=uvicorn_log_level(access_log))
+
+
+def uvicorn_log_level(access_log: bool) -> str:
+    """uvicorn's log level: that of ``--log-level`` (WARNING by default: errors, a worker that
+    died), and at least INFO with ``--access-log``, whose lines uvicorn logs at INFO."""
+    level = logging.getLogger().getEffectiveLevel()
+    if access_log:
+        level = min(level, logging.INFO)
+    return logging.getLevelName(level).lower()
 
 
 @app.command()
