@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.base import clone
@@ -689,7 +689,7 @@ def test_hidden_files_in_image_folders_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
     assert not is_image_source(tmp_path / "only")
-    with pytest.raises(DataError, match="holds no .png/.jpg/.jpeg images"):
+    with pytest.raises(DataError, match="holds no .parquet files and no .png/.jpg/.jpeg images"):
         read_images(tmp_path / "only")
 
 
@@ -943,3 +943,98 @@ def test_cli_fit_and_score_refuse_corrupt_npz_files_in_one_line(
             lines = res.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: ") and path.name in lines[0]
     assert not (tmp_path / "new.safetensors").exists() and not (tmp_path / "s.csv").exists()
+
+
+def _portrait_jpeg(path: Path, seed: int = 0) -> np.ndarray:
+    """A JPEG stored 12 wide x 8 high with EXIF orientation 6 (turn 90 degrees clockwise to
+    show it): shown 8 wide x 12 high. Returns the image as shown (H=12, W=8)."""
+    stored = np.random.default_rng(seed).integers(0, 40, (8, 12)).astype(np.uint8)
+    stored[:, :4] = 255  # the stored left third: the top third once shown
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(path, exif=exif, quality=100)
+    return np.asarray(ImageOps.exif_transpose(Image.open(path)))
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shown = [_portrait_jpeg(folder / f"p{i}.jpg", seed=i) for i in range(2)]
+    data = read_images(folder)
+    assert data.images.shape == (2, 12, 8)  # as shown: 8 wide, 12 high (stored 12 x 8)
+    np.testing.assert_array_equal(data.images[0], shown[0])
+    assert data.images[0, :4].mean() > 200 and data.images[0, 8:].mean() < 50
+
+
+def test_the_service_reads_images_as_files_are_read(tmp_path: Path) -> None:
+    import base64
+
+    from anovae.streaming import RecordScorer
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        _portrait_jpeg(folder / f"p{i}.jpg", seed=i)
+    det = ImageAEDetector(epochs=1, random_state=0).fit(read_images(folder).images)
+    text = base64.b64encode((folder / "p0.jpg").read_bytes()).decode()
+    rows = RecordScorer(det).rows_from_images([text])  # 8 x 12 as shown: not refused
+    np.testing.assert_allclose(det.decision_function(rows),
+                               det.decision_function(read_images(folder).images[:1]), rtol=1e-6)
+
+
+def test_files_a_folder_leaves_out_are_named(tmp_path: Path) -> None:
+    folder = tmp_path / "coll"
+    for sub in ("normal", "anomaly", "anomaly/deep"):
+        (folder / sub).mkdir(parents=True)
+    img = Image.fromarray(np.zeros((8, 8), np.uint8))
+    img.save(folder / "normal" / "a.png")
+    img.save(folder / "anomaly" / "b.png")
+    img.save(folder / "anomaly" / "deep" / "c.png")
+    img.save(folder / "normal" / "d.bmp")
+    with pytest.warns(UserWarning) as rec:
+        data = read_images(folder)
+    assert data.names == ["anomaly/b.png", "normal/a.png"]
+    text = " ".join(str(w.message) for w in rec)
+    assert "1 file in" in text and "'normal/d.bmp'" in text and "not PNG or JPEG" in text
+    assert "1 image in" in text and "'anomaly/deep/c.png'" in text and "deeper than one" in text
+
+
+def test_npy_output_of_image_scores(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (40, 8, 8)).astype(np.uint8)
+    np.save(tmp_path / "imgs.npy", arr)
+    runner = CliRunner()
+    model = str(tmp_path / "m.safetensors")
+    res = runner.invoke(app, ["fit", str(tmp_path / "imgs.npy"), "-o", model, "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["score", model, str(tmp_path / "imgs.npy"), "-o",
+                              str(tmp_path / "s.npy")])
+    assert res.exit_code == 0, res.output  # it said ".npy output holds numbers only"
+    out = np.load(tmp_path / "s.npy")
+    assert out.shape == (40, 3) and out[:, 0].tolist() == list(range(40))  # image row numbers
+    res = runner.invoke(app, ["score", model, str(tmp_path / "imgs.npy"), "-o",
+                              str(tmp_path / "s.parquet")])
+    assert pd.read_parquet(tmp_path / "s.parquet")["image"].dtype.kind == "i"
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(arr[i]).save(folder / f"{i}.png")
+    res = runner.invoke(app, ["score", model, str(folder), "-o", str(tmp_path / "f.npy")])
+    assert res.exit_code == 2 and "these images carry file names" in res.output, res.output
+
+
+def test_api_mistakes_get_messages_that_say_what_to_pass(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (8, 8)).astype(np.uint8)).save(folder / f"{i}.png")
+    data = read_images(folder)
+    det = ImageAEDetector(epochs=1, random_state=0).fit(data.images)
+    with pytest.raises(DataError, match=r"what read_images returns: pass its \.images"):
+        det.decision_function(data)
+    with pytest.raises(DataError, match=r"is a path .*read_images\(path\)\.images"):
+        det.decision_function(str(folder))

@@ -32,7 +32,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from anovae.exceptions import DataError
+from anovae._text import plural
+from anovae.exceptions import DataError, warn
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -148,6 +149,12 @@ def check_images(X: Any, schema: ImageSchema | None = None, *, min_rows: int = 1
     the same images as ``x.astype(np.float32) / 255`` (or float64 ``x / 255``) give
     bit-identical arrays, so the same model.
     """
+    if isinstance(X, ImageData):
+        raise DataError(f"{what} is what read_images returns: pass its .images (the labels are "
+                        "its .labels)")
+    if isinstance(X, (str, os.PathLike)):
+        raise DataError(f"{what} is a path ({os.fspath(X)!r}): read the images first, "
+                        "anovae.images.read_images(path).images")
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists: images of different sizes
@@ -362,6 +369,37 @@ def _is_image_file(path: Path) -> bool:
             and path.is_file())
 
 
+def _warn_left_out(folder: Path, nested: bool) -> None:
+    """Warn about the files of ``folder`` (and of its class sub-folders) that are not read:
+    other types than PNG/JPEG, and files in folders deeper than one sub-folder. Hidden ones
+    (``.name``) are skipped without a word."""
+    other: list[Path] = []
+    deeper: list[Path] = []
+    for top in [folder, *_class_folders(folder)]:
+        for p in sorted(top.iterdir()):
+            if p.name.startswith("."):
+                continue
+            if p.is_file() and not _is_image_file(p):
+                other.append(p)
+            elif p.is_dir() and top != folder:
+                deeper.extend(q for q in sorted(p.rglob("*"))
+                              if _is_image_file(q) and not any(
+                                  part.startswith(".") for part in q.relative_to(p).parts))
+    if other:
+        shown = ", ".join(repr(str(p.relative_to(folder))) for p in other[:3])
+        warn(f"{plural(len(other), 'file')} in {str(folder)!r} "
+             f"{'is' if len(other) == 1 else 'are'} not PNG or JPEG and left out ({shown}"
+             f"{', ...' if len(other) > 3 else ''}): convert {'it' if len(other) == 1 else 'them'}"
+             " to PNG to have them read")
+    if deeper:
+        shown = ", ".join(repr(str(p.relative_to(folder))) for p in deeper[:3])
+        warn(f"{plural(len(deeper), 'image')} in {str(folder)!r} "
+             f"{'lies' if len(deeper) == 1 else 'lie'} deeper than one sub-folder and "
+             f"{'is' if len(deeper) == 1 else 'are'} left out ({shown}"
+             f"{', ...' if len(deeper) > 3 else ''}): images are read in the folder itself, or "
+             "in one sub-folder per class; move them up")
+
+
 def _class_folders(folder: Path) -> list[Path]:
     """The sub-folders of ``folder`` that may hold a class (sorted; hidden ones skipped)."""
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -372,6 +410,7 @@ def _image_files(folder: Path) -> tuple[list[Path], list[str] | None]:
     direct = sorted(p for p in folder.iterdir() if _is_image_file(p))
     nested = [(p, s.name) for s in _class_folders(folder) for p in sorted(s.iterdir())
               if _is_image_file(p)]
+    _warn_left_out(folder, nested=bool(nested))
     if direct and nested:
         raise DataError(f"{str(folder)!r} holds images both directly and in sub-folders; use "
                         "one sub-folder per class, or none")
@@ -427,15 +466,44 @@ def _too_many_pixels(fp: BinaryIO, what: str, schema: ImageSchema | None,
                      "(a decompression bomb?); resize it")
 
 
+#: The EXIF tag of an image's orientation, and its values that turn it by 90 degrees.
+_ORIENTATION = 0x0112
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def oriented_size(im: Any) -> tuple[int, int]:
+    """``(width, height)`` of a Pillow image as it is shown: its EXIF orientation (a phone's
+    portrait photo, stored landscape) applied, read from the header without decoding pixels."""
+    width, height = im.size
+    try:
+        turned = im.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
+    except Exception:  # a broken EXIF block: the image as stored
+        turned = False
+    return (height, width) if turned else (width, height)
+
+
+def upright(im: Any) -> Any:
+    """The image as it is shown: its EXIF orientation applied (Pillow's ``exif_transpose``);
+    the image itself when it has none (or a broken EXIF block)."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:
+        return im
+
+
 def read_image_folder(folder: str | os.PathLike, *, schema: ImageSchema | None = None
                       ) -> ImageData:
     """PNG/JPEG files of a folder, or of its sub-folders (one per class: labels = their names).
     Hidden files and folders (names starting with ``.``) are skipped.
 
     Grey images (modes ``1``, ``L``, ``I;16``...) give 1 channel, colour ones 3 (alpha is
-    dropped). All images must have one size and one channel count; with ``schema`` (a fitted
-    model's), the size the model was fitted on, checked from each file's header before its
-    pixels are decoded.
+    dropped); a JPEG's EXIF orientation is applied (images are read as they are shown).
+    Files of other types (``.bmp``, ``.tif``...) and images deeper than one sub-folder are left
+    out with a warning. All images must have one size and one channel count; with ``schema``
+    (a fitted model's), the size the model was fitted on, checked from each file's header
+    before its pixels are decoded.
 
     Raises:
         DataError: no images, a file that is not a readable image (or declares too many
@@ -447,16 +515,20 @@ def read_image_folder(folder: str | os.PathLike, *, schema: ImageSchema | None =
     folder = Path(folder)
     files, classes = _image_files(folder)
     if not files:
-        raise DataError(f"{str(folder)!r} holds no {'/'.join(IMAGE_EXTENSIONS)} images")
+        from anovae.io import _empty_folder_message  # says where images lie too deep
+
+        raise DataError(_empty_folder_message(folder))
     arrays: list[np.ndarray] = []
     for p in files:
         try:
-            with p.open("rb") as fh, Image.open(fh) as im:
-                if schema is not None and im.size != (schema.width, schema.height):
-                    raise DataError(f"image {str(p)!r} is {_size(*im.size)}; the model was "
-                                    f"fitted on {schema.width}x{schema.height}; resize the "
-                                    "images first")
-                im.load()
+            with p.open("rb") as fh, Image.open(fh) as stored:
+                shown = oriented_size(stored)
+                if schema is not None and shown != (schema.width, schema.height):
+                    raise DataError(f"image {str(p)!r} is {_size(*shown)}; the model was "
+                                    f"fitted on {_size(schema.width, schema.height)}; resize "
+                                    "the images first")
+                stored.load()
+                im = upright(stored)
                 grey = im.mode in ("1", "L", "LA", "I", "I;16", "F") or (
                     im.mode == "P" and _palette_is_grey(im))
                 if im.mode in ("I", "I;16", "F"):
@@ -735,7 +807,8 @@ def score_images(detector: Any, source: str | os.PathLike, output: str | os.Path
     """Score the images of ``source`` (see :func:`read_images`) with a fitted image detector.
 
     Writes ``output`` (any table format of :func:`anovae.io.write_table`) with one line per
-    image: ``image`` (file name or index), ``label`` (when the source has labels),
+    image: ``image`` (file name, or the row number of an array's image), ``label`` (when the
+    source has labels),
     ``anomaly_score`` and ``is_anomaly``; with ``maps_dir``, one PNG anomaly map per image
     (``<image>_map.png``, colours on one scale for all images: brighter = more anomalous; the
     table's ``map`` column names each image's file, see :func:`map_names`).
@@ -753,8 +826,15 @@ def score_images(detector: Any, source: str | os.PathLike, output: str | os.Path
     detector._check_threshold_score()  # is_anomaly compares with threshold_: before any work
     schema = getattr(detector, "schema_", None)
     data = read_images(source, schema=schema if isinstance(schema, ImageSchema) else None)
+    from_array = all(n.isdigit() for n in data.names)  # an array's images: their row numbers
+    text_labels = data.labels is not None and np.asarray(data.labels).dtype.kind not in "biuf"
+    if str(output).lower().endswith(".npy") and (not from_array or text_labels):
+        what = "class names (sub-folders)" if from_array else "file names"
+        raise DataError(f"a .npy output holds numbers only, but these images carry {what}: "
+                        f"write {str(Path(output).with_suffix('.csv'))!r} (or .parquet, .npz) "
+                        "instead")
     scores, feats = detector.score_with_feature_scores(data.images)  # (N,), (N, C, H, W)
-    table = pd.DataFrame({"image": data.names})
+    table = pd.DataFrame({"image": np.arange(len(data.names)) if from_array else data.names})
     if data.labels is not None:
         table["label"] = data.labels
     table["anomaly_score"] = scores

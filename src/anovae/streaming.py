@@ -299,7 +299,7 @@ class RecordScorer:
 
         from PIL import Image, UnidentifiedImageError
 
-        from anovae.images import declared_size
+        from anovae.images import declared_size, oriented_size, upright
 
         channels, height, width = self.shape
         arrays = []
@@ -314,10 +314,13 @@ class RecordScorer:
                 raise DataError(f"image {i} is not valid base64: {exc}") from None
             try:
                 with Image.open(io.BytesIO(raw), formats=["PNG", "JPEG"]) as im:
-                    if im.size != (width, height):  # before decoding: no decompression bombs
-                        raise DataError(f"image {i} is {im.size[0]}x{im.size[1]} pixels (width x "
+                    shown = oriented_size(im)  # as anovae score reads files: EXIF applied
+                    if shown != (width, height):  # before decoding: no decompression bombs
+                        raise DataError(f"image {i} is {shown[0]}x{shown[1]} pixels (width x "
                                         f"height); the model takes {width}x{height}")
-                    arrays.append(np.asarray(im.convert("L" if channels == 1 else "RGB")))
+                    im.load()
+                    arrays.append(np.asarray(upright(im).convert("L" if channels == 1
+                                                                 else "RGB")))
             except Image.DecompressionBombError:  # too many pixels for Pillow even to open
                 size = declared_size(io.BytesIO(raw))
                 declared = "too many pixels" if size is None else f"{size[0]}x{size[1]} pixels"
