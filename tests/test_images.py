@@ -803,7 +803,10 @@ def test_cli_idx_and_bad_images(tmp_path: Path, digits: tuple[np.ndarray, np.nda
                               "--id-column", "id"])
     assert res.exit_code == 2 and "--id-column applies to tables" in res.output
     res = runner.invoke(app, ["evaluate", str(model), str(idx), "--label-column", "y"])
-    assert res.exit_code == 2 and "image model" in res.output
+    assert res.exit_code == 2 and "--label-column applies to tables" in res.output
+    assert "none: an IDX file holds images only" in res.output
+    res = runner.invoke(app, ["evaluate", str(model), str(idx)])  # an IDX file has no labels
+    assert res.exit_code == 2 and "holds no labels" in res.output
 
 
 # -- the benchmark harness --------------------------------------------------------------------
@@ -1038,3 +1041,27 @@ def test_api_mistakes_get_messages_that_say_what_to_pass(tmp_path: Path) -> None
         det.decision_function(data)
     with pytest.raises(DataError, match=r"is a path .*read_images\(path\)\.images"):
         det.decision_function(str(folder))
+
+
+def test_evaluate_reads_an_image_folder_s_classes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "test"
+    for cls, level in (("normal", 30), ("anomaly", 220)):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.clip(rng.normal(level, 10, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    train = np.clip(rng.normal(30, 10, (40, 8, 8)), 0, 255).astype(np.uint8)
+    np.save(tmp_path / "train.npy", train)
+    runner = CliRunner()
+    model = str(tmp_path / "m.safetensors")
+    assert runner.invoke(app, ["fit", str(tmp_path / "train.npy"), "-o", model, "--detector",
+                               "ae", "--epochs", "3", "--seed", "0"]).exit_code == 0
+    res = runner.invoke(app, ["evaluate", model, str(root), "--json"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.stdout)
+    assert metrics["n"] == 12 and metrics["n_anomalies"] == 6 and metrics["auroc"] > 0.9
+    res = runner.invoke(app, ["evaluate", model, str(root / "normal")])  # a flat folder
+    assert res.exit_code == 2 and "holds no labels" in res.output, res.output

@@ -52,12 +52,16 @@ def _refuse_table_options(data: Path, options: dict[str, Any]) -> None:
                                                           and not value))]
     if given:
         one = len(given) == 1
-        labels = ("the 0/1 array 'y' (or 'labels') beside them" if data.suffix.lower() == ".npz"
+        suffix = data.suffix.lower()
+        labels = ("the 0/1 array 'y' (or 'labels') beside them" if suffix == ".npz"
                   else "none: a .npy holds images only; use an .npz with a 'y' array"
-                  if data.suffix.lower() == ".npy" else "the sub-folder names")
+                  if suffix == ".npy" else "the sub-folder names" if data.is_dir()
+                  else "none: an IDX file holds images only; use a folder of class "
+                       "sub-folders or an .npz with a 'y' array")
+        where = f" (their labels: {labels})" if "--label-column" in given else ""
         raise DataError(f"{', '.join(given)} {'applies' if one else 'apply'} to tables, but "
-                        f"{str(data)!r} holds images (their labels: {labels}); leave "
-                        f"{'it' if one else 'them'} out")
+                        f"{str(data)!r} holds images{where}; leave {'it' if one else 'them'} "
+                        "out")
 
 
 def is_image_model(det: Any) -> bool:
@@ -668,27 +672,32 @@ def _refuse_dask_output(folder: Path, raw: str, model: Path, data: Path) -> None
 @handle_errors
 def evaluate(
     model: Path = typer.Argument(..., help="A model file written by `anovae fit`."),
-    data: Path = typer.Argument(..., help="Labelled table to evaluate on."),
-    label_column: str = typer.Option(..., help="0/1 label column (1 = anomaly)."),
+    data: Path = typer.Argument(..., help="Labelled table to evaluate on. For an image "
+                                          "model: a folder of PNG/JPEG files whose class "
+                                          "sub-folder named normal, good or ok holds the "
+                                          "normal images, or an .npz with a 0/1 'y'."),
+    label_column: str | None = typer.Option(None, help="0/1 label column (1 = anomaly); "
+                                                       "required for tables."),
     id_column: str | None = typer.Option(None, help="Row-id column to ignore."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """AUROC, AUPRC, precision, recall, F1 and the confusion matrix of MODEL on DATA.
 
     Precision, recall, F1 and the confusion matrix are those of the model's threshold."""
+    from anovae.cli.thresholds_report import _load_rows
     from anovae.metrics import evaluate as evaluate_scores
-    from anovae.persistence import load
-    from anovae.scoring import model_features
+    from anovae.persistence import read_metadata
 
-    det = load(model)
-    if is_image_model(det):
-        raise DataError(f"`anovae evaluate` reads a labelled table; {str(model)!r} is an image "
-                        "model: score the images with `anovae score` and compare the scores "
-                        "with your labels, or run `anovae bench images`")
-    refuse_images_for_table_model(det, model, data)
-    df = read_for_model(det, data, label_column, id_column)
-    rest, y = _split_columns(df, label_column, None, id_column, str(data))
-    scores = det.decision_function(model_features(det, rest))
+    image_model = read_metadata(model).get("schema", {}).get("kind") == "image"  # header only
+    if label_column is None and not image_model:
+        raise typer.BadParameter("a table model is evaluated against a 0/1 label column: "
+                                 "name it", param_hint="--label-column")
+    det, rows, y, _ = _load_rows(model, data, label_column, id_column, None)
+    if y is None:  # images without labels (a flat folder, an array without 'y')
+        raise DataError(f"{str(data)!r} holds no labels: evaluate image models on a folder "
+                        "with one sub-folder per class (the normal images in one named normal, "
+                        "good or ok) or an .npz with a 0/1 'y' array")
+    scores = det.decision_function(rows)
     metrics = warn_undefined(evaluate_scores(y, scores, (scores > det.threshold_).astype(int)))
     metrics["threshold"] = det.threshold_
     typer.echo(json.dumps(json_safe(metrics), indent=2, allow_nan=False) if as_json
