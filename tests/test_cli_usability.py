@@ -393,5 +393,11 @@ def test_patterns_in_the_cli(tmp_path: Path) -> None:
                     "--out-of-core reads Parquet: the pattern")
     _one_line_error(runner.invoke(app, ["score", model, pattern, "--stream"]),
                     "--stream reads one JSON-lines file")
+    _one_line_error(runner.invoke(app, ["score", model, str(logs), "--stream"]),
+                    "--stream reads one JSON-lines file", "is a folder")
+    (logs / "x.png").write_bytes(b"\x89PNG")
+    _one_line_error(runner.invoke(app, ["score", model, str(logs / "*.png"), "-o",
+                                        str(tmp_path / "p.csv")]),
+                    "matches images", "images are read from their folder")
     res = runner.invoke(app, ["score", model, pattern, "-o", str(tmp_path / "s.csv")])
     assert res.exit_code == 0 and "scored 60 rows" in res.stdout, res.output

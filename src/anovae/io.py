@@ -123,10 +123,16 @@ def pattern_files(pattern: str | os.PathLike) -> list[Path]:
 def pattern_kind(files: list[Path], pattern: str) -> str:
     """The kind of table (``'csv'``, ``'parquet'``...) of a pattern's ``files``, which must be
     one (empty files aside); :class:`NoRowsError` when every file is empty."""
+    from anovae.images import IMAGE_EXTENSIONS
+
     first_of_kind: dict[str, Path] = {}
     for f in files:
         if f.is_file() and f.stat().st_size == 0:
             continue
+        if f.suffix.lower() in IMAGE_EXTENSIONS:
+            raise DataError(f"the pattern {pattern!r} matches images ({str(f)!r}): patterns "
+                            "read tables; images are read from their folder (give the folder, "
+                            "with one sub-folder per class if they have classes)")
         first_of_kind.setdefault(_kind(f), f)
     if not first_of_kind:
         raise NoRowsError(f"the files matched by {pattern!r} are empty")

@@ -532,6 +532,9 @@ def score(
         raise DataError("--stream scores JSON lines in this process as they arrive; --engine "
                         "dask scores Parquet files: give one of the two")
     _refuse_cluster_options(engine, scheduler, workers)
+    if stream and data.is_dir():
+        raise DataError(f"--stream reads one JSON-lines file (or '-', standard input); "
+                        f"{str(data)!r} is a folder: score its files without --stream")
     if stream and is_pattern(data):
         raise DataError(f"--stream reads one JSON-lines file (or '-', standard input), not a "
                         f"pattern such as {str(data)!r}: concatenate the files into the stream "
