@@ -273,10 +273,10 @@ def test_os_errors_become_one_line_naming_the_path(model: Path, tmp_path: Path,
         denied()
     assert err.value.exit_code == 2
     assert capsys.readouterr().err == "error: '/srv/models/m.safetensors': Permission denied\n"
-    (tmp_path / "indir").mkdir()  # reading a folder as JSON lines: the system's own error
+    (tmp_path / "indir").mkdir()  # reading a folder as JSON lines: said before it is opened
     res = runner.invoke(app, ["score", str(model), str(tmp_path / "indir"), "--stream"])
     assert res.exit_code == 2, res.output
-    assert "indir': Is a directory" in res.output and "Traceback" not in res.output
+    assert "indir' is a folder" in res.output and "Traceback" not in res.output
 
 
 def test_stream_to_a_file_is_atomic(model: Path, table: Path, tmp_path: Path,
