@@ -995,11 +995,13 @@ def test_files_a_folder_leaves_out_are_named(tmp_path: Path) -> None:
     img.save(folder / "anomaly" / "b.png")
     img.save(folder / "anomaly" / "deep" / "c.png")
     img.save(folder / "normal" / "d.bmp")
+    (folder / "labels.csv").write_text("file,label\n")
     with pytest.warns(UserWarning) as rec:
         data = read_images(folder)
     assert data.names == ["anomaly/b.png", "normal/a.png"]
     text = " ".join(str(w.message) for w in rec)
-    assert "1 file in" in text and "'normal/d.bmp'" in text and "not PNG or JPEG" in text
+    assert "1 image in" in text and "'normal/d.bmp'" in text and "not PNG or JPEG" in text
+    assert "labels.csv" not in text  # other files are no images: left out without a word
     assert "1 image in" in text and "'anomaly/deep/c.png'" in text and "deeper than one" in text
 
 
@@ -1065,3 +1067,39 @@ def test_evaluate_reads_an_image_folder_s_classes(tmp_path: Path) -> None:
     assert metrics["n"] == 12 and metrics["n_anomalies"] == 6 and metrics["auroc"] > 0.9
     res = runner.invoke(app, ["evaluate", model, str(root / "normal")])  # a flat folder
     assert res.exit_code == 2 and "holds no labels" in res.output, res.output
+
+
+def test_a_wrong_size_png_is_refused_from_its_header(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size check comes before the pixels are decoded (a decompression bomb's guard): a
+    PNG's EXIF block, which Pillow finds only by decoding, is not looked for."""
+    import base64
+    import io as _io
+
+    from PIL import ImageFile
+
+    from anovae.streaming import RecordScorer
+
+    rng = np.random.default_rng(0)
+    det = ImageAEDetector(epochs=1, random_state=0).fit(
+        rng.integers(0, 255, (20, 8, 8)).astype(np.uint8))
+    big = _io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(big, format="PNG")
+    text = base64.b64encode(big.getvalue()).decode()
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(big.getvalue())
+
+    loads: list[object] = []
+    load = ImageFile.ImageFile.load
+
+    def counted(self: object) -> object:
+        loads.append(self)
+        return load(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counted)
+    with pytest.raises(DataError, match="image 0 is 64x64 pixels"):
+        RecordScorer(det).rows_from_images([text])
+    with pytest.raises(DataError, match="is 64x64"):
+        read_images(folder, schema=det.schema_)
+    assert loads == []  # refused before any pixel was decoded

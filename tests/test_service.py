@@ -19,7 +19,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from anovae import AEDetector, VAEDetector  # noqa: E402
+from anovae import AEDetector, VAEDetector, load  # noqa: E402
 from anovae.service import create_app  # noqa: E402
 from conftest import bomb_png  # noqa: E402
 
@@ -157,6 +157,10 @@ def test_loads_a_model_file_in_the_lifespan(tmp_path: Path, fitted_vae_frame: VA
     with TestClient(create_app(fitted_vae_frame)) as c:  # not from a file: no version
         r = c.post("/v1/score", json={"records": records(data.X_test[:2])})
         assert r.json()["model_version"] is None
+    changed = load(path)
+    changed.refit_threshold(data.frame(data.X_test), method="contamination")
+    with TestClient(create_app(changed)) as c:  # no longer the file's model: no version
+        assert c.get("/v1/model").json()["model_version"] is None
 
 
 def test_not_ready_without_the_lifespan(fitted_vae_frame: VAEDetector) -> None:

@@ -369,28 +369,32 @@ def _is_image_file(path: Path) -> bool:
             and path.is_file())
 
 
-def _warn_left_out(folder: Path, nested: bool) -> None:
-    """Warn about the files of ``folder`` (and of its class sub-folders) that are not read:
-    other types than PNG/JPEG, and files in folders deeper than one sub-folder. Hidden ones
-    (``.name``) are skipped without a word."""
+#: Image files of other formats than PNG/JPEG, which a folder read leaves out with a warning
+#: (other files - a labels.csv, a README - are left out without one).
+OTHER_IMAGE_EXTENSIONS = (".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic", ".heif", ".jp2",
+                          ".ppm", ".pgm")
+
+
+def _warn_left_out(folder: Path) -> None:
+    """Warn about the images of ``folder`` (and of its class sub-folders) that are not read:
+    other formats than PNG/JPEG (:data:`OTHER_IMAGE_EXTENSIONS`), and PNG/JPEG files in the
+    folders of a class sub-folder, one level too deep. Hidden ones (``.name``) are skipped."""
     other: list[Path] = []
     deeper: list[Path] = []
     for top in [folder, *_class_folders(folder)]:
         for p in sorted(top.iterdir()):
             if p.name.startswith("."):
                 continue
-            if p.is_file() and not _is_image_file(p):
+            if p.is_file() and p.suffix.lower() in OTHER_IMAGE_EXTENSIONS:
                 other.append(p)
             elif p.is_dir() and top != folder:
-                deeper.extend(q for q in sorted(p.rglob("*"))
-                              if _is_image_file(q) and not any(
-                                  part.startswith(".") for part in q.relative_to(p).parts))
+                deeper.extend(q for q in sorted(p.iterdir()) if _is_image_file(q))
     if other:
+        one = len(other) == 1
         shown = ", ".join(repr(str(p.relative_to(folder))) for p in other[:3])
-        warn(f"{plural(len(other), 'file')} in {str(folder)!r} "
-             f"{'is' if len(other) == 1 else 'are'} not PNG or JPEG and left out ({shown}"
-             f"{', ...' if len(other) > 3 else ''}): convert {'it' if len(other) == 1 else 'them'}"
-             " to PNG to have them read")
+        warn(f"{plural(len(other), 'image')} in {str(folder)!r} {'is' if one else 'are'} not "
+             f"PNG or JPEG and left out ({shown}{', ...' if len(other) > 3 else ''}): convert "
+             f"{'it' if one else 'them'} to PNG to have {'it' if one else 'them'} read")
     if deeper:
         shown = ", ".join(repr(str(p.relative_to(folder))) for p in deeper[:3])
         warn(f"{plural(len(deeper), 'image')} in {str(folder)!r} "
@@ -410,7 +414,8 @@ def _image_files(folder: Path) -> tuple[list[Path], list[str] | None]:
     direct = sorted(p for p in folder.iterdir() if _is_image_file(p))
     nested = [(p, s.name) for s in _class_folders(folder) for p in sorted(s.iterdir())
               if _is_image_file(p)]
-    _warn_left_out(folder, nested=bool(nested))
+    if direct or nested:  # else the error that no image is found says where they lie
+        _warn_left_out(folder)
     if direct and nested:
         raise DataError(f"{str(folder)!r} holds images both directly and in sub-folders; use "
                         "one sub-folder per class, or none")
@@ -471,22 +476,37 @@ _ORIENTATION = 0x0112
 _QUARTER_TURNS = (5, 6, 7, 8)
 
 
-def oriented_size(im: Any) -> tuple[int, int]:
-    """``(width, height)`` of a Pillow image as it is shown: its EXIF orientation (a phone's
-    portrait photo, stored landscape) applied, read from the header without decoding pixels."""
-    width, height = im.size
+#: The formats whose EXIF orientation is applied: a JPEG's EXIF block is in its header (a
+#: PNG's may follow the pixels, and Pillow decodes them all to find it: the size check before
+#: decoding, the guard against decompression bombs, would be lost).
+_ORIENTED_FORMATS = ("JPEG", "MPO")
+
+
+def _orientation(im: Any) -> int:
+    """A JPEG's EXIF orientation (1: as stored), read from its header, pixels not decoded."""
+    if im.format not in _ORIENTED_FORMATS:
+        return 1
     try:
-        turned = im.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
+        return int(im.getexif().get(_ORIENTATION, 1))
     except Exception:  # a broken EXIF block: the image as stored
-        turned = False
-    return (height, width) if turned else (width, height)
+        return 1
+
+
+def oriented_size(im: Any) -> tuple[int, int]:
+    """``(width, height)`` of a Pillow image as it is shown: a JPEG's EXIF orientation (a
+    phone's portrait photo, stored landscape) applied, read from the header without decoding
+    the pixels."""
+    width, height = im.size
+    return (height, width) if _orientation(im) in _QUARTER_TURNS else (width, height)
 
 
 def upright(im: Any) -> Any:
-    """The image as it is shown: its EXIF orientation applied (Pillow's ``exif_transpose``);
-    the image itself when it has none (or a broken EXIF block)."""
+    """The (loaded) image as it is shown: a JPEG's EXIF orientation applied (Pillow's
+    ``exif_transpose``); the image itself for other formats, or without an orientation."""
     from PIL import ImageOps
 
+    if _orientation(im) == 1:
+        return im
     try:
         return ImageOps.exif_transpose(im)
     except Exception:
@@ -500,10 +520,10 @@ def read_image_folder(folder: str | os.PathLike, *, schema: ImageSchema | None =
 
     Grey images (modes ``1``, ``L``, ``I;16``...) give 1 channel, colour ones 3 (alpha is
     dropped); a JPEG's EXIF orientation is applied (images are read as they are shown).
-    Files of other types (``.bmp``, ``.tif``...) and images deeper than one sub-folder are left
-    out with a warning. All images must have one size and one channel count; with ``schema``
-    (a fitted model's), the size the model was fitted on, checked from each file's header
-    before its pixels are decoded.
+    Images of other formats (``.bmp``, ``.tif``...) and images deeper than one sub-folder are
+    left out with a warning. All images must have one size and one channel count; with
+    ``schema`` (a fitted model's), the size the model was fitted on, checked from each file's
+    header (and a JPEG's EXIF orientation) before its pixels are decoded.
 
     Raises:
         DataError: no images, a file that is not a readable image (or declares too many
@@ -829,7 +849,7 @@ def score_images(detector: Any, source: str | os.PathLike, output: str | os.Path
     from_array = all(n.isdigit() for n in data.names)  # an array's images: their row numbers
     text_labels = data.labels is not None and np.asarray(data.labels).dtype.kind not in "biuf"
     if str(output).lower().endswith(".npy") and (not from_array or text_labels):
-        what = "class names (sub-folders)" if from_array else "file names"
+        what = "text labels (class names)" if from_array else "file names"
         raise DataError(f"a .npy output holds numbers only, but these images carry {what}: "
                         f"write {str(Path(output).with_suffix('.csv'))!r} (or .parquet, .npz) "
                         "instead")

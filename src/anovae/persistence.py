@@ -232,19 +232,61 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON document of a model file, validated (format name and version)."""
     from safetensors import safe_open
 
+    path = _model_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise _unreadable(path, exc) from exc
+    return _document(meta, path)
+
+
+def _model_file(path: str | Path) -> Path:
+    """``path`` as a Path, or :class:`ModelFileError` when it names no file."""
     path = _file_path(path)
     if not path.exists():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
     if not path.is_file():
         raise ModelFileError(f"{str(path)!r} is not a file (expected an anovae model file)")
+    return path
+
+
+def _unreadable(path: Path, exc: Any) -> ModelFileError:
+    return ModelFileError(f"{str(path)!r} is not a readable anovae model: it is truncated, "
+                          f"corrupt or not a safetensors file ({exc})")
+
+
+#: The largest safetensors header read (its JSON: tensor names, shapes, the metadata).
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+def _read_model_file(path: str | Path) -> tuple[bytes, dict[str, str],
+                                                 dict[str, tuple[int, ...]]]:
+    """The bytes of a model file, read once, with its header's metadata and tensor shapes
+    (parsed from those bytes: everything :func:`load` uses comes from one read, so a file
+    replaced meanwhile cannot mix two models, and nothing stays mapped to the file)."""
+    path = _model_file(path)
+    data = path.read_bytes()
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise ModelFileError(
-            f"{str(path)!r} is not a readable anovae model: it is truncated, corrupt or not a "
-            f"safetensors file ({exc})"
-        ) from exc
+        if len(data) < 8:
+            raise ValueError("shorter than a safetensors header")
+        n = int.from_bytes(data[:8], "little")
+        if n > min(len(data) - 8, MAX_HEADER_BYTES):
+            raise ValueError(f"its header declares {n} bytes")
+        header = json.loads(data[8:8 + n])
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+        meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise ValueError("its metadata is not a map of strings")
+        shapes = {str(k): tuple(int(d) for d in v["shape"]) for k, v in header.items()}
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise _unreadable(path, exc) from exc
+    return data, meta, shapes
+
+
+def _document(meta: dict[str, str], path: Path) -> dict[str, Any]:
+    """The anovae document in a model file's metadata, validated (format name, version)."""
     if "anovae" not in meta:
         raise ModelFileError(f"{str(path)!r} is a safetensors file but not an anovae model")
     try:
@@ -635,7 +677,6 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
     Raises:
         ModelFileError: missing, truncated, corrupt, foreign, inconsistent or newer-format file.
     """
-    from safetensors import safe_open
     from safetensors.torch import load as load_tensors
 
     from anovae.detectors import REGISTRY, AEDetector
@@ -644,17 +685,13 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
     from anovae.nets import build_net, config_from_dict
     from anovae.tabular import Scaler
 
-    doc = read_metadata(path)
+    data, meta, shapes = _read_model_file(path)  # one read: nothing mapped, nothing mixed
+    path = _file_path(path)
+    doc = _document(meta, path)
+    checksum, doc_text = meta.get(CHECKSUM_KEY), meta.get("anovae", "")
     name = doc.get("estimator")
     if not isinstance(name, str) or name not in REGISTRY:
         raise ModelFileError(f"{str(path)!r} holds an unknown estimator {_show(name)}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            meta = f.metadata() or {}
-            checksum, doc_text = meta.get(CHECKSUM_KEY), meta.get("anovae", "")
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
     try:
         params = {RENAMED_PARAMS.get(k, k): tuple(v) if isinstance(v, list) else v
                   for k, v in _dict_field(doc["params"], "params").items()}
@@ -687,9 +724,9 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         if learning_rate is not None:
             _float_field(learning_rate, "training.learning_rate")
         scaler_doc = _dict_field(doc["scaler"], "scaler")
-        try:  # from a private copy of the bytes: memory-mapped tensors (load_file) would
-            # change, or fault (SIGBUS), when the file is overwritten in place while in use
-            tensors = load_tensors(Path(path).read_bytes())
+        try:  # from the bytes read above: memory-mapped tensors (load_file) would change,
+            # or fault (SIGBUS), when the file is overwritten in place while in use
+            tensors = load_tensors(data)
         except Exception as exc:
             raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {exc}") from exc
         # checked after every other check: those name what is wrong in a file built by hand

@@ -161,15 +161,17 @@ class RecordScore(BaseModel):
                           "boolean column (empty when none). Absent for other models.")
 
 
-#: Hex digits of the model file's SHA-256 that name its version in responses.
+#: Hex digits of the model's checksum (persistence.CHECKSUM_KEY) that name its version.
 VERSION_DIGITS = 12
 
 
 class ScoreResponse(BaseModel):
     model: str
     model_version: str | None = Field(
-        None, description="The first hex digits of the model file's SHA-256 (null for a model "
-                          "served without a checksummed file): tells which file answered, e.g. "
+        None, description="The first hex digits of the model's checksum (the SHA-256 of its "
+                          "JSON document and tensors, stored in the file and verified at load; "
+                          "not the file's sha256sum). Null for a model served without a file, "
+                          "or changed since it was loaded. Tells which file answered, e.g. "
                           "while workers restart after the file was replaced.")
     score_type: str
     threshold: float
@@ -201,7 +203,7 @@ class ModelInfo(BaseModel):
                                                          "(send 'instances' or x0, x1...).")
     has_p_value: bool
     model_version: str | None = Field(
-        None, description="The first hex digits of the model file's SHA-256, as in each score "
+        None, description="The first hex digits of the model's checksum, as in each score "
                           "response.")
     trained_utc: str | None
     trained_with_library_version: str | None

@@ -497,6 +497,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """Set ``threshold_``, ``labels_`` from ``decision_scores_`` and ``threshold_score_``:
         the score they are on (see :meth:`_check_threshold_score`)."""
         self.threshold_ = float(threshold)
+        # a loaded file's description (its checksum, training date) no longer fits the model
+        # once its threshold is set anew (a refit, refit_threshold): the service reports none
+        self.__dict__.pop("metadata_", None)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         self.threshold_score_ = self.score_name
         self._threshold_scoring_ = self._scoring_params()  # see _check_threshold_score
