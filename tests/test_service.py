@@ -436,6 +436,17 @@ def test_mixed_tables_bad_records_are_422(mixed_client: Any, record: dict[str, A
     assert message in r.json()["detail"]
 
 
+def test_missing_words_in_a_numeric_field_are_missing_as_in_a_csv_file(
+        mixed_client: Any) -> None:
+    c, _, _ = mixed_client
+    recs = [{"amount": v, "country": "FR", "weekend": False}
+            for v in (None, "NaN", "nan", "NA", " null ", "N/A")]
+    r = c.post("/v1/score", json={"records": recs})
+    assert r.status_code == 200, r.text
+    scores = {x["anomaly_score"] for x in r.json()["results"]}
+    assert len(scores) == 1  # every one of them a missing amount, as null is
+
+
 def test_a_number_in_a_text_category_is_refused_whatever_the_other_records(
         mixed_client: Any) -> None:
     # it was a 422 alone and an unseen category beside a record holding text

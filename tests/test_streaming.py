@@ -354,8 +354,8 @@ def test_mixed_model_messages_name_this_line(fitted_mixed: VAEDetector) -> None:
     out = io.StringIO()
     score_stream(fitted_mixed, lines, out)
     inf, text = (json.loads(line)["error"] for line in out.getvalue().splitlines())
-    assert inf == ("this line contains infinite values in 'amount'; replace them (NaN marks a "
-                   "missing value)")
+    assert inf == ("this line contains infinite values in 'amount'; replace them with missing "
+                   "values (NaN or None; null in JSON)")
     assert text.startswith("column 'amount' of this line holds text (e.g. 'lots')")
 
 

@@ -229,10 +229,19 @@ class MixedSchema:
 
 
 # -- per-kind conversion -----------------------------------------------------------------------
+#: Text that a numeric cell holds for "missing" (what pandas' CSV reader reads as missing, in
+#: any case): in a DataFrame, a service record or a streamed line too. Only in numeric
+#: columns: in a categorical one "NA" may be a value (Namibia).
+MISSING_WORDS = frozenset({"nan", "na", "n/a", "null", "none", "-nan", "#n/a", "<na>"})
+
+
 def _numeric(s: pd.Series, name: str, what: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
         v = s.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
+        words = s.map(lambda x: isinstance(x, str) and x.strip().lower() in MISSING_WORDS)
+        if words.any():
+            s = s.mask(words.astype(bool))
         try:
             v = pd.to_numeric(s, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
@@ -244,7 +253,7 @@ def _numeric(s: pd.Series, name: str, what: str) -> np.ndarray:
     inf = np.isinf(v)
     if inf.any():
         raise DataError(f"{what} contains infinite values in {name!r} ({int(inf.sum())} rows); "
-                        "replace them (NaN marks a missing value)")
+                        "replace them with missing values (NaN or None; null in JSON)")
     return v
 
 
