@@ -242,7 +242,9 @@ def fit(
     data: Path = typer.Argument(..., help="Training table: .csv, .csv.gz, .tsv, .parquet, .npy "
                                           "or .npz, a Parquet folder, or a quoted glob pattern "
                                           "such as 'logs/day-*.csv' (files of one kind with "
-                                          "the same columns, read in name order)."),
+                                          "the same columns, read in name order). Or images: "
+                                          "a folder of PNG/JPEG files, an IDX file, or a "
+                                          ".npy/.npz array of (N, H, W[, C])."),
     output: str = typer.Option(..., "--output", "-o", metavar="<path>",
                                help="Where to write the model file."),
     detector: str = typer.Option("vae", help="vae (VAEDetector) or ae (plain autoencoder)."),
