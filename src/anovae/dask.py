@@ -344,7 +344,7 @@ def _scan(pattern: str | os.PathLike, partition_rows: int) -> tuple[list[_Part],
     return parts, schemas
 
 
-def _kind(dtype: Any) -> str:
+def _arrow_kind(dtype: Any) -> str:
     """The kind of values an Arrow type holds (``""``: only nulls, which fit any kind)."""
     import pyarrow as pa
 
@@ -372,7 +372,7 @@ def _check_schemas(schemas: dict[str, Any], columns: Sequence[str]) -> None:
     if missing:
         raise DataError(f"{first!r} lacks the columns {missing}; its columns are: "
                         + ", ".join(repr(n) for n in list(ref_types)[:20]))
-    kinds = {c: _kind(ref_types[c]) for c in columns}
+    kinds = {c: _arrow_kind(ref_types[c]) for c in columns}
     for path, schema in others:
         types = {f.name: f.type for f in schema}
         missing = [c for c in columns if c not in types]
@@ -381,7 +381,7 @@ def _check_schemas(schemas: dict[str, Any], columns: Sequence[str]) -> None:
                             f"({first!r}) has: every file must have the same columns; add them "
                             "to it, or leave it out")
         for c in columns:
-            kind = _kind(types[c])
+            kind = _arrow_kind(types[c])
             if kind and kinds[c] and kind != kinds[c]:
                 raise DataError(f"{path!r}: column {c!r} holds {kind} ({types[c]}), but "
                                 f"{kinds[c]} ({ref_types[c]}) in the first file ({first!r}): "

@@ -105,14 +105,19 @@ def pattern_files(pattern: str | os.PathLike) -> list[Path]:
     several kinds (CSV and Parquet, say: :func:`pattern_kind`)."""
     text = os.fspath(pattern)
     matches = sorted(glob.glob(text, recursive=True))
+    holding: set[str] = set()  # the folders that hold another match: ways to files
+    for m in matches:
+        up = os.path.dirname(m.rstrip(os.sep))
+        while up and up not in holding:
+            holding.add(up)
+            up = os.path.dirname(up)
     found: list[Path] = []
     for m in matches:
         if os.path.isfile(m):
             found.append(Path(m))
-        elif os.path.isdir(m) and _has_parquet(Path(m)):
-            inside = m.rstrip(os.sep) + os.sep
-            if not any(o.startswith(inside) for o in matches):
-                found.append(Path(m))
+        elif (os.path.isdir(m) and m.rstrip(os.sep) not in holding
+              and _has_parquet(Path(m))):
+            found.append(Path(m))
     if not found:
         raise DataError(f"{'no table files' if matches else 'no files'} match the pattern "
                         f"{text!r}")
