@@ -261,7 +261,7 @@ def test_random_bytes(tmp_path):
 def test_pickle_file_is_refused(tmp_path):
     path = tmp_path / "model.pkl"
     path.write_bytes(pickle.dumps({"net": [1, 2, 3]}))
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="is a pickle .*never unpickles.*save"):
         anovae.load(path)
 
 

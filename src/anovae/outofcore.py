@@ -353,6 +353,7 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     if sample_rows < 1:
         raise ValueError(f"sample_rows must be >= 1, got {sample_rows}")
     detector._check_params()
+    detector._warn_unused_contamination()
     spec = detector._threshold_spec()
     groups, schema = parquet_row_groups(data)
     total = groups[-1].offset + groups[-1].rows

@@ -252,6 +252,16 @@ def _model_file(path: str | Path) -> Path:
 
 
 def _unreadable(path: Path, exc: Any) -> ModelFileError:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        head = b""
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocols 2-5
+        return ModelFileError(
+            f"{str(path)!r} is a pickle (or joblib) file, not an anovae model: anovae never "
+            "unpickles (a pickle runs code when loaded). If you trust it, unpickle it yourself "
+            "and call .save('model.safetensors') on the detector")
     return ModelFileError(f"{str(path)!r} is not a readable anovae model: it is truncated, "
                           f"corrupt or not a safetensors file ({exc})")
 

@@ -101,9 +101,11 @@ def check_tabular(
     if arr.shape[0] == 0:
         raise DataError(f"{what} has no rows")
     if arr.shape[0] < min_rows:
-        raise DataError(f"{what} has {arr.shape[0]} row(s); at least {min_rows} are needed to fit")
+        raise DataError(f"{what} has {arr.shape[0]} row(s) (n_samples={arr.shape[0]}); at least "
+                        f"{min_rows} are needed to fit")
     if arr.shape[1] == 0:
-        raise DataError(f"{what} has no columns")
+        raise DataError(f"{what} has no columns: 0 feature(s) (shape={arr.shape}) while a "
+                        "minimum of 1 is required.")
     if schema is not None and arr.shape[1] != schema.n_features:
         hint = ("" if not series or arr.shape[0] != schema.n_features else
                 " (a pandas Series is one column; pass one row as a one-row table: "
@@ -144,16 +146,17 @@ def _array(X: Any, what: str) -> np.ndarray:
         raise DataError(f"{what} cannot be read as a 2-D numeric table: {exc}") from exc
     if arr.ndim == 1:
         raise DataError(
-            f"{what} is 1-D with shape {arr.shape}; a table must be 2-D (rows, features): "
-            "use X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one row"
+            f"{what} is 1-D with shape {arr.shape}; a table must be 2-D (rows, features). "
+            "Reshape your data: X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one "
+            "row"
         )
     if arr.ndim != 2:
         raise DataError(f"{what} must be 2-D (rows, features), got shape {arr.shape}")
     if arr.dtype.kind == "b":
         arr = arr.astype(np.float64)
     if arr.dtype.kind == "c":  # a cast to float64 would silently drop the imaginary parts
-        raise DataError(f"{what} holds complex numbers (dtype {arr.dtype}); anovae takes real "
-                        "numeric features")
+        raise DataError(f"{what} holds complex numbers (dtype {arr.dtype}). Complex data not "
+                        "supported: anovae takes real numeric features")
     if arr.dtype.kind not in "iuf":
         try:
             arr = arr.astype(np.float64)

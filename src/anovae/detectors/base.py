@@ -19,6 +19,7 @@ hand it rows in the fitted order: see :meth:`BaseDetector._feature_names_warning
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
 import sys
@@ -314,6 +315,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return 1
 
     def _check_params(self) -> None:
+        if callable(getattr(self.contamination, "eval", None)):  # PyOD's place for PyThresh
+            raise ValueError(f"contamination must be a number; a thresholder object such as "
+                             f"{type(self.contamination).__name__}() goes in threshold= "
+                             "(threshold=IQR(), or threshold='pythresh:IQR')")
         _check_param("contamination", self.contamination, Real, 0.0, 0.5, low_open=True)
         _check_param("epochs", self.epochs, Integral, 1, none_ok=True)
         _check_param("batch_size", self.batch_size, Integral, 1, none_ok=True)
@@ -339,6 +344,19 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             raise ValueError("threshold='contamination' reads the contamination parameter; "
                              "leave threshold_param=None")
         self._threshold_spec()  # unknown methods or numbers out of range fail here
+
+    def _warn_unused_contamination(self) -> None:
+        """At fit: a ``contamination`` other than the default, which another threshold method
+        leaves unused (PyOD's main knob; the reverse, ``threshold_param`` with the
+        contamination method, is refused by :meth:`_check_params`)."""
+        spec = self._threshold_spec()
+        default = inspect.signature(type(self)).parameters.get("contamination")
+        if (spec.method != "contamination" and default is not None
+                and self.contamination != default.default):
+            warn(f"contamination={self.contamination!r} is not used: threshold="
+                 f"{spec.describe()!r} sets the threshold (contamination is read by "
+                 "threshold='contamination' alone; set the method's number with "
+                 "threshold_param)")
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any | None = None) -> BaseDetector:
@@ -371,6 +389,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _fit(self, X: Any, y: Any | None) -> BaseDetector:
         """:meth:`fit`'s steps (the fitted attributes are set as they are computed)."""
         self._check_params()
+        self._warn_unused_contamination()
         X_arr, schema = self._validate(X, None, min_rows=2)
         check_same_data(X_arr, None if y is None else np.asarray(y))  # under torchrun
         train_rows = X_arr
@@ -976,6 +995,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """Latent means ``(n, latent_dim)`` (the code ``z`` for a plain autoencoder)."""
         return self._encode_rows(self._checked(X))[0]
 
+    def fit_transform(self, X: Any, y: Any | None = None) -> np.ndarray:
+        """:meth:`fit`, then :meth:`transform` of the same rows: their latent means ``(n,
+        latent_dim)`` (scikit-learn's transformer method, for a detector used as a step that
+        makes features)."""
+        return self.fit(X, y).transform(X)
+
     @torch.inference_mode()
     def _encode_rows(self, rows: np.ndarray, index: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -1072,6 +1097,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return {"allow_nan": False, "non_deterministic": False}
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        from sklearn.utils import TransformerTags
+
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        # transform() gives the latent codes; without the tag check_estimator refuses to run
+        tags.transformer_tags = TransformerTags()
         return tags
