@@ -316,9 +316,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         if callable(getattr(self.contamination, "eval", None)):  # PyOD's place for PyThresh
+            name = type(self.contamination).__name__
             raise ValueError(f"contamination must be a number; a thresholder object such as "
-                             f"{type(self.contamination).__name__}() goes in threshold= "
-                             "(threshold=IQR(), or threshold='pythresh:IQR')")
+                             f"{name}() goes in threshold= (threshold={name}(), or "
+                             f"threshold='pythresh:{name}' for PyThresh's)")
         _check_param("contamination", self.contamination, Real, 0.0, 0.5, low_open=True)
         _check_param("epochs", self.epochs, Integral, 1, none_ok=True)
         _check_param("batch_size", self.batch_size, Integral, 1, none_ok=True)
