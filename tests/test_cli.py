@@ -551,9 +551,31 @@ def test_fit_and_score_option_edge_cases(tmp_path: Path) -> None:
               "--label-column", "y", "--set", "verbose=true")
     assert res.exit_code == 0 and load(tmp_path / "v.st").get_params()["verbose"] is True
     res = fit(str(tmp_path / "t.npz"), "-o", str(tmp_path / "z.st"))
-    assert res.exit_code == 0 and "holds a 'y' array: it is used as a feature" in res.output
+    assert res.exit_code == 0 and "holds a 'y' array: it is fitted as a feature" in res.output
     # an id column that is also a feature is read as the model reads it
     fit_then_score("t.csv", ["--exclude", "cid", "--label-column", "y"], "a")
+
+
+def test_fit_warns_of_a_forgotten_label_column(tmp_path: Path) -> None:
+    # a 0/1 `label` column without --label-column was fitted as a feature, without a word
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    df["Label"] = (rng.random(200) < 0.1).astype(int)
+    df["class"] = rng.integers(0, 5, 200)  # several classes: a feature, nothing to say
+    df.to_csv(tmp_path / "t.csv", index=False)
+
+    def fit(*args: str) -> Any:
+        return runner.invoke(app, ["fit", *args, "--epochs", "2", "--seed", "0"])
+
+    res = fit(str(tmp_path / "t.csv"), "-o", str(tmp_path / "m.st"))
+    assert res.exit_code == 0
+    assert ("warning: 't.csv' holds a column 'Label' of 0/1 values: it is fitted as a feature; "
+            "pass --label-column Label if it holds the labels (or --exclude Label)"
+            ) in res.output.replace(str(tmp_path) + "/", "")
+    assert "'class'" not in res.output
+    for given in (["--label-column", "Label"], ["--exclude", "Label"]):
+        res = fit(str(tmp_path / "t.csv"), "-o", str(tmp_path / "m.st"), *given)
+        assert res.exit_code == 0 and "warning" not in res.output, res.output
 
 
 def test_tables_with_idx_in_their_name_are_fitted_and_scored_as_tables(tmp_path: Path) -> None:
@@ -725,7 +747,8 @@ def test_out_of_memory_is_one_line_and_exit_2(error: Any, table: Path, tmp_path:
         raise error
 
     monkeypatch.setattr(anovae.detectors.VAEDetector, "fit", fit)
-    res = runner.invoke(app, ["fit", str(table), "-o", str(tmp_path / "m.safetensors")])
+    res = runner.invoke(app, ["fit", str(table), "-o", str(tmp_path / "m.safetensors"),
+                              "--label-column", "label"])
     assert res.exit_code == 2, res.output
     assert res.output.startswith("error: out of memory") and "--batch-size" in res.output
     assert len(res.output.splitlines()) == 1 and "Traceback" not in res.output

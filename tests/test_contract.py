@@ -197,6 +197,18 @@ def test_fit_leaves_global_random_state_alone(cls, random_state, data, make_dete
     assert random.getstate() == py_state
 
 
+@pytest.mark.parametrize("grad_off", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_fit_trains_under_the_callers_no_grad(cls, grad_off, data, make_detector):
+    # a pipeline wrapped in no_grad / inference_mode failed deep in autograd ("element 0 of
+    # tensors does not require grad"); the fit turns gradients on for itself, and only there
+    plain = make_detector(cls, epochs=2).fit(data.X_train[:64])
+    with grad_off():
+        det = make_detector(cls, epochs=2).fit(data.X_train[:64])
+        assert not torch.is_grad_enabled()
+    np.testing.assert_array_equal(det.decision_scores_, plain.decision_scores_)
+
+
 def test_batch_invariance(any_fitted, data):
     X = data.X_test[:16]
     together = any_fitted.decision_function(X)
@@ -426,6 +438,10 @@ def test_a_changed_sample_count_is_refused_where_the_threshold_is_compared(data,
                 lambda: det.refit_threshold(data.X_test), lambda: det.save(tmp_path / "m")):
         with pytest.raises(ValueError, match="n_samples=1 but .* set with n_samples=16"):
             use()
+    # checked where it is used, as at fit: n_samples=0 was a ZeroDivisionError, 50,000 ran
+    for bad, match in ((0, "n_samples must be >= 1, got 0"), (50_000, "must be <= 10000")):
+        with pytest.raises(ValueError, match=match):
+            det.set_params(n_samples=bad).decision_function(data.X_test[:2])
     det.set_params(n_samples=16)
     np.testing.assert_array_equal(det.predict(data.X_train), det.labels_)
     rec = VAEDetector(epochs=2, hidden_dims=(8,), latent_dim=2, device="cpu", random_state=0,

@@ -260,12 +260,29 @@ def test_thresholder_object_in_fit_and_saved_by_name(data, make_detector, tmp_pa
     assert twin.predict(data.X_test).sum() == 5 and twin.threshold_method_ == "object:TopFive"
 
 
-def test_too_few_calibration_rows_flag_nothing_and_survive_saving(data, make_detector,
-                                                                   tmp_path):
-    det = make_detector(AEDetector, threshold="fpr", threshold_param=0.001).fit(data.X_train)
-    assert det.threshold_ == math.inf  # 48 calibration rows cannot promise 0.1%
+def test_too_few_calibration_rows_are_refused_at_fit(data, make_detector, monkeypatch):
+    # 48 calibration rows cannot promise 0.1 %: the fit used to train, then save an inf
+    # threshold (a model that flags nothing) with only a warning; now it stops before training
+    monkeypatch.setattr(AEDetector, "_train_net", lambda *a: pytest.fail("trained"))
+    with pytest.raises(DataError, match=r"threshold='fpr' at 0.001 needs at least 999 held-out "
+                       r"normal rows, but calibration_fraction=0.2 of 240 normal rows holds out "
+                       r"48: give more normal rows \(about 4995\)"):
+        make_detector(AEDetector, threshold="fpr", threshold_param=0.001).fit(data.X_train)
+    with pytest.raises(DataError, match="needs a row labelled normal"):  # all labelled 1
+        make_detector(AEDetector, threshold="best_f1", use_labels=False).fit(
+            data.X_train, np.ones(len(data.X_train)))
+
+
+def test_too_few_calibration_rows_at_refit_flag_nothing_and_survive_saving(
+        fitted_vae, data, tmp_path):
+    det = copy.deepcopy(fitted_vae)
+    with pytest.warns(UserWarning, match="needs at least 999 calibration scores, got 50"):
+        det.refit_threshold(data.X_test[data.y_test == 0][:50], method="fpr", param=0.001)
+    assert det.threshold_ == math.inf
     assert det.predict(data.X_test).sum() == 0
     assert load(det.save(tmp_path / "m.st")).threshold_ == math.inf
+    with pytest.raises(DataError, match="'best_f1' needs a row labelled normal"):
+        det.refit_threshold(data.X_test[:5], np.ones(5), method="best_f1")
 
 
 @pytest.mark.parametrize("params, match", [
@@ -304,6 +321,20 @@ def test_refit_threshold_without_retraining(fitted_vae, data, tmp_path):
     assert twin.threshold_ == det.threshold_
     assert twin.threshold_method_ == "contamination=0.1"
     assert np.array_equal(twin.calibration_scores_, det.calibration_scores_)
+
+
+@pytest.mark.parametrize("method", ["fpr", "pot"])
+def test_refit_on_the_training_rows_warns(fitted_vae, data, method):
+    # the training rows score lower than new normal ones: an fpr threshold set on them flagged
+    # 0.016 of new normal rows at 0.01, silently
+    for rows in (data.X_train, data.X_train[7:200]):  # all of them, or some (other batches)
+        det = copy.deepcopy(fitted_vae)
+        with pytest.warns(UserWarning, match=r"100% of the rows given to refit_threshold score "
+                          "as rows the model was trained on"):
+            det.refit_threshold(rows, method=method, param=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # new normal rows: nothing to say
+        det.refit_threshold(data.X_test[data.y_test == 0], method=method, param=0.1)
 
 
 def test_refit_threshold_without_a_method_follows_set_params_and_keeps_thresholder_objects(
@@ -411,6 +442,10 @@ def test_labels_are_checked_wherever_they_enter() -> None:
     with pytest.raises(DataError, match="the thresholder's labels must be 0 .* found '-1'"):
         threshold_from_labels([1.0, 2.0, 3.0], [-1, -1, 1])
     assert evaluate([True, False], [2.0, 1.0], [1.0, 0.0])["f1"] == 1.0
+    # a 2-D y was flattened first: "8 labels in y, but X has 4 rows"
+    with pytest.raises(DataError, match=r"y must be one 0/1 label per row.*got shape \(4, 2\)"):
+        VAEDetector().fit(np.zeros((4, 2)), np.zeros((4, 2)))
+    VAEDetector(epochs=1).fit(np.eye(4), np.zeros((4, 1)))  # a column is one label per row
 
 
 def test_a_number_given_twice_must_agree() -> None:

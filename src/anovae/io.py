@@ -30,6 +30,7 @@ __all__ = [
     "SUPPORTED_EXTENSIONS",
     "TableWriter",
     "array_columns",
+    "feature_labels",
     "atomic_output",
     "check_output_path",
     "count_rows",
@@ -218,6 +219,14 @@ def _empty_folder_message(path: Path) -> str:
 def array_columns(n: int) -> list[str]:
     """``["x0", "x1", ...]``: the ``n`` column names of a table read from a NumPy array."""
     return [f"x{i}" for i in range(n)]
+
+
+def feature_labels(shape: tuple[int, ...]) -> list[str]:
+    """The names of the features of one row of ``shape`` without names of their own:
+    :func:`array_columns` for a table's ``(D,)``, ``"x[c,h,w]"`` for an image's pixels."""
+    if len(shape) == 1:
+        return array_columns(shape[0])
+    return ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)]
 
 
 #: The first bytes of a ``.npy`` file and of a ``.npz`` (zip) archive.

@@ -22,7 +22,11 @@ def binary_labels(y: Any, n: int, what: str = "y", rows: str = "X has {n} rows")
     """``y`` as ``(n,)`` int 0/1 labels (1 = anomaly), checked: ``n`` of them (a column
     ``(n, 1)`` is flattened), each 0 or 1 (``True``/``False`` and ``0.0``/``1.0`` too; ``None``,
     NaN, text, ``-1`` or 0.7 are refused with the values found, never a NumPy ``TypeError``)."""
-    arr = np.asarray(y, dtype=object if isinstance(y, (list, tuple)) else None).ravel()
+    arr = np.asarray(y, dtype=object if isinstance(y, (list, tuple)) else None)
+    if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[1] != 1):
+        raise DataError(f"{what} must be one 0/1 label per row, a 1-D array (or one column); "
+                        f"got shape {arr.shape}")
+    arr = arr.ravel()
     if arr.shape[0] != n:
         raise DataError(f"{arr.shape[0]} labels in {what}, but {rows.format(n=n)}")
     values = set(arr.tolist())  # (np.unique sorts, and fails on None or mixed types)

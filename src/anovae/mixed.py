@@ -54,6 +54,7 @@ except ImportError:  # pandas < 2.2: not yet public
     from pandas._libs.tslibs.parsing import guess_datetime_format
 
 from anovae.exceptions import DataError, warn
+from anovae.io import array_columns
 from anovae.tabular import (
     Scaler,
     _list,
@@ -539,7 +540,7 @@ def _frame(X: Any, what: str, names: Sequence[str] | None = None
     arr = np.asarray(X)
     if arr.ndim != 2:
         raise DataError(f"{what} must be 2-D (rows, features), got shape {arr.shape}")
-    return pd.DataFrame(arr, columns=[f"x{j}" for j in range(arr.shape[1])]), False
+    return pd.DataFrame(arr, columns=array_columns(arr.shape[1])), False
 
 
 def _infer_kind(s: pd.Series, name: str) -> str:

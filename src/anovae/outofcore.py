@@ -50,6 +50,7 @@ from anovae.accel import to_device
 from anovae.exceptions import DataError, warn
 from anovae.io import is_pattern, pattern_files
 from anovae.metrics import binary_labels
+from anovae.thresholds import fpr_min_calibration
 
 __all__ = ["ParquetBatches", "RowGroup", "fit_table", "parquet_files", "parquet_row_groups",
            "row_uniform"]
@@ -423,6 +424,10 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     if spec.method == "fpr" and cal_rows.shape[0] == 0:
         raise DataError("threshold='fpr' needs held-out normal rows: set calibration_fraction > 0 "
                         "or give more rows")
+    if spec.method == "fpr" and cal_rows.shape[0] < (need := fpr_min_calibration(spec.param)):
+        raise DataError(f"threshold='fpr' at {spec.param:g} needs at least {need} held-out "
+                        f"normal rows, but {cal_rows.shape[0]} were held out: give more rows, or "
+                        "raise calibration_fraction or the fpr")
 
     # -- the same steps as BaseDetector.fit, on streamed rows ------------------------------
     detector.schema_ = ColumnSchema(d, tuple(columns))
@@ -461,9 +466,9 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     detector.decision_scores_ = detector._score_rows(sample_X)[0]
     detector._fit_feature_baselines(normal_sample)  # as BaseDetector.fit, on the sample
     y_fit = sample_yy if label_column else None
-    if spec.needs_labels and (y_fit is None or not y_fit.any()):
-        raise DataError(f"threshold={spec.method!r} needs labels with at least one anomaly in "
-                        "the sample: give label_column")
+    if missing := spec.missing_labels(y_fit):
+        raise DataError(f"threshold={spec.method!r} needs {missing} in the sample: give "
+                        "label_column")
     if cal_rows.shape[0]:
         detector.calibration_scores_ = detector._score_rows(cal_rows)[0]
     elif hasattr(detector, "calibration_scores_"):

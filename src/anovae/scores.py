@@ -9,6 +9,10 @@ Monte-Carlo scores use *common random numbers*: one fixed set of ``S`` standard-
 ``eps`` of shape ``(S, L)`` is shared by every row, so a row's score depends on that row alone
 (not on its batch, its position, or the call) and scoring is deterministic.
 
+Every score is of ``x`` as the network sees it: the rows after the detector's scaler
+(``scaler_``; for mixed tables numeric cells also pass through asinh), not in the units of the
+caller's data (what ``reconstruct`` gives back).
+
 Scores:
 
 ``"reconstruction"``

@@ -56,6 +56,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from anovae.exceptions import DataError
+from anovae.io import feature_labels
 from anovae.thresholds import conformal_pvalues
 
 __all__ = ["MAX_LINE_CHARS", "RecordScorer", "SignalStop", "StreamSummary", "feature_names",
@@ -81,10 +82,7 @@ def feature_names(detector: Any) -> list[str]:
     names = getattr(detector.schema_, "names", None)
     if names is not None:
         return [str(n) for n in names]
-    shape = input_shape(detector)
-    if len(shape) == 1:
-        return [f"x{j}" for j in range(shape[0])]
-    return ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)]
+    return feature_labels(input_shape(detector))
 
 
 def input_shape(detector: Any) -> tuple[int, ...]:

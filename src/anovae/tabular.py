@@ -12,6 +12,7 @@ import pandas as pd
 from scipy.sparse import issparse
 
 from anovae.exceptions import DataError, warn
+from anovae.io import array_columns
 
 __all__ = ["SCALED_MAX", "SCALERS", "ColumnSchema", "Scaler", "ScalerStats", "check_tabular",
            "holds_numbers", "looks_like_row_id", "match_columns", "warn_if_row_id"]
@@ -120,9 +121,10 @@ def check_tabular(
     bad = None if np.isfinite(total) else ~np.isfinite(arr)
     if bad is not None and bad.any():
         cols = np.flatnonzero(bad.any(axis=0))
-        col_names = [names[i] for i in cols] if names is not None else [f"column {i}" for i in cols]
+        col_names = [(names if names is not None else array_columns(arr.shape[1]))[i]
+                     for i in cols]  # (an array's columns are x0, x1, ... as numeric= names them)
         kinds = "NaN" if np.isnan(arr[bad]).all() else "NaN or infinite values"
-        hint = ("" if names is None or not np.isnan(arr[bad]).any() else
+        hint = ("" if not np.isnan(arr[bad]).any() else
                 " (or let the model take gaps: a VAEDetector given the column kinds, e.g. "
                 f"numeric=[{col_names[0]!r}] (CLI: --numeric {col_names[0]}), models missing "
                 "values)")

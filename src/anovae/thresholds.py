@@ -47,6 +47,7 @@ __all__ = [
     "best_f1_threshold",
     "conformal_pvalues",
     "contamination_threshold",
+    "fpr_min_calibration",
     "fpr_threshold",
     "parse_threshold",
     "pot_threshold",
@@ -128,10 +129,20 @@ def fpr_threshold(calibration_scores: Any, fpr: float) -> float:
     n = cal.size
     k = math.ceil((n + 1) * (1.0 - fpr) - _EPS)
     if k > n:
-        warn(f"fpr={fpr:g} needs at least {math.ceil(1.0 / fpr - 1.0 - _EPS)} calibration "
-             f"scores, got {n}: nothing is flagged")
+        warn(f"fpr={fpr:g} needs at least {fpr_min_calibration(fpr)} calibration scores, got "
+             f"{n}: nothing is flagged")
         return math.inf
     return float(cal[max(k, 1) - 1])
+
+
+def fpr_min_calibration(fpr: float) -> int:
+    """The fewest held-out normal rows for which :func:`fpr_threshold` at ``fpr`` is finite
+    (``ceil(1 / fpr - 1)``: 19 at 0.05, 99 at 0.01).
+
+    >>> fpr_min_calibration(0.05)
+    19
+    """
+    return max(1, math.ceil(1.0 / fpr - 1.0 - _EPS))
 
 
 def conformal_pvalues(calibration_scores: Any, scores: Any) -> np.ndarray:
@@ -342,6 +353,19 @@ class ThresholdSpec:
     def needs_labels(self) -> bool:
         """Whether :meth:`compute` needs 0/1 labels (``best_f1``, ``recall``)."""
         return self.method in ("best_f1", "recall")
+
+    def missing_labels(self, y: np.ndarray | None) -> str | None:
+        """What the ``(n,)`` 0/1 labels ``y`` (or ``None``) lack for this method, in words
+        (``None``: nothing): an anomaly, for the labelled methods; for ``best_f1`` a normal row
+        too (with anomalies only, flagging every row is trivially the best F1)."""
+        if not self.needs_labels:
+            return None
+        if y is None or not np.any(y):
+            return "labels with at least one anomaly"
+        if self.method == "best_f1" and np.all(y):
+            return ("a row labelled normal (0) too: with anomalies only, flagging every row is "
+                    "trivially the best F1")
+        return None
 
     @property
     def wants_normal_scores(self) -> bool:

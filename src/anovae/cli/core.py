@@ -151,6 +151,34 @@ def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
     return df.drop(columns=drop), y
 
 
+#: Names (lower-case) of the columns that usually hold labels: one of them holding only 0 and 1,
+#: with no --label-column, is probably the labels, fitted as a feature by mistake.
+LABEL_LIKE_NAMES = frozenset({"y", "label", "labels", "target", "class", "anomaly", "is_anomaly",
+                              "outlier", "is_outlier", "fraud", "is_fraud", "attack"})
+
+
+def _warn_label_like(df: Any, data: Path, skip: list[str | None]) -> None:
+    """Warn about each column of ``df`` (read from ``data``, without --label-column) that looks
+    like forgotten labels: named as labels usually are (:data:`LABEL_LIKE_NAMES`) and holding
+    only 0 and 1 (true/false, or the text "0"/"1"), or the ``y`` array of a ``.npz`` file
+    (whatever it holds). ``skip``: the columns excluded, or the id column."""
+    npz = str(data).lower().endswith(".npz")
+    for name in df.columns:
+        if str(name).lower() not in LABEL_LIKE_NAMES or name in skip:
+            continue
+        values = df[name].dropna()
+        if pd.api.types.is_bool_dtype(values.dtype):
+            binary = True
+        elif pd.api.types.is_numeric_dtype(values.dtype):
+            binary = bool(values.isin([0, 1]).all())
+        else:
+            binary = bool(values.astype(str).isin(["0", "1"]).all())
+        if (npz and name == "y") or (binary and len(values)):
+            held = "a 'y' array" if npz and name == "y" else f"a column {name!r} of 0/1 values"
+            warn(f"{str(data)!r} holds {held}: it is fitted as a feature; pass --label-column "
+                 f"{name} if it holds the labels (or --exclude {name})")
+
+
 #: Column names an error lists, at most (then "... and N more").
 SHOWN_COLUMNS = 20
 
@@ -363,6 +391,7 @@ def fit(
         distributed = launched_by_torchrun()
     with option_words(by_option), process_group() if distributed else contextlib.nullcontext():
         est = cls.from_preset(preset, **params) if preset else cls(**params)
+        est._check_params()  # a bad option is refused before the data is read (fit checks again)
         t0 = time.perf_counter()
         rows_note = " rows"
         if out_of_core:
@@ -393,10 +422,8 @@ def fit(
             # --categorical columns as text: codes such as "001" keep their leading zeros (and
             # match what `anovae score` reads)
             df = read_table(data, dtype=dict.fromkeys(categorical, str) if categorical else None)
-            if (str(data).lower().endswith(".npz") and "y" in df.columns
-                    and label_column is None and "y" not in (exclude or [])):
-                warn(f"{str(data)!r} holds a 'y' array: it is used as a feature; pass "
-                     "--label-column y if it holds the labels")
+            if label_column is None:
+                _warn_label_like(df, data, [*(exclude or []), id_column])
             X, y = _split_columns(df, label_column, exclude, id_column, str(data))
             est.fit(X, y)
             shape = X.shape

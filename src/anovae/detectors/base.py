@@ -37,6 +37,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from anovae.accel import to_device
 from anovae.distributed import check_same_data, shared_seed
 from anovae.exceptions import DataError, NotFittedError, warn
+from anovae.io import feature_labels
 from anovae.losses import LossTerms
 from anovae.metrics import binary_labels
 from anovae.nets import build_net
@@ -54,6 +55,7 @@ from anovae.tabular import SCALERS, ColumnSchema, Scaler, _list, check_tabular
 from anovae.thresholds import (
     ThresholdSpec,
     conformal_pvalues,
+    fpr_min_calibration,
     parse_threshold,
     prediction_confidence,
 )
@@ -411,9 +413,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             del self.feature_names_in_  # a refit on an array: the old names no longer apply
         rng = np.random.default_rng(self._fit_seed())
         y_fit = None if y is None else y_arr.astype(int)
-        if spec.needs_labels and (y_fit is None or not y_fit.any()):
-            raise DataError(f"threshold={spec.method!r} needs labels with at least one anomaly: "
-                            "fit(X, y) with y = 1 for anomalies (CLI: --label-column COLUMN)")
+        if missing := spec.missing_labels(y_fit):
+            raise DataError(f"threshold={spec.method!r} needs {missing}: fit(X, y) with y = 1 "
+                            "for anomalies, 0 for normal rows (CLI: --label-column COLUMN)")
         normal = (np.arange(X_arr.shape[0]) if y_fit is None or not self.use_labels
                   else np.flatnonzero(y_fit == 0))
         cal_rows = self._calibration_rows(normal, spec, rng)  # (n_cal,) indices into X
@@ -476,7 +478,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         # is left exactly as it was (torch.manual_seed would reseed every GPU for good).
         gpus = [device.index if device.index is not None else torch.cuda.current_device()
                 ] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=gpus):
+        # a fit called under the caller's torch.no_grad() or inference_mode() still trains (it
+        # failed in autograd: "element 0 of tensors does not require grad")
+        with torch.random.fork_rng(devices=gpus), torch.inference_mode(False), \
+                torch.enable_grad():
             torch.random.default_generator.manual_seed(torch_seed)
             for gpu in gpus:
                 with torch.cuda.device(gpu):
@@ -577,6 +582,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if normal.size - n_cal < 2:
             raise DataError(f"{normal.size} normal rows leave fewer than 2 to train after holding "
                             f"out {n_cal} for calibration")
+        if spec.method == "fpr" and n_cal < (need := fpr_min_calibration(float(spec.param))):
+            # (refused before training: the threshold would be inf, a model that flags nothing)
+            raise DataError(
+                f"threshold='fpr' at {float(spec.param):g} needs at least {need} held-out normal "
+                f"rows, but calibration_fraction={frac:g} of {normal.size} normal rows holds out "
+                f"{n_cal}: give more normal rows (about {math.ceil(need / frac)}), or raise "
+                "calibration_fraction or the fpr")
         return np.sort(rng.permutation(normal)[:n_cal])
 
     def _fit_threshold(self, spec: ThresholdSpec, scores: np.ndarray, y: np.ndarray | None,
@@ -649,16 +661,42 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         y_arr = None
         if y is not None:
             y_arr = binary_labels(y, scores.shape[0])
-        if spec.needs_labels and (y_arr is None or not y_arr.any()):
-            raise DataError(f"threshold method {spec.method!r} needs labels with at least one "
-                            "anomaly: pass y, 1 for an anomaly (CLI: --label-column COLUMN)")
+        if missing := spec.missing_labels(y_arr):
+            raise DataError(f"threshold method {spec.method!r} needs {missing}: pass y, 1 for "
+                            "an anomaly, 0 for a normal row (CLI: --label-column COLUMN)")
         normal = scores if y_arr is None else scores[y_arr == 0]
         if spec.wants_normal_scores and normal.size == 0:
             raise DataError(f"threshold method {spec.method!r} needs rows labelled normal (y = 0)")
+        if spec.wants_normal_scores:
+            self._warn_if_trained_on(normal, spec)
         if spec.method == "fpr":
             self.calibration_scores_ = normal
         self._fit_threshold(spec, scores, y_arr, normal)
         return self
+
+    def _warn_if_trained_on(self, scores: np.ndarray, spec: ThresholdSpec) -> None:
+        """Warn when most of the ``(n,)`` scores of the rows given to :meth:`refit_threshold`
+        for ``fpr``/``pot`` are those of rows the model was trained on (equal, to float32
+        rounding, to a training row's ``decision_scores_``, the ``calibration_scores_`` of fit,
+        or of the last refit, aside): the model
+        learned those rows, so they score lower than new normal rows and the threshold flags
+        more than the target of new ones, silently (0.016 at fpr=0.01 in a user's test)."""
+        trained = np.asarray(getattr(self, "decision_scores_", ()), dtype=np.float64)
+        cal = getattr(self, "calibration_scores_", None)
+        if cal is not None:
+            trained = trained[~np.isin(trained, cal)]
+        if trained.size == 0:
+            return
+        ref = np.r_[-np.inf, np.sort(trained), np.inf]  # (m + 2,) with sentinels
+        pos = np.searchsorted(ref, scores)  # (n,) in [1, m + 1]
+        near = np.minimum(scores - ref[pos - 1], ref[pos] - scores)  # distance to the closest
+        share = float(np.mean(near <= 1e-6 * np.maximum(1.0, np.abs(scores))))
+        if share > 0.5:
+            warn(f"{share:.0%} of the rows given to refit_threshold score as rows the model was "
+                 f"trained on: threshold={spec.describe()!r} wants normal rows held out of fit "
+                 "(the model learned its training rows, which score lower than new normal "
+                 "rows, so the threshold would flag more than the target of new ones); fit "
+                 "with threshold='fpr' holds out calibration_fraction of the rows itself")
 
     # -- scoring -----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -875,8 +913,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ``predict_confidence``): the chance that a threshold set the same way on another draw
         of the reference rows gives the row the same label (see
         :func:`anovae.thresholds.prediction_confidence`). The reference rows are those whose
-        scores set the threshold (``threshold_reference_scores_``): the training rows, the
-        held-out normal rows of ``"fpr"`` / ``"pot"``, or the rows of the last
+        scores set the threshold (``threshold_reference_scores_``): the training rows (also for
+        ``"pot"`` unless ``calibration_fraction > 0``), the held-out normal rows of ``"fpr"``
+        (and of ``"pot"`` with ``calibration_fraction > 0``), or the rows of the last
         :meth:`refit_threshold`."""
         self._check_fitted()
         self._check_threshold_score()
@@ -967,10 +1006,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         values, expected, flags = self._explain_columns(X, rows)  # (n, D), (n, D), {name: (n, D)}
         names = getattr(self, "feature_names_in_", None)
         if names is None:
-            shape = rows.shape[1:]
-            names = np.asarray([f"x{j}" for j in range(values.shape[1])] if len(shape) == 1 else
-                               ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)],
-                               dtype=object)
+            names = np.asarray(feature_labels(rows.shape[1:]), dtype=object)
         k = min(int(k), values.shape[1])
         top, excess = self._top_features(contrib, k, flags.get("missing"))  # (n, k), (n, D)
         index = X.index.to_numpy() if isinstance(X, pd.DataFrame) else np.arange(n)

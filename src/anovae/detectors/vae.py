@@ -12,6 +12,7 @@ import torch
 
 from anovae.detectors.base import BaseDetector, _check_param
 from anovae.exceptions import warn
+from anovae.io import array_columns
 from anovae.likelihoods import LIKELIHOODS
 from anovae.losses import LossTerms, elbo_loss
 from anovae.mixed import MixedSchema, check_mixed, fit_mixed_scaler, needs_mixed
@@ -373,7 +374,7 @@ class VAEDetector(BaseDetector):
             names, flags = list(schema.columns), schema.unseen(rows)
         else:
             names = [str(c) for c in getattr(self, "feature_names_in_",
-                                             [f"x{j}" for j in range(rows.shape[1])])]
+                                             array_columns(rows.shape[1]))]
             flags = np.zeros(rows.shape, dtype=bool)
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(flags, columns=names, index=index)
@@ -443,4 +444,7 @@ class VAEDetector(BaseDetector):
         return elbo_loss(net, xb, beta=beta, free_bits=float(self.free_bits), generator=g)
 
     def _n_noise_samples(self) -> int:
+        # checked here too: set_params(n_samples=0) on a fitted model (no fit to check it) gave
+        # a ZeroDivisionError, and 50,000 ran past MAX_SAMPLES
+        _check_param("n_samples", self.n_samples, Integral, 1, MAX_SAMPLES)
         return int(self.n_samples)
