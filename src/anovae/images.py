@@ -34,6 +34,7 @@ import numpy as np
 
 from anovae._text import plural
 from anovae.exceptions import DataError, warn
+from anovae.tabular import check_size
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -169,10 +170,7 @@ def check_images(X: Any, schema: ImageSchema | None = None, *, min_rows: int = 1
         raise DataError(f"{what} must hold numeric pixel values, got dtype {arr.dtype}")
     arr = _to_nchw(arr, what)
     n, c, h, w = arr.shape
-    if n == 0:
-        raise DataError(f"{what} has no images")
-    if n < min_rows:
-        raise DataError(f"{what} has {n} image(s); at least {min_rows} are needed to fit")
+    check_size(what, arr.shape, min_rows, unit="image")
     if c not in (1, 3):
         raise DataError(f"{what} has {c} channels; images need 1 (grey) or 3 (RGB)")
     if min(h, w) < MIN_SIDE:

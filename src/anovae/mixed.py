@@ -58,6 +58,7 @@ from anovae.io import array_columns
 from anovae.tabular import (
     Scaler,
     _list,
+    check_size,
     holds_numbers,
     match_columns,
     refuse_unmodelled,
@@ -805,12 +806,7 @@ def check_mixed(X: Any, schema: MixedSchema | None = None, *, min_rows: int = 1,
     the kind it had in training: text in a numeric column raises :class:`DataError`.
     """
     df, from_frame = _frame(X, what, None if schema is None else schema.names)
-    if len(df) == 0:
-        raise DataError(f"{what} has no rows")
-    if len(df) < min_rows:
-        raise DataError(f"{what} has {len(df)} row(s); at least {min_rows} are needed to fit")
-    if df.shape[1] == 0:
-        raise DataError(f"{what} has no columns")
+    check_size(what, df.shape, min_rows)
     names = [str(c) for c in df.columns]
     if len(set(names)) != len(names):
         dup = sorted({c for c in names if names.count(c) > 1})

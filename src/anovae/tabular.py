@@ -99,14 +99,7 @@ def check_tabular(
                 warn_if_row_id(col, name)
     else:
         arr, names = _array(X, what), None
-    if arr.shape[0] == 0:
-        raise DataError(f"{what} has no rows")
-    if arr.shape[0] < min_rows:
-        raise DataError(f"{what} has {arr.shape[0]} row(s) (n_samples={arr.shape[0]}); at least "
-                        f"{min_rows} are needed to fit")
-    if arr.shape[1] == 0:
-        raise DataError(f"{what} has no columns: 0 feature(s) (shape={arr.shape}) while a "
-                        "minimum of 1 is required.")
+    check_size(what, arr.shape, min_rows)
     if schema is not None and arr.shape[1] != schema.n_features:
         hint = ("" if not series or arr.shape[0] != schema.n_features else
                 " (a pandas Series is one column; pass one row as a one-row table: "
@@ -135,6 +128,21 @@ def check_tabular(
     if schema is None:
         schema = ColumnSchema(arr.shape[1], None if names is None else tuple(names))
     return arr, schema
+
+
+def check_size(what: str, shape: tuple[int, ...], min_rows: int, unit: str = "row") -> None:
+    """Refuse ``what`` of ``shape`` (rows first) without rows, with fewer than ``min_rows``, or
+    (a table) without columns, in the words of scikit-learn's messages ("n_samples=1", "0
+    feature(s) ... is required") that users search for. ``unit``: what a row is ("image")."""
+    n = shape[0]
+    if n == 0:
+        raise DataError(f"{what} has no {unit}s")
+    if n < min_rows:
+        raise DataError(f"{what} has {n} {unit}(s) (n_samples={n}); at least {min_rows} are "
+                        "needed to fit")
+    if len(shape) == 2 and shape[1] == 0:
+        raise DataError(f"{what} has no columns: 0 feature(s) (shape={shape}) while a minimum "
+                        "of 1 is required.")
 
 
 def _array(X: Any, what: str) -> np.ndarray:
