@@ -152,6 +152,10 @@ def test_fit_table_bad_input_is_clear(tmp_path: Path) -> None:
         fit_table(det, folder, exclude=["zzz"])
     with pytest.raises(ValueError, match="numeric columns"):
         fit_table(VAEDetector(categorical=("b",)), folder)
+    clean = _write_folder(frame.fillna(0.0), tmp_path / "clean", files=1, row_group=40)
+    with pytest.raises(DataError, match=r"threshold='fpr' at 0.01 needs at least 99 held-out "
+                       r"normal rows, but \d+ were held out"):  # (an inf threshold, before)
+        fit_table(VAEDetector(epochs=1, threshold="fpr", threshold_param=0.01), clean)
 
 
 def test_fit_table_on_fewer_rows_than_the_batch(tmp_path: Path) -> None:

@@ -676,11 +676,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     def _warn_if_trained_on(self, scores: np.ndarray, spec: ThresholdSpec) -> None:
         """Warn when most of the ``(n,)`` scores of the rows given to :meth:`refit_threshold`
-        for ``fpr``/``pot`` are those of rows the model was trained on (equal, to float32
-        rounding, to a training row's ``decision_scores_``, the ``calibration_scores_`` of fit,
-        or of the last refit, aside): the model
-        learned those rows, so they score lower than new normal rows and the threshold flags
-        more than the target of new ones, silently (0.016 at fpr=0.01 in a user's test)."""
+        for ``fpr``/``pot`` are those of rows the model was trained on: equal, to float32
+        rounding, to one of ``decision_scores_`` other than the ``calibration_scores_`` (of fit,
+        or of the last refit). The model learned those rows, so they score lower than new normal
+        rows and the threshold flags more than the target of new ones, silently (0.016 at
+        fpr=0.01 in a user's test)."""
         trained = np.asarray(getattr(self, "decision_scores_", ()), dtype=np.float64)
         cal = getattr(self, "calibration_scores_", None)
         if cal is not None:
