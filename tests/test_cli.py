@@ -993,3 +993,27 @@ def test_score_file_warnings_pass_the_caller_s_filters(tmp_path: Path) -> None:
         warnings.filterwarnings("ignore", module="anovae")
         score_file(det, table, tmp_path / "s.csv", chunk_rows=10)
     assert not caught
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path: Path) -> None:
+    # `kill` during `anovae score -o out.csv` left its temporary file (SIGTERM's default ends
+    # the process without running cleanup); now it exits 143, out.csv as it was, nothing left
+    import os
+    import signal
+
+    from anovae.cli import _exit_on_sigterm
+    from anovae.io import atomic_output
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # (the kill would be that's)
+        pytest.skip("SIGTERM has a handler in this process")
+    (tmp_path / "out.csv").write_text("OLD")
+    with pytest.raises(SystemExit) as info, _exit_on_sigterm(), \
+            atomic_output(tmp_path / "out.csv") as tmp:
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes of the main thread
+            pass
+    assert info.value.code == 143
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+    assert (tmp_path / "out.csv").read_text() == "OLD"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

@@ -15,6 +15,7 @@ from anovae.exceptions import DataError
 from anovae.io import (
     TableWriter,
     atomic_output,
+    check_output_path,
     count_rows,
     iter_table_chunks,
     read_table,
@@ -109,6 +110,21 @@ def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> 
     with atomic_output(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new"
+
+
+@pytest.mark.parametrize("name", ["b" * 240 + ".safetensors", "é" * 120 + ".csv",
+                                  "a.b.c.d.e.f.g.h.i.j." + "x" * 200 + ".parquet"])
+def test_atomic_output_to_a_long_file_name(tmp_path: Path, name: str) -> None:
+    # the temporary ".NAME.XXXXXXXX.tmp.SUFFIX" outgrew the 255-byte limit of a valid name:
+    # "File name too long", after a whole fit
+    with atomic_output(tmp_path / name) as tmp:
+        tmp.write_text("x")
+        assert len(os.fsencode(tmp.name)) <= 255 and tmp.name.startswith(".")
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    too_long = tmp_path / ("c" * 250 + ".safetensors")
+    for call in (lambda: check_output_path(too_long), lambda: atomic_output(too_long).__enter__()):
+        with pytest.raises(DataError, match="its name is 262 bytes, more than the 255"):
+            call()
 
 
 def test_atomic_output_gives_new_files_the_usual_mode_and_keeps_a_replaced_file_s(

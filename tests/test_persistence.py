@@ -413,6 +413,8 @@ def test_overwrite_replaces_the_model(fitted_vae, fitted_ae, tmp_path, data):
     (lambda doc: doc["net"].update(logvar_floor=float("inf")), "logvar_floor must be a finite"),
     (lambda doc: doc["schema"].update(n_features=4), "schema has 4 features, the network 5"),
     (lambda doc: doc["schema"].update(names=["a", "b"]), "schema names 2 columns for 5"),
+    (lambda doc: doc["schema"].update(names=["a", "b", "a", "c", "b"]),
+     r"schema names the columns \['a', 'b'\] more than once"),
     (lambda doc: doc["scaler"].update(method="evil"), "scaler method 'evil' is unknown"),
     (lambda doc: doc["params"].update(n_samples=-1), "n_samples must be >= 1"),
     (lambda doc: doc["params"].update(score="evil"), "score_type must be one of"),
@@ -431,7 +433,7 @@ def test_overwrite_replaces_the_model(fitted_vae, fitted_ae, tmp_path, data):
 ], ids=["estimator-list", "seed-inf", "seed-negative", "seed-float", "epochs-inf",
         "best-epoch-str", "history-list", "training-list", "threshold-nan", "threshold-minus-inf",
         "threshold-str", "hidden-inf", "likelihood", "variational", "floor-inf", "n-features",
-        "names", "scaler-method", "n-samples", "score", "n-samples-huge", "contamination-nan",
+        "names", "names-twice", "scaler-method", "n-samples", "score", "n-samples-huge", "contamination-nan",
         "epochs-str", "hidden-str", "threshold-dict", "device-int", "floor-huge", "names-int",
         "no-net"])
 def test_hostile_field_is_refused(saved, edit, match):
@@ -483,6 +485,9 @@ def _scaled(key: str, factor: float):
     (_scaled("scaler.scale", -1.0), "scaler's scale has values <= 0"),
     (_scaled("net.encoder.0.weight", float("nan")),
      "network tensor 'net.encoder.0.weight' has values that are not finite"),
+    # loaded as int32 and cast: every score about 1e15
+    (lambda t: t.__setitem__("net.encoder.0.weight", t["net.encoder.0.weight"].int()),
+     r"network tensors \['net.encoder.0.weight'\] are not floating point"),
     (lambda t: t.__setitem__("net.extra", torch.zeros(2)),
      r"network tensors \['net.extra'\] that the network config does not have"),
     (lambda t: t.__setitem__("decision_scores", t["decision_scores"].reshape(-1, 1).clone()),
@@ -496,7 +501,7 @@ def _scaled(key: str, factor: float):
     (lambda t: t.__setitem__("feature_baseline.magic", torch.zeros(5, dtype=torch.float64)),
      r"'feature_baseline.magic' is the baseline of an unknown score"),
 ], ids=["center-length", "scale-2d", "center-int", "center-nan", "scale-inf", "scale-zero",
-        "scale-negative", "weight-nan", "extra-net-tensor", "scores-2d", "code-mean",
+        "scale-negative", "weight-nan", "weight-int", "extra-net-tensor", "scores-2d", "code-mean",
         "baseline-length", "baseline-nan", "baseline-unknown-score"])
 def test_bad_tensor_is_refused(saved, edit, match):
     edit_tensors(saved, edit)
@@ -554,6 +559,35 @@ def test_image_schema_that_disagrees_with_the_network(image_model, tmp_path, edi
     edit_anovae_doc(path, edit)
     with pytest.raises(ModelFileError, match=f"inconsistent anovae model: .*{match}"):
         anovae.load(path)
+
+
+def test_image_model_of_gigapixel_images_is_refused_before_building(image_model, tmp_path,
+                                                                   monkeypatch):
+    # a 23 KB file of one-channel stages declaring 4096x4096 images: every tensor stayed tiny,
+    # and the load check's probe score ran the network on a full-size image (6 GB, 45 s)
+    import anovae.nets
+
+    path = tmp_path / "img.safetensors"
+    path.write_bytes(image_model.read_bytes())
+    edit_anovae_doc(path, lambda doc: (doc["net"].update(height=4096, width=4096),
+                                       doc["schema"].update(height=4096, width=4096)))
+    monkeypatch.setattr(anovae.nets, "build_net", lambda *a: pytest.fail("built"))
+    with pytest.raises(ModelFileError, match=r"takes images of 4096x4096 pixels, more than the "
+                       r"1,048,576 an image model may have"):
+        anovae.load(path)
+
+
+def test_images_beyond_the_pixel_cap_are_refused_at_fit():
+    big = np.zeros((2, 1025, 1024), dtype=np.uint8)
+    with pytest.raises(anovae.DataError, match=r"1024x1025 pixels .*at most 1,048,576 pixels"):
+        ImageAEDetector(epochs=1).fit(big)
+
+
+def test_draws_of_large_rows_are_bounded(image_model, tmp_path):
+    # 10,000 draws (the n_samples cap) of a large row would take terabytes in one score
+    with pytest.raises(anovae.DataError, match=r"n_samples=10000 draws of rows of 10,000 values are "
+                       r"100,000,000 decoder outputs per row.*at most 6710 for these rows"):
+        VAEDetector(epochs=1, n_samples=10_000).fit(np.zeros((3, 10_000)))
 
 
 def test_image_model_with_feature_baselines_is_refused(image_model, tmp_path):

@@ -491,6 +491,10 @@ def test_mixed_tables_bad_records_name_the_record(mixed_client: Any) -> None:
                                     'false}]}', headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"].startswith(
         "record 1 contains infinite values in 'amount'"), r.text
+    # a megabyte of text in the number's column was repeated whole in the 422 body
+    r = c.post("/v1/score", json={"records": [{**good, "amount": "x" * 1_000_000}]})
+    assert r.status_code == 422 and len(r.content) < 1000, len(r.content)
+    assert "holds text (e.g. 'xxxxxxxxxxxx...xxxxxxxxxxxxx')" in r.json()["detail"]
 
 
 def test_docs_are_counted_under_their_own_routes(fitted_vae_frame: VAEDetector) -> None:

@@ -62,6 +62,11 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 #: Smallest side the convolutional networks take (see :mod:`anovae.nets.conv`).
 MIN_SIDE = 8
+#: Most pixels (H x W) of an image model's images: 1024 x 1024. Fitting larger images on a
+#: VAE is rarely what is wanted (resize them: anomaly detectors commonly work at 256 x 256),
+#: and a model file may not declare more, so that a small hostile file cannot make the loader
+#: build and run a network on gigapixel images (its probe score allocated 6 GB for 4096^2).
+MAX_PIXELS = 1 << 20
 #: IDX file names: ``train-images-idx3-ubyte`` (``.idx3-ubyte`` too), optionally ``.gz``.
 _IDX_NAME = re.compile(r"idx\d+-ubyte(\.gz)?$")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -176,6 +181,9 @@ def check_images(X: Any, schema: ImageSchema | None = None, *, min_rows: int = 1
     if min(h, w) < MIN_SIDE:
         raise DataError(f"{what} holds images of {_size(w, h)}; the smallest side must be >= "
                         f"{MIN_SIDE}")
+    if h * w > MAX_PIXELS:
+        raise DataError(f"{what} holds images of {_size(w, h)}; anovae models images of at most "
+                        f"{MAX_PIXELS:,} pixels (1024x1024): resize them first")
     got = ImageSchema(c, h, w)
     _match_schema(got, schema, what)
     if arr.dtype.kind in "iu":

@@ -736,6 +736,28 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+#: The longest file name, in bytes, that common file systems take (ext4, XFS, btrfs, APFS).
+NAME_MAX = 255
+
+
+def _cut_name(name: str, max_bytes: int) -> str:
+    """``name`` cut to at most ``max_bytes`` bytes of its file-system encoding, at a character
+    boundary."""
+    while name and len(os.fsencode(name)) > max_bytes:
+        name = name[:-1]
+    return name
+
+
+def _name_fits(path: Path) -> Path:
+    """``path``, or :class:`DataError` when its name is longer than :data:`NAME_MAX` bytes
+    (checked first: even ``is_symlink`` fails on such a name, with an ``OSError``)."""
+    size = len(os.fsencode(path.name))
+    if size > NAME_MAX:
+        raise DataError(f"cannot write {str(path)!r}: its name is {size} bytes, more than the "
+                        f"{NAME_MAX} a file name may have")
+    return path
+
+
 def check_output_path(path: str | os.PathLike, *, folder: bool = False,
                       probe: bool = True) -> Path:
     """Check that ``path`` can be written, before any long work: raise :class:`DataError`
@@ -745,7 +767,7 @@ def check_output_path(path: str | os.PathLike, *, folder: bool = False,
     created in that folder and removed, which finds what permissions do not show (a read-only
     mount, an ACL, for root too). Returns ``path`` as a Path.
     """
-    path = Path(path)
+    path = _name_fits(Path(path))
     shown = str(path)
     if folder:
         if path.exists() and not path.is_dir():
@@ -786,13 +808,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     that is a symbolic link is written through: the file it points to is replaced (the
     temporary file lies beside that one) and the link is kept.
     """
-    path = Path(path)
+    path = _name_fits(Path(path))
     if path.is_symlink():  # replace what it points to, not the link
         path = Path(os.path.realpath(path))
     path = check_output_path(path, probe=False)  # its own temporary file is the probe
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}",
+    if len(os.fsencode(suffix)) > 16:  # "a.b.c..." names: the last suffix tells the format
+        suffix = path.suffix or ".tmp"
+    # the temporary name is ".STEM.XXXXXXXX.tmpSUFFIX": the stem is cut to keep it within
+    # NAME_MAX bytes (a 240-byte name failed after a whole fit: "File name too long")
+    room = NAME_MAX - len(os.fsencode(f"..XXXXXXXX.tmp{suffix}"))
+    stem = _cut_name(path.stem, room) or "anovae"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}",
                                     dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -249,8 +249,8 @@ def _numeric(s: pd.Series, name: str, what: str) -> np.ndarray:
         except (TypeError, ValueError):
             bad = s[pd.to_numeric(s, errors="coerce").isna() & s.notna()]
             raise DataError(
-                f"column {name!r} of {what} holds text (e.g. {str(bad.iloc[0])!r}) but the model "
-                "was fitted with it as a numeric column; fix the data, or refit with "
+                f"column {name!r} of {what} holds text (e.g. {_example(bad.iloc[0])}) but the "
+                "model was fitted with it as a numeric column; fix the data, or refit with "
                 f"categorical=[{name!r}]") from None
     inf = np.isinf(v)
     if inf.any():
@@ -295,9 +295,15 @@ def _text_labels(vocab: Sequence[str], members: Sequence[str] | None = None
     return labels
 
 
+def _example(value: Any) -> str:
+    """A cell quoted in a message, cut to about 30 characters (a megabyte of text in a number's
+    column was repeated whole in the error, and in the service's response)."""
+    return reprlib.repr(str(value))
+
+
 def _kind_changed(name: str, what: str, kind: str, example: Any, labels: list[str]
                   ) -> DataError:
-    return DataError(f"column {name!r} of {what} holds {kind} (e.g. {str(example)!r}), but the "
+    return DataError(f"column {name!r} of {what} holds {kind} (e.g. {_example(example)}), but the "
                      f"model was fitted with it as a text category (e.g. "
                      f"{labels[0] if labels else OTHER!r}); fix the data, or refit")
 
@@ -672,7 +678,7 @@ def _warn_numbers_as_text(s: pd.Series, name: str) -> None:
     num = pd.to_numeric(obs, errors="coerce")
     text = obs[num.isna()].astype(str)
     if num.notna().all():  # a frame read as text (dtype=str): numbers, or codes?
-        warn(f"column {name!r} holds only numbers written as text (e.g. {str(obs.iloc[0])!r}): "
+        warn(f"column {name!r} holds only numbers written as text (e.g. {_example(obs.iloc[0])}): "
              f"it is modelled as categorical; to model it as a number pass numeric=[{name!r}] "
              "(or convert it: pandas.to_numeric), to keep it categorical without this warning "
              f"pass categorical=[{name!r}]")
@@ -758,7 +764,7 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                     raise
                 bad = s[pd.to_numeric(s, errors="coerce").isna() & s.notna()]
                 raise DataError(f"column {name!r} is listed in numeric= but holds text (e.g. "
-                                f"{str(bad.iloc[0])!r})") from None
+                                f"{_example(bad.iloc[0])})") from None
         if kind == "categorical":
             labels, missing = _labels(s)
             counts = pd.Series(labels[~missing]).value_counts(sort=False)

@@ -36,6 +36,7 @@ import torch
 
 from anovae._version import __version__
 from anovae.exceptions import ModelFileError, NotFittedError, warn
+from anovae.images import MAX_PIXELS
 from anovae.nets.blocks import LOGVAR_MIN
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "file_version", "load", "read_metadata",
@@ -378,6 +379,9 @@ def _check_net_config(cfg: Any, variational: bool) -> None:
             sizes["n_features"] = cfg.n_features
     for what, size in sizes.items():
         _int_field(size, f"the network's {what}", 1)
+    if cfg.kind == "conv" and cfg.height * cfg.width > MAX_PIXELS:
+        raise ValueError(f"the network takes images of {cfg.width}x{cfg.height} pixels, more "
+                         f"than the {MAX_PIXELS:,} an image model may have")
     if cfg.kind == "mixed":
         n = len(cfg.kinds)
         if n < 1 or len(cfg.cardinalities) != n or len(cfg.n_observed) != n:
@@ -562,6 +566,9 @@ def _check_schema(schema: Any, cfg: Any) -> None:
                              f"{schema.n_features} features")
     if not all(isinstance(c, str) for c in names):
         raise ValueError("the schema's column names must be strings")
+    if len(set(names)) != len(names):
+        dup = sorted({c for c in names if list(names).count(c) > 1})
+        raise ValueError(f"the schema names the columns {_show(dup)} more than once")
 
 
 def _check_net_shapes(cfg: Any, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -755,6 +762,9 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
             dev = torch.device("cpu")
         net = build_net(cfg)
         state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        ints = sorted(f"net.{k}" for k, v in state.items() if not v.is_floating_point())
+        if ints:  # load_state_dict would cast them: every score off by orders of magnitude
+            raise ValueError(f"the network tensors {_show(ints[:3])} are not floating point")
         net.load_state_dict(state, strict=True)
         det.net_ = net.to(dev).eval()
         det.net_config_ = cfg

@@ -71,6 +71,9 @@ SCORE_BATCH_ROWS = 65536
 #: 16 MB per float32 temporary, whatever the table's width (a batch is then smaller than
 #: SCORE_BATCH_ROWS only for tables wider than about 64 columns at 16 draws).
 SCORE_BATCH_CELLS = 1 << 22
+#: Most decoder outputs the draws of one row may take (``n_samples`` x the row's values; see
+#: :meth:`BaseDetector._check_score_cells`): 16 draws of a 1024 x 1024 RGB image are 2^25.6.
+MAX_ROW_SCORE_CELLS = 1 << 26
 #: Scoring batches are this many times larger on a GPU.
 GPU_BATCH_FACTOR = 4
 #: Target number of optimiser updates when ``epochs=None`` (see :func:`auto_epochs`).
@@ -411,6 +414,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             self.feature_names_in_ = np.asarray(schema.names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_  # a refit on an array: the old names no longer apply
+        self._check_score_cells()  # before training, not when the training rows are scored
         rng = np.random.default_rng(self._fit_seed())
         y_fit = None if y is None else y_arr.astype(int)
         if missing := spec.missing_labels(y_fit):
@@ -775,9 +779,24 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 f"pandas DataFrame with the fitted columns {_list(list(names))} "
                 "(feature_names_in_): they are matched by name, in any order")
 
+    def _check_score_cells(self, score: str | None = None) -> None:
+        """Refuse a Monte-Carlo score whose draws of one row exceed
+        :data:`MAX_ROW_SCORE_CELLS` decoder outputs (``n_samples`` x the row's values): a
+        scoring pass holds them at once for a row, however small its batch (a file declaring
+        10,000 draws of a large image would allocate terabytes in its load check)."""
+        if (score or self.score_name) not in MONTE_CARLO_SCORES:
+            return
+        draws, values = self._n_noise_samples(), int(self.schema_.n_features)
+        if draws * values > MAX_ROW_SCORE_CELLS:
+            raise DataError(f"n_samples={draws} draws of rows of {values:,} values are "
+                            f"{draws * values:,} decoder outputs per row, more than the "
+                            f"{MAX_ROW_SCORE_CELLS:,} a score holds: lower n_samples (at most "
+                            f"{max(1, MAX_ROW_SCORE_CELLS // values)} for these rows)")
+
     def _noise(self, device: torch.device, score: str | None = None) -> torch.Tensor | None:
         if (score or self.score_name) not in MONTE_CARLO_SCORES:
             return None
+        self._check_score_cells(score)
         return common_noise(self._n_noise_samples(), self.net_config_.latent_dim,
                             self.noise_seed_).to(device)
 
