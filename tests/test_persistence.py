@@ -407,6 +407,9 @@ def test_overwrite_replaces_the_model(fitted_vae, fitted_ae, tmp_path, data):
     (lambda doc: doc.update(threshold=float("nan")), "threshold must be a finite number, got nan"),
     (lambda doc: doc.update(threshold=-float("inf")), "threshold must be a finite number"),
     (lambda doc: doc.update(threshold="1.5"), "threshold must be a number, got '1.5'"),
+    # loaded as inf: a contamination model that flagged nothing
+    (lambda doc: doc.update(threshold=10**400), "threshold must be a finite number, got an "
+                                                "integer of 1329 bits"),
     (lambda doc: doc["net"].update(hidden_dims=[float("inf")]), "inconsistent.*infinity"),
     (lambda doc: doc["net"].update(likelihood="evil"), "likelihood 'evil' is unknown"),
     (lambda doc: doc["net"].update(variational=False), "variational flag is False"),
@@ -432,8 +435,9 @@ def test_overwrite_replaces_the_model(fitted_vae, fitted_ae, tmp_path, data):
     (lambda doc: doc.pop("net"), "it lacks 'net'"),
 ], ids=["estimator-list", "seed-inf", "seed-negative", "seed-float", "epochs-inf",
         "best-epoch-str", "history-list", "training-list", "threshold-nan", "threshold-minus-inf",
-        "threshold-str", "hidden-inf", "likelihood", "variational", "floor-inf", "n-features",
-        "names", "names-twice", "scaler-method", "n-samples", "score", "n-samples-huge", "contamination-nan",
+        "threshold-str", "threshold-huge-int", "hidden-inf", "likelihood", "variational",
+        "floor-inf", "n-features", "names", "names-twice", "scaler-method", "n-samples", "score",
+        "n-samples-huge", "contamination-nan",
         "epochs-str", "hidden-str", "threshold-dict", "device-int", "floor-huge", "names-int",
         "no-net"])
 def test_hostile_field_is_refused(saved, edit, match):
@@ -457,6 +461,19 @@ def test_deeply_nested_header(saved):
     write_header(saved, header, data)
     for load in (anovae.load, read_metadata):
         with pytest.raises(ModelFileError, match="corrupt anovae header: .*nested too deeply"):
+            load(saved)
+
+
+def test_a_header_inflated_with_empty_lists_is_refused_before_parsing(saved, monkeypatch):
+    # 21 MB of "[],[],..." under an ignored key took 564 MB to parse, then loaded
+    header, data = read_header(saved)
+    doc = header["__metadata__"]["anovae"]
+    header["__metadata__"]["anovae"] = doc[:-1] + ', "junk": [' + "[]," * 1_000_001 + "[]]}"
+    write_header(saved, header, data)
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("parsed"))
+    for load in (anovae.load, read_metadata):
+        with pytest.raises(ModelFileError, match=r"holds 1,00\d,\d+ JSON arrays and objects, "
+                           r"more than the 1,000,000 a model file may have"):
             load(saved)
 
 
@@ -585,8 +602,8 @@ def test_images_beyond_the_pixel_cap_are_refused_at_fit():
 
 def test_draws_of_large_rows_are_bounded(image_model, tmp_path):
     # 10,000 draws (the n_samples cap) of a large row would take terabytes in one score
-    with pytest.raises(anovae.DataError, match=r"n_samples=10000 draws of rows of 10,000 values are "
-                       r"100,000,000 decoder outputs per row.*at most 6710 for these rows"):
+    with pytest.raises(anovae.DataError, match=r"n_samples=10000 draws of rows of 10,000 values "
+                       r"are 100,000,000 decoder outputs per row.*at most 6710 for these rows"):
         VAEDetector(epochs=1, n_samples=10_000).fit(np.zeros((3, 10_000)))
 
 

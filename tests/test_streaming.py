@@ -134,6 +134,14 @@ def test_ids_explain_and_arrays(fitted_vae_frame: VAEDetector, data: Any) -> Non
     assert set(first["top_features"][0]) == {"feature", "contribution", "excess", "value",
                                              "expected"}
     assert len(first["top_features"]) == 2
+    # an id of NaN (a JSON extension the input may use) was written back as NaN: not JSON
+    out = io.StringIO()
+    line = json.dumps({**rec, "id": float("nan")})
+    score_stream(fitted_vae_frame, [line, line.replace("NaN", "[1, Infinity]")], out,
+                 id_field="id")
+    ids = [json.loads(o, parse_constant=lambda c: pytest.fail(c))["id"]
+           for o in out.getvalue().splitlines()]
+    assert ids == [None, [1, None]]
 
 
 def test_a_model_without_typical_contributions_reports_null_excess(

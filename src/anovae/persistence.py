@@ -267,8 +267,23 @@ def _unreadable(path: Path, exc: Any) -> ModelFileError:
                           f"corrupt or not a safetensors file ({exc})")
 
 
-#: The largest safetensors header read (its JSON: tensor names, shapes, the metadata).
-MAX_HEADER_BYTES = 100 * 2**20
+#: The largest safetensors header read (its JSON: tensor names, shapes, the metadata). A model
+#: of a 1,000-column table with 100 categories per column writes about 3 MB.
+MAX_HEADER_BYTES = 16 * 2**20
+#: The most JSON arrays and objects a header (and the anovae document in it) may hold: a
+#: legitimate one holds one per tensor, category vocabulary and parameter list; parsed, each
+#: costs about 60 bytes, so 21 MB of ``[],[],...`` took 564 MB before it was ignored.
+MAX_JSON_CONTAINERS = 1_000_000
+
+
+def _check_containers(text: bytes | str, what: str) -> None:
+    """``ValueError`` when the JSON ``text`` holds more than :data:`MAX_JSON_CONTAINERS`
+    brackets or braces (an over-count for brackets inside strings: harmless at this bound)."""
+    opening = (b"[", b"{") if isinstance(text, bytes) else ("[", "{")
+    count = text.count(opening[0]) + text.count(opening[1])  # type: ignore[arg-type]
+    if count > MAX_JSON_CONTAINERS:
+        raise ValueError(f"{what} holds {count:,} JSON arrays and objects, more than the "
+                         f"{MAX_JSON_CONTAINERS:,} a model file may have")
 
 
 def _read_model_file(path: str | Path) -> tuple[bytes, dict[str, str],
@@ -284,6 +299,7 @@ def _read_model_file(path: str | Path) -> tuple[bytes, dict[str, str],
         n = int.from_bytes(data[:8], "little")
         if n > min(len(data) - 8, MAX_HEADER_BYTES):
             raise ValueError(f"its header declares {n} bytes")
+        _check_containers(data[8:8 + n], "its header")
         header = json.loads(data[8:8 + n])
         if not isinstance(header, dict):
             raise ValueError("its header is not a JSON object")
@@ -301,6 +317,7 @@ def _document(meta: dict[str, str], path: Path) -> dict[str, Any]:
     if "anovae" not in meta:
         raise ModelFileError(f"{str(path)!r} is a safetensors file but not an anovae model")
     try:
+        _check_containers(meta["anovae"], "it")
         doc = json.loads(meta["anovae"])
     except RecursionError as exc:  # json recurses once per nesting level
         raise ModelFileError(f"{str(path)!r} has a corrupt anovae header: its JSON is nested "
@@ -341,8 +358,9 @@ def _float_field(value: Any, what: str, *, allow_inf: bool = False) -> float:
         raise ValueError(f"{what} must be a number, got {_show(value)}")
     try:
         number = float(value)
-    except OverflowError:  # an integer beyond float range
-        number = math.inf
+    except OverflowError:  # an integer beyond float range (anovae writes inf as Infinity)
+        raise ValueError(f"{what} must be a finite number, got an integer of "
+                         f"{value.bit_length()} bits") from None
     if not (math.isfinite(number) or (allow_inf and number == math.inf)):
         raise ValueError(f"{what} must be a finite number, got {_show(value)}")
     return number

@@ -49,6 +49,7 @@ import json
 import logging
 import os
 import re
+import reprlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -88,6 +89,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: Key of the loaded models in the lifespan state.
 _STATE_KEY = "anovae_models"
+_LIMITS_KEY = "anovae_limits"  # (max_records, api_key) of the app
 
 
 # -- request and response bodies -------------------------------------------------------------
@@ -115,11 +117,13 @@ class ScoreRequest(BaseModel):
     images: list[str] | None = Field(
         None, description="For image models: base64-encoded PNG or JPEG images (or data: "
                           "URLs) of the model's size; converted to its channel count.")
-    top_k: int | None = Field(None, ge=0, le=1000,
+    # strict: "3" and "yes" were coerced to 3 and true
+    top_k: int | None = Field(None, ge=0, le=1000, strict=True,
                               description="Top features per record, by excess (default: the "
                                           "server's, 3).")
-    explain: bool = Field(False, description="Add each top feature's observed value and the "
-                                             "model's expected (reconstructed) value.")
+    explain: bool = Field(False, strict=True,
+                          description="Add each top feature's observed value and the model's "
+                                      "expected (reconstructed) value.")
 
     @model_validator(mode="after")
     def _one_form(self) -> ScoreRequest:
@@ -345,7 +349,35 @@ class _JSONRequest(Request):
                 self._json = pydantic_core.from_json(await self.body(), allow_inf_nan=True)
             except ValueError as exc:  # FastAPI turns this into a "json_invalid" error (400)
                 raise json.JSONDecodeError(str(exc), "", 0) from None
+            # too many records: 413 before the body is validated (pydantic's copy of a 16 MiB
+            # batch of 5 M empty records took 650 MB and 2 s, to be refused after)
+            # (a request without the API key still gets 401 first, as every other does)
+            limit, api_key = getattr(self.app.state, _LIMITS_KEY, (None, None))
+            n = _batch_records(self._json)
+            if limit is not None and n > limit:
+                if api_key is not None and not _carries_key(self, api_key):
+                    raise HTTPException(401, _KEY_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+                raise HTTPException(413, _too_many(n, limit))
         return self._json
+
+
+def _batch_records(body: Any) -> int:
+    """The number of records of a scoring request's parsed JSON body: the length of its
+    ``records``, ``instances`` or ``images`` list, or of its longest ``columns`` list (extra
+    columns count too); 0 for what is not such a body (validation then says what is wrong)."""
+    if not isinstance(body, dict):
+        return 0
+    columns = body.get("columns")
+    if isinstance(columns, dict):
+        return max((len(v) for v in columns.values() if isinstance(v, list)), default=0)
+    for key in ("records", "instances", "images"):
+        if isinstance(body.get(key), list):
+            return len(body[key])
+    return 0
+
+
+def _too_many(n: int, limit: int) -> str:
+    return f"{n} records exceed the limit of {limit} per request (--max-records)"
 
 
 class _Route(APIRoute):
@@ -594,6 +626,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.router.route_class = _Route
+    setattr(app.state, _LIMITS_KEY, (max_records, api_key))  # read by _JSONRequest.json
     app.add_middleware(_Guard, metrics=metrics, max_body_bytes=max_body_bytes)
 
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -612,7 +645,8 @@ def create_app(
         if served is None:
             if not loaded:
                 raise HTTPException(503, "the models are not loaded yet")
-            raise HTTPException(404, f"no model named {name!r}; served: {sorted(loaded)}")
+            raise HTTPException(404, f"no model named {reprlib.repr(name)}; served: "
+                                     f"{sorted(loaded)}")  # (a name as long as the URL was)
         return served
 
     @app.exception_handler(RequestValidationError)
@@ -648,14 +682,7 @@ def create_app(
     v1 = [Depends(check_key)]
 
     def score(served: _Served, body: ScoreRequest) -> Response:
-        scorer = served.scorer
-        if body.columns is not None:  # the longest column: extra ones count too
-            n = max(map(len, body.columns.values()), default=0)
-        else:
-            n = len(body.records or body.instances or body.images or ())
-        if n > max_records:
-            return _problem(413, f"{n} records exceed the limit of {max_records} per request "
-                                 "(--max-records)")
+        scorer = served.scorer  # (the batch size was checked as the body was parsed)
         if body.records is not None:
             rows = scorer.rows_from_records(body.records)
         elif body.columns is not None:

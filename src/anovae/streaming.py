@@ -324,7 +324,9 @@ class RecordScorer:
                 declared = "too many pixels" if size is None else f"{size[0]}x{size[1]} pixels"
                 raise DataError(f"image {i} declares {declared} (width x height); the model "
                                 f"takes {width}x{height}") from None
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            except UnidentifiedImageError:  # Pillow's message names the BytesIO's address
+                raise DataError(f"image {i} is not a PNG or JPEG image") from None
+            except (OSError, SyntaxError, ValueError) as exc:
                 if isinstance(exc, DataError):
                     raise
                 raise DataError(f"image {i} is not a readable PNG or JPEG image ({exc})"
@@ -684,7 +686,9 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
                     f"an integer of more than {limit} digits (too long to read as a number)"
                     if "digits" in str(exc) else str(exc))) from None
             if id_field is not None and isinstance(record, dict) and id_field in record:
-                result["id"] = record[id_field]
+                # NaN / Infinity (which the input may hold) become null: the output stays JSON
+                result["id"] = json.loads(json.dumps(record[id_field]),
+                                          parse_constant=lambda _: None)
             if not isinstance(record, (dict, list)):
                 raise DataError("a line must be a JSON object keyed by column name or a JSON "
                                 "array of values")
