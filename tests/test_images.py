@@ -96,6 +96,10 @@ def test_uint8_and_the_same_images_as_floats_are_the_same_input() -> None:
     (np.zeros((5, 10)), r"\(N, H, W\)"),
     (np.zeros((0, 28, 28)), "no images"),
     (np.array(["a", "b"]), "numeric"),
+    # one shape, values that are not numbers: were "images of different sizes"
+    ([[[2**70] * 8] * 8] * 2, r"not pixel numbers \(e.g. 1180591620717411303424\)"),
+    ([[[0] * 8] * 7 + [[0] * 7 + [None]]] * 2, r"not pixel numbers \(e.g. None\)"),
+    ([np.zeros((8, 8)), np.zeros((9, 8))], "different sizes"),
 ])
 def test_bad_images_are_named(bad: np.ndarray, match: str) -> None:
     with pytest.raises(DataError, match=match):

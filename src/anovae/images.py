@@ -23,6 +23,7 @@ import gzip
 import logging
 import os
 import re
+import reprlib
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+_NONE = object()  # "no such value" (None may be one)
 #: Smallest side the convolutional networks take (see :mod:`anovae.nets.conv`).
 MIN_SIDE = 8
 #: Most pixels (H x W) of an image model's images: 1024 x 1024. Fitting larger images on a
@@ -166,6 +168,13 @@ def check_images(X: Any, schema: ImageSchema | None = None, *, min_rows: int = 1
     except Exception as exc:  # ragged lists: images of different sizes
         raise DataError(f"{what} cannot be read as an image array (images of different sizes "
                         f"or channel counts?): {exc}") from exc
+    odd: Any = _NONE
+    if arr.dtype == object and arr.ndim >= 3:  # one shape: some values are not numbers
+        odd = next((v for v in arr.flat if not isinstance(v, (int, float, np.number))
+                    or (isinstance(v, int) and not -2**63 <= v < 2**64)), _NONE)
+    if odd is not _NONE:  # (2**70 or None were "images of different sizes")
+        raise DataError(f"{what} holds values that are not pixel numbers (e.g. "
+                        f"{reprlib.repr(odd)})")
     if arr.dtype == object:
         raise DataError(f"{what} holds images of different sizes or channel counts; resize them "
                         "to one size and one channel count")
