@@ -373,6 +373,29 @@ def _dict_field(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+#: The estimator parameters that size the network, checked against a file's network config.
+_ARCHITECTURE_PARAMS = ("hidden_dims", "latent_dim", "activation", "channels")
+
+
+def _check_params_match_net(det: Any, cfg: Any) -> None:
+    """The architecture parameters a file states (``None``: sized from the data) must be its
+    network's (``ValueError``): the model scores with the network, while ``get_params``, a
+    ``clone`` and a refit read the parameters (``hidden_dims=[1e9, 1e9]`` beside a (16, 8)
+    network loaded, and a refit would try to allocate it)."""
+    params = det.get_params(deep=False)
+    for name in _ARCHITECTURE_PARAMS:
+        value, built = params.get(name), getattr(cfg, name, None)
+        if value is None or built is None:
+            continue
+        if isinstance(value, (list, tuple)) and isinstance(built, (list, tuple)):
+            same = list(value) == list(built)
+        else:
+            same = value == built
+        if not same:
+            raise ValueError(f"its parameters say {name}={_show(value)}, but its network has "
+                             f"{_show(built)}")
+
+
 def _check_net_config(cfg: Any, variational: bool) -> None:
     """Refuse a network config that builds but would score wrongly or not at all: sizes below
     one, unknown likelihood, variance or column kinds, a non-finite variance floor, or a
@@ -747,6 +770,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         schema = det._schema_from_dict(schema_doc)
         _check_schema(schema, cfg)
         _check_net_shapes(cfg, shapes)  # before anything is allocated for the network
+        _check_params_match_net(det, cfg)
         noise_seed = _int_field(doc["noise_seed"], "noise_seed")
         threshold = _float_field(doc["threshold"], "threshold", allow_inf=True)  # inf: "fpr"
         training = _dict_field(doc.get("training", {}), "training")
