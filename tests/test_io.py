@@ -113,7 +113,8 @@ def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("name", ["b" * 240 + ".safetensors", "é" * 120 + ".csv",
-                                  "a.b.c.d.e.f.g.h.i.j." + "x" * 200 + ".parquet"])
+                                  "a.b.c.d.e.f.g.h.i.j." + "x" * 200 + ".parquet",
+                                  "model." + "v" * 240])
 def test_atomic_output_to_a_long_file_name(tmp_path: Path, name: str) -> None:
     # the temporary ".NAME.XXXXXXXX.tmp.SUFFIX" outgrew the 255-byte limit of a valid name:
     # "File name too long", after a whole fit

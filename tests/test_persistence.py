@@ -477,6 +477,21 @@ def test_a_header_inflated_with_empty_lists_is_refused_before_parsing(saved, mon
             load(saved)
 
 
+def test_what_load_refuses_is_not_saved(fitted_vae, saved, tmp_path, monkeypatch):
+    # save wrote a header that load then refused as "truncated, corrupt or not a safetensors
+    # file (its header declares 18019680 bytes)"
+    import anovae.persistence as persistence
+
+    monkeypatch.setattr(persistence, "MAX_HEADER_BYTES", 2000)
+    with pytest.raises(ValueError, match=r"metadata is [\d,]+ bytes, more than a model file's "
+                       r"header may hold \(2,000\)"):
+        fitted_vae.save(tmp_path / "big.safetensors")
+    assert not (tmp_path / "big.safetensors").exists()
+    with pytest.raises(ModelFileError, match=r"its header declares [\d,]+ bytes, more than the "
+                       r"2,000 a model file's header may hold"):
+        anovae.load(saved)
+
+
 def test_infinite_threshold_of_an_fpr_model_still_loads(saved, data):
     # fpr_threshold returns inf (nothing flagged) with too few calibration rows: a valid model
     edit_anovae_doc(saved, lambda doc: doc.update(threshold=float("inf")))
@@ -600,10 +615,10 @@ def test_images_beyond_the_pixel_cap_are_refused_at_fit():
         ImageAEDetector(epochs=1).fit(big)
 
 
-def test_draws_of_large_rows_are_bounded(image_model, tmp_path):
+def test_draws_of_large_rows_are_bounded():
     # 10,000 draws (the n_samples cap) of a large row would take terabytes in one score
-    with pytest.raises(anovae.DataError, match=r"n_samples=10000 draws of rows of 10,000 values "
-                       r"are 100,000,000 decoder outputs per row.*at most 6710 for these rows"):
+    with pytest.raises(anovae.DataError, match=r"n_samples=10000 draws of 10,000 decoder outputs "
+                       r"are 100,000,000 per row.*at most 6710 for these rows"):
         VAEDetector(epochs=1, n_samples=10_000).fit(np.zeros((3, 10_000)))
 
 

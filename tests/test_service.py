@@ -633,6 +633,11 @@ def test_the_record_limit_counts_the_longest_column(small_client: TestClient) ->
         assert r.status_code == 413 and r.json()["detail"].startswith(
             "6 records exceed the limit of 5 per request (--max-records)"), r.text
         assert small_client.post("/v1/score", json={form: [1] * 6}).status_code == 401  # no key
+    # a second, small form beside the large one hid it from the count (then 422, after the
+    # whole batch was validated)
+    for body in ({"columns": {}, "records": [{}] * 6}, {"instances": [1], "images": ["a"] * 6}):
+        r = small_client.post("/v1/score", json=body, headers=key)
+        assert r.status_code == 413, r.text
     six = {c: [0.0] * 6 for c in COLS}
     for columns in (six, {"junk": [0], **six}, {**six, "junk": []}):  # extra keys first or last
         r = small_client.post("/v1/score", json={"columns": columns}, headers=key)

@@ -323,18 +323,36 @@ def test_refit_threshold_without_retraining(fitted_vae, data, tmp_path):
     assert np.array_equal(twin.calibration_scores_, det.calibration_scores_)
 
 
-@pytest.mark.parametrize("method", ["fpr", "pot"])
-def test_refit_on_the_training_rows_warns(fitted_vae, data, method):
+def test_refit_on_the_training_rows_warns(fitted_vae, data):
     # the training rows score lower than new normal ones: an fpr threshold set on them flagged
     # 0.016 of new normal rows at 0.01, silently
     for rows in (data.X_train, data.X_train[7:200]):  # all of them, or some (other batches)
         det = copy.deepcopy(fitted_vae)
         with pytest.warns(UserWarning, match=r"100% of the rows given to refit_threshold score "
                           "as rows the model was trained on"):
-            det.refit_threshold(rows, method=method, param=0.1)
+            det.refit_threshold(rows, method="fpr", param=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # new normal rows: nothing to say
-        det.refit_threshold(data.X_test[data.y_test == 0], method=method, param=0.1)
+        det.refit_threshold(data.X_test[data.y_test == 0], method="fpr", param=0.1)
+        # "pot" at fit fits its tail on the training scores: a refit on them is that default
+        det.refit_threshold(data.X_train, method="pot", param=0.01)
+
+
+def test_the_training_row_check_is_not_fooled_by_many_training_scores(fitted_vae):
+    # with 60,000 training rows scoring about 0.05, new rows landed within the 1e-6 absolute
+    # tolerance of one of them by chance: 62 % "training rows"; a million scores near 5: 79 %
+    rng = np.random.default_rng(0)
+    det = copy.deepcopy(fitted_vae)
+    det.decision_scores_ = rng.lognormal(np.log(5.0), 0.5, size=1_000_000)
+    vars(det).pop("calibration_scores_", None)
+    spec = parse_threshold("fpr", 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det._warn_if_trained_on(rng.lognormal(np.log(5.0), 0.5, size=5000), spec)
+        det._warn_if_trained_on(rng.lognormal(np.log(0.05), 0.5, size=5000) / 100, spec)
+    moved = det.decision_scores_[:5000] * (1 + 1.3e-7)  # training rows scored in other batches
+    with pytest.warns(UserWarning, match="score as rows the model was trained on"):
+        det._warn_if_trained_on(moved, spec)
 
 
 def test_refit_threshold_without_a_method_follows_set_params_and_keeps_thresholder_objects(

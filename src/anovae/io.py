@@ -819,6 +819,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     # the temporary name is ".STEM.XXXXXXXX.tmpSUFFIX": the stem is cut to keep it within
     # NAME_MAX bytes (a 240-byte name failed after a whole fit: "File name too long")
     room = NAME_MAX - len(os.fsencode(f"..XXXXXXXX.tmp{suffix}"))
+    if room < 1:  # a long last suffix ("model.vvvv...v"): the temporary name keeps none
+        suffix = ".tmp"
+        room = NAME_MAX - len(os.fsencode(f"..XXXXXXXX.tmp{suffix}"))
     stem = _cut_name(path.stem, room) or "anovae"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}",
                                     dir=path.parent)

@@ -53,6 +53,7 @@ try:
 except ImportError:  # pandas < 2.2: not yet public
     from pandas._libs.tslibs.parsing import guess_datetime_format
 
+from anovae._text import quoted
 from anovae.exceptions import DataError, warn
 from anovae.io import array_columns
 from anovae.tabular import (
@@ -249,7 +250,7 @@ def _numeric(s: pd.Series, name: str, what: str) -> np.ndarray:
         except (TypeError, ValueError):
             bad = s[pd.to_numeric(s, errors="coerce").isna() & s.notna()]
             raise DataError(
-                f"column {name!r} of {what} holds text (e.g. {_example(bad.iloc[0])}) but the "
+                f"column {name!r} of {what} holds text (e.g. {quoted(bad.iloc[0])}) but the "
                 "model was fitted with it as a numeric column; fix the data, or refit with "
                 f"categorical=[{name!r}]") from None
     inf = np.isinf(v)
@@ -295,15 +296,9 @@ def _text_labels(vocab: Sequence[str], members: Sequence[str] | None = None
     return labels
 
 
-def _example(value: Any) -> str:
-    """A cell quoted in a message, cut to about 30 characters (a megabyte of text in a number's
-    column was repeated whole in the error, and in the service's response)."""
-    return reprlib.repr(str(value))
-
-
 def _kind_changed(name: str, what: str, kind: str, example: Any, labels: list[str]
                   ) -> DataError:
-    return DataError(f"column {name!r} of {what} holds {kind} (e.g. {_example(example)}), but the "
+    return DataError(f"column {name!r} of {what} holds {kind} (e.g. {quoted(example)}), but the "
                      f"model was fitted with it as a text category (e.g. "
                      f"{labels[0] if labels else OTHER!r}); fix the data, or refit")
 
@@ -656,7 +651,7 @@ def _refuse_dates_as_text(obs: pd.Series, name: str) -> None:
     example = _dates_as_text(obs)
     if example is not None:
         raise DataError(
-            f"column {name!r} holds dates or times written as text (e.g. {example!r}), which "
+            f"column {name!r} holds dates or times written as text (e.g. {quoted(example)}), which "
             "anovae does not model: as categories, the dates of a new period would all be "
             "unseen, and every row flagged; exclude it (CLI: --exclude "
             f"{name}), derive numeric features from it (the hour, the day of the week...), or, "
@@ -678,7 +673,7 @@ def _warn_numbers_as_text(s: pd.Series, name: str) -> None:
     num = pd.to_numeric(obs, errors="coerce")
     text = obs[num.isna()].astype(str)
     if num.notna().all():  # a frame read as text (dtype=str): numbers, or codes?
-        warn(f"column {name!r} holds only numbers written as text (e.g. {_example(obs.iloc[0])}): "
+        warn(f"column {name!r} holds only numbers written as text (e.g. {quoted(obs.iloc[0])}): "
              f"it is modelled as categorical; to model it as a number pass numeric=[{name!r}] "
              "(or convert it: pandas.to_numeric), to keep it categorical without this warning "
              f"pass categorical=[{name!r}]")
@@ -688,7 +683,7 @@ def _warn_numbers_as_text(s: pd.Series, name: str) -> None:
              f"(pandas: na_values) or pass numeric=[{name!r}] once it is clean")
     elif num.isna().all() and obs.astype(str).str.fullmatch(_THOUSANDS).mean() > 0.5:
         warn(f"column {name!r} holds numbers written with thousands separators (e.g. "
-             f"{str(obs.iloc[0])!r}): it is modelled as categorical; read it with pandas' "
+             f"{quoted(obs.iloc[0])}): it is modelled as categorical; read it with pandas' "
              "thousands=',' to model it as a number")
 
 
@@ -764,7 +759,7 @@ def infer_schema(X: pd.DataFrame, *, categorical: Sequence[str] | None = None,
                     raise
                 bad = s[pd.to_numeric(s, errors="coerce").isna() & s.notna()]
                 raise DataError(f"column {name!r} is listed in numeric= but holds text (e.g. "
-                                f"{_example(bad.iloc[0])})") from None
+                                f"{quoted(bad.iloc[0])})") from None
         if kind == "categorical":
             labels, missing = _labels(s)
             counts = pd.Series(labels[~missing]).value_counts(sort=False)

@@ -467,8 +467,8 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     detector._fit_feature_baselines(normal_sample)  # as BaseDetector.fit, on the sample
     y_fit = sample_yy if label_column else None
     if missing := spec.missing_labels(y_fit):
-        raise DataError(f"threshold={spec.method!r} needs {missing} in the sample: give "
-                        "label_column")
+        raise DataError(f"threshold={spec.method!r} needs {missing} in the sample: " + (
+            "a larger sample_rows" if label_column else "give label_column"))
     if cal_rows.shape[0]:
         detector.calibration_scores_ = detector._score_rows(cal_rows)[0]
     elif hasattr(detector, "calibration_scores_"):

@@ -207,8 +207,14 @@ def save_model(detector: Any, path: str | Path) -> Path:
 
     from anovae.io import atomic_output
 
+    text = json.dumps(doc)
+    # what load refuses is not written (the tensor entries add about 100 bytes each)
+    _check_containers(text, "its metadata")
+    if len(text.encode()) + 200 * len(tensors) > MAX_HEADER_BYTES:
+        raise ValueError(f"the model's metadata is {len(text.encode()):,} bytes, more than a "
+                         f"model file's header may hold ({MAX_HEADER_BYTES:,}): fewer or shorter "
+                         "category values (max_categories) or column names")
     with atomic_output(path) as tmp:
-        text = json.dumps(doc)
         try:
             save_file(tensors, str(tmp), metadata={"anovae": text,
                                                    CHECKSUM_KEY: file_digest(text, tensors)})
@@ -268,8 +274,9 @@ def _unreadable(path: Path, exc: Any) -> ModelFileError:
 
 
 #: The largest safetensors header read (its JSON: tensor names, shapes, the metadata). A model
-#: of a 1,000-column table with 100 categories per column writes about 3 MB.
-MAX_HEADER_BYTES = 16 * 2**20
+#: of a 1,000-column table with 100 categories per column writes about 3 MB. (What parsing
+#: costs is bounded by :data:`MAX_JSON_CONTAINERS`: text costs about its own size.)
+MAX_HEADER_BYTES = 100 * 2**20
 #: The most JSON arrays and objects a header (and the anovae document in it) may hold: a
 #: legitimate one holds one per tensor, category vocabulary and parameter list; parsed, each
 #: costs about 60 bytes, so 21 MB of ``[],[],...`` took 564 MB before it was ignored.
@@ -297,8 +304,11 @@ def _read_model_file(path: str | Path) -> tuple[bytes, dict[str, str],
         if len(data) < 8:
             raise ValueError("shorter than a safetensors header")
         n = int.from_bytes(data[:8], "little")
-        if n > min(len(data) - 8, MAX_HEADER_BYTES):
+        if n > len(data) - 8:
             raise ValueError(f"its header declares {n} bytes")
+        if n > MAX_HEADER_BYTES:
+            raise ValueError(f"its header declares {n:,} bytes, more than the "
+                             f"{MAX_HEADER_BYTES:,} a model file's header may hold")
         _check_containers(data[8:8 + n], "its header")
         header = json.loads(data[8:8 + n])
         if not isinstance(header, dict):

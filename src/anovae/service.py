@@ -364,16 +364,16 @@ class _JSONRequest(Request):
 def _batch_records(body: Any) -> int:
     """The number of records of a scoring request's parsed JSON body: the length of its
     ``records``, ``instances`` or ``images`` list, or of its longest ``columns`` list (extra
-    columns count too); 0 for what is not such a body (validation then says what is wrong)."""
+    columns count too), the largest of them when several are given (validation refuses that
+    later: the limit comes first); 0 for what is not such a body."""
     if not isinstance(body, dict):
         return 0
+    sizes = [len(body[k]) for k in ("records", "instances", "images")
+             if isinstance(body.get(k), list)]
     columns = body.get("columns")
     if isinstance(columns, dict):
-        return max((len(v) for v in columns.values() if isinstance(v, list)), default=0)
-    for key in ("records", "instances", "images"):
-        if isinstance(body.get(key), list):
-            return len(body[key])
-    return 0
+        sizes += [len(v) for v in columns.values() if isinstance(v, list)]
+    return max(sizes, default=0)
 
 
 def _too_many(n: int, limit: int) -> str:

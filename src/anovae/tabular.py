@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import issparse
 
+from anovae._text import quoted
 from anovae.exceptions import DataError, warn
 from anovae.io import array_columns
 
@@ -223,8 +224,8 @@ def _first_non_number(s: pd.Series) -> str:
         num = pd.Series(np.nan, index=obs.index)
     bad = obs[num.isna()]
     if not bad.size:
-        return f"{str(obs.iloc[0])!r} in row {obs.index[0]!r}: numbers written as text"
-    return f"{str(bad.iloc[0])!r} in row {bad.index[0]!r}"
+        return f"{quoted(obs.iloc[0])} in row {obs.index[0]!r}: numbers written as text"
+    return f"{quoted(bad.iloc[0])} in row {bad.index[0]!r}"
 
 
 def series_as_frame(X: pd.Series, names: Sequence[str] | None, what: str) -> pd.DataFrame:

@@ -127,17 +127,18 @@ def fpr_threshold(calibration_scores: Any, fpr: float) -> float:
     if not 0.0 < fpr < 1.0:
         raise ValueError(f"fpr must be in (0, 1), got {fpr}")
     n = cal.size
-    k = math.ceil((n + 1) * (1.0 - fpr) - _EPS)
-    if k > n:
+    if n < fpr_min_calibration(fpr):
         warn(f"fpr={fpr:g} needs at least {fpr_min_calibration(fpr)} calibration scores, got "
              f"{n}: nothing is flagged")
         return math.inf
-    return float(cal[max(k, 1) - 1])
+    k = math.ceil((n + 1) * (1.0 - fpr) - _EPS)  # <= n from fpr_min_calibration on
+    return float(cal[min(max(k, 1), n) - 1])
 
 
 def fpr_min_calibration(fpr: float) -> int:
     """The fewest held-out normal rows for which :func:`fpr_threshold` at ``fpr`` is finite
-    (``ceil(1 / fpr - 1)``: 19 at 0.05, 99 at 0.01).
+    (``ceil(1 / fpr - 1)``: 19 at 0.05, 99 at 0.01): with ``n`` of them the threshold is the
+    ``ceil((n + 1)(1 - fpr))``-th smallest, which exists once ``n >= 1 / fpr - 1``.
 
     >>> fpr_min_calibration(0.05)
     19

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from anovae._text import plural
+from anovae._text import plural, quoted
 from anovae.cli.app import (
     app,
     handle_errors,
@@ -142,7 +142,7 @@ def _split_columns(df: Any, label_column: str | None, exclude: list[str] | None,
             bad = df[label_column][raw.isna() & df[label_column].notna()]
             if len(bad):
                 raise DataError(f"label column {label_column!r} must hold 0 (normal) and 1 "
-                                f"(anomaly) only; it holds text such as {str(bad.iloc[0])!r}")
+                                f"(anomaly) only; it holds text such as {quoted(bad.iloc[0])}")
         found = sorted({str(v) for v in raw.unique()[:50]})
         if raw.isna().any() or not raw.isin([0, 1]).all():
             raise DataError(f"label column {label_column!r} must hold 0 (normal) and 1 "

@@ -671,7 +671,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         normal = scores if y_arr is None else scores[y_arr == 0]
         if spec.wants_normal_scores and normal.size == 0:
             raise DataError(f"threshold method {spec.method!r} needs rows labelled normal (y = 0)")
-        if spec.wants_normal_scores:
+        if spec.method == "fpr":  # ("pot" at fit fits its tail on the training scores itself)
             self._warn_if_trained_on(normal, spec)
         if spec.method == "fpr":
             self.calibration_scores_ = normal
@@ -680,11 +680,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     def _warn_if_trained_on(self, scores: np.ndarray, spec: ThresholdSpec) -> None:
         """Warn when most of the ``(n,)`` scores of the rows given to :meth:`refit_threshold`
-        for ``fpr``/``pot`` are those of rows the model was trained on: equal, to float32
-        rounding, to one of ``decision_scores_`` other than the ``calibration_scores_`` (of fit,
-        or of the last refit). The model learned those rows, so they score lower than new normal
-        rows and the threshold flags more than the target of new ones, silently (0.016 at
-        fpr=0.01 in a user's test)."""
+        for ``fpr`` are those of rows the model was trained on: equal, to float32 rounding
+        (2e-7 relative: a row scored in another batch moves by up to 1.3e-7), to one of
+        ``decision_scores_`` other than the ``calibration_scores_`` (of fit, or of the last
+        refit). The model learned those rows, so they score lower than new normal rows and the
+        threshold flags more than the target of new ones, silently (0.016 at fpr=0.01 in a
+        user's test). A new row lands that close to one of ``m`` training scores by chance with
+        a probability that grows with ``m``: about 20 % at a million of them, below the
+        majority asked for."""
         trained = np.asarray(getattr(self, "decision_scores_", ()), dtype=np.float64)
         cal = getattr(self, "calibration_scores_", None)
         if cal is not None:
@@ -694,7 +697,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ref = np.r_[-np.inf, np.sort(trained), np.inf]  # (m + 2,) with sentinels
         pos = np.searchsorted(ref, scores)  # (n,) in [1, m + 1]
         near = np.minimum(scores - ref[pos - 1], ref[pos] - scores)  # distance to the closest
-        share = float(np.mean(near <= 1e-6 * np.maximum(1.0, np.abs(scores))))
+        share = float(np.mean(near <= 2e-7 * np.abs(scores)))
         if share > 0.5:
             warn(f"{share:.0%} of the rows given to refit_threshold score as rows the model was "
                  f"trained on: threshold={spec.describe()!r} wants normal rows held out of fit "
@@ -786,12 +789,18 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         10,000 draws of a large image would allocate terabytes in its load check)."""
         if (score or self.score_name) not in MONTE_CARLO_SCORES:
             return
-        draws, values = self._n_noise_samples(), int(self.schema_.n_features)
+        draws, values = self._n_noise_samples(), self._row_width(int(self.schema_.n_features))
         if draws * values > MAX_ROW_SCORE_CELLS:
-            raise DataError(f"n_samples={draws} draws of rows of {values:,} values are "
-                            f"{draws * values:,} decoder outputs per row, more than the "
-                            f"{MAX_ROW_SCORE_CELLS:,} a score holds: lower n_samples (at most "
+            raise DataError(f"n_samples={draws} draws of {values:,} decoder outputs are "
+                            f"{draws * values:,} per row, more than the {MAX_ROW_SCORE_CELLS:,} "
+                            "a score holds: lower n_samples (set_params; at most "
                             f"{max(1, MAX_ROW_SCORE_CELLS // values)} for these rows)")
+
+    def _row_width(self, n_values: int) -> int:
+        """Decoder outputs per draw of a row of ``n_values`` values: those values, or the
+        network's outputs when it has more (a mixed table's one-hot categories; before the
+        network is built, the values)."""
+        return max(n_values, int(getattr(getattr(self, "net_", None), "n_params", 0)))
 
     def _noise(self, device: torch.device, score: str | None = None) -> torch.Tensor | None:
         if (score or self.score_name) not in MONTE_CARLO_SCORES:
@@ -886,7 +895,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         draws = 1 if eps is None else eps.shape[0]
         # rows x draws x the decoder's output width within SCORE_BATCH_CELLS (a 2,000-column
         # table took 1 GB per temporary at the full batch); narrow tables keep the full batch
-        width = max(math.prod(rows.shape[1:]), int(getattr(net, "n_params", 0)))
+        width = self._row_width(math.prod(rows.shape[1:]))
         chunk = max(1, min(batch_rows // draws, SCORE_BATCH_CELLS // (draws * max(1, width))))
         n = rows.shape[0]
         scores = np.empty((n,), dtype=np.float64)
