@@ -208,10 +208,12 @@ def save_model(detector: Any, path: str | Path) -> Path:
     from anovae.io import atomic_output
 
     text = json.dumps(doc)
-    # what load refuses is not written (the tensor entries add about 100 bytes each)
-    _check_containers(text, "its metadata")
-    if len(text.encode()) + 200 * len(tensors) > MAX_HEADER_BYTES:
-        raise ValueError(f"the model's metadata is {len(text.encode()):,} bytes, more than a "
+    # what load refuses is not written: the header holds the text escaped as a JSON string,
+    # and an entry of about 100 bytes per tensor
+    _check_containers(text, "the model's metadata")
+    size = len(json.dumps(text).encode()) + 200 * len(tensors)
+    if size > MAX_HEADER_BYTES:
+        raise ValueError(f"the model's metadata is {size:,} bytes, more than a "
                          f"model file's header may hold ({MAX_HEADER_BYTES:,}): fewer or shorter "
                          "category values (max_categories) or column names")
     with atomic_output(path) as tmp:
