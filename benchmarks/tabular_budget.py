@@ -27,6 +27,7 @@ import argparse
 import json
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -54,18 +55,25 @@ def regimes(seed: int, d: int = 8, k: int = 4, n_train: int = 2000, n_normal: in
     return rows(n_train, 0), X_eval, y_eval
 
 
-def run(name: str, X_fit: np.ndarray, X_eval: np.ndarray, y_eval: np.ndarray, seed: int,
-        updates: int) -> dict[str, object]:
+def fit_with_updates(X: Any, seed: int, updates: int) -> tuple[VAEDetector, float]:
+    """``VAEDetector(random_state=seed)`` fitted on ``X`` with ``updates`` as its update target
+    (``TARGET_UPDATES``, patched for the fit), and the fit's seconds; also used by
+    ``mixed_budget.py``."""
     patched = base.TARGET_UPDATES
     base.TARGET_UPDATES = updates  # read by auto_epochs when the fit resolves epochs=None
     try:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            det = VAEDetector(random_state=seed).fit(X_fit)
-        seconds = time.perf_counter() - t0
+            det = VAEDetector(random_state=seed).fit(X)
+        return det, time.perf_counter() - t0
     finally:
         base.TARGET_UPDATES = patched
+
+
+def run(name: str, X_fit: np.ndarray, X_eval: np.ndarray, y_eval: np.ndarray, seed: int,
+        updates: int) -> dict[str, object]:
+    det, seconds = fit_with_updates(X_fit, seed, updates)
     auroc = roc_auc_score(y_eval, det.decision_function(X_eval))
     return {"dataset": name, "seed": seed, "updates": updates, "auroc": round(100 * auroc, 2),
             "epochs": det.n_epochs_, "best_epoch": det.best_epoch_,
