@@ -464,6 +464,24 @@ def test_deeply_nested_header(saved):
             load(saved)
 
 
+def test_architecture_parameters_that_disagree_with_the_network(saved, data):
+    # the model scores with its network; get_params, clone and a refit read the parameters:
+    # hidden_dims=[1e9, 1e9] beside a (16, 8) network loaded, and a refit would allocate it.
+    # anovae before 0.5 saved such files after set_params: they load, as their network says
+    want = anovae.load(saved).decision_function(data.X_test)
+    edit_anovae_doc(saved, lambda doc: doc["params"].update(hidden_dims=[10**9, 10**9],
+                                                            activation="tanh"))
+    with pytest.warns(UserWarning, match=r"states hidden_dims=\(1000000000, 1000000000\), "
+                      r"activation='tanh' but holds a network of hidden_dims=\(16, 8\), "
+                      r"activation='relu': the network's are its parameters now"):
+        det = anovae.load(saved)
+    assert det.get_params()["hidden_dims"] == (16, 8) and det.get_params()["activation"] == "relu"
+    np.testing.assert_array_equal(det.decision_function(data.X_test), want)
+    from sklearn.base import clone
+
+    assert clone(det).set_params(epochs=1).fit(data.X_train).net_config_.hidden_dims == (16, 8)
+
+
 def test_a_header_inflated_with_empty_lists_is_refused_before_parsing(saved, monkeypatch):
     # 21 MB of "[],[],..." under an ignored key took 564 MB to parse, then loaded
     header, data = read_header(saved)

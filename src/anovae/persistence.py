@@ -389,23 +389,30 @@ def _dict_field(value: Any, what: str) -> dict[str, Any]:
 _ARCHITECTURE_PARAMS = ("hidden_dims", "latent_dim", "activation", "channels")
 
 
-def _check_params_match_net(det: Any, cfg: Any) -> None:
-    """The architecture parameters a file states (``None``: sized from the data) must be its
-    network's (``ValueError``): the model scores with the network, while ``get_params``, a
-    ``clone`` and a refit read the parameters (``hidden_dims=[1e9, 1e9]`` beside a (16, 8)
-    network loaded, and a refit would try to allocate it)."""
+def _params_from_net(det: Any, cfg: Any, path: Path) -> None:
+    """Set the architecture parameters a file states (``None``: sized from the data) that
+    disagree with its network to the network's, with a warning: the model scores with the
+    network, while ``get_params``, a ``clone`` and a refit read the parameters
+    (``hidden_dims=[1e9, 1e9]`` beside a (16, 8) network loaded, and a refit would try to
+    allocate it). anovae before 0.5 saved such files after a ``set_params`` on a fitted model;
+    they load as before, scored by their network."""
     params = det.get_params(deep=False)
+    fixed: dict[str, Any] = {}
     for name in _ARCHITECTURE_PARAMS:
         value, built = params.get(name), getattr(cfg, name, None)
         if value is None or built is None:
             continue
         if isinstance(value, (list, tuple)) and isinstance(built, (list, tuple)):
-            same = list(value) == list(built)
-        else:
-            same = value == built
-        if not same:
-            raise ValueError(f"its parameters say {name}={_show(value)}, but its network has "
-                             f"{_show(built)}")
+            if list(value) != list(built):
+                fixed[name] = tuple(built)
+        elif value != built:
+            fixed[name] = built
+    if fixed:
+        said = ", ".join(f"{k}={_show(params[k])}" for k in fixed)
+        warn(f"{str(path)!r} states {said} but holds a network of "
+             f"{', '.join(f'{k}={_show(v)}' for k, v in fixed.items())}: the network's are "
+             "its parameters now (a file saved after set_params, by anovae before 0.5?)")
+        det.set_params(**fixed)
 
 
 def _check_net_config(cfg: Any, variational: bool) -> None:
@@ -782,7 +789,7 @@ def load(path: str | Path, *, device: str | None = None) -> Any:
         schema = det._schema_from_dict(schema_doc)
         _check_schema(schema, cfg)
         _check_net_shapes(cfg, shapes)  # before anything is allocated for the network
-        _check_params_match_net(det, cfg)
+        _params_from_net(det, cfg, path)
         noise_seed = _int_field(doc["noise_seed"], "noise_seed")
         threshold = _float_field(doc["threshold"], "threshold", allow_inf=True)  # inf: "fpr"
         training = _dict_field(doc.get("training", {}), "training")
