@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import reprlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -626,8 +627,8 @@ def _check_schema(schema: Any, cfg: Any) -> None:
                              f"{schema.n_features} features")
     if not all(isinstance(c, str) for c in names):
         raise ValueError("the schema's column names must be strings")
-    if len(set(names)) != len(names):
-        dup = sorted({c for c in names if list(names).count(c) > 1})
+    if len(set(names)) != len(names):  # (Counter: a wide table's names, counted in one pass)
+        dup = sorted(c for c, k in Counter(names).items() if k > 1)
         raise ValueError(f"the schema names the columns {_show(dup)} more than once")
 
 
