@@ -576,6 +576,14 @@ def test_fit_warns_of_a_forgotten_label_column(tmp_path: Path) -> None:
     for given in (["--label-column", "Label"], ["--exclude", "Label"]):
         res = fit(str(tmp_path / "t.csv"), "-o", str(tmp_path / "m.st"), *given)
         assert res.exit_code == 0 and "warning" not in res.output, res.output
+    # an out-of-core fit never holds the table: its first row group is read for the check
+    df.drop(columns="class").to_parquet(tmp_path / "t.parquet", row_group_size=50)
+    res = fit(str(tmp_path / "t.parquet"), "-o", str(tmp_path / "o.st"), "--out-of-core")
+    assert res.exit_code == 0, res.output
+    assert "holds a column 'Label' of 0/1 values: it is fitted as a feature" in res.output
+    res = fit(str(tmp_path / "t.parquet"), "-o", str(tmp_path / "o.st"), "--out-of-core",
+              "--label-column", "Label")
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
 
 
 def test_tables_with_idx_in_their_name_are_fitted_and_scored_as_tables(tmp_path: Path) -> None:

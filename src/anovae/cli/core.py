@@ -179,6 +179,26 @@ def _warn_label_like(df: Any, data: Path, skip: list[str | None]) -> None:
                  f"{name} if it holds the labels (or --exclude {name})")
 
 
+def _warn_label_like_parquet(data: Path, skip: list[str | None]) -> None:
+    """:func:`_warn_label_like` for an out-of-core fit, which never holds the table: on the
+    first row group of the first file, read for the label-like columns only. What it cannot
+    read is left for the fit to report."""
+    import pyarrow.parquet as pq
+
+    from anovae.outofcore import parquet_files
+
+    try:
+        first = pq.ParquetFile(parquet_files(data)[0])
+        names = [n for n in first.schema_arrow.names
+                 if n.lower() in LABEL_LIKE_NAMES and n not in skip]
+        if not names or not first.metadata.num_row_groups:
+            return
+        sample = first.read_row_group(0, columns=names).to_pandas()
+    except Exception:  # noqa: BLE001 (the fit reads the files next, and names what is wrong)
+        return
+    _warn_label_like(sample, data, skip)
+
+
 #: Column names an error lists, at most (then "... and N more").
 SHOWN_COLUMNS = 20
 
@@ -397,6 +417,8 @@ def fit(
         if out_of_core:
             from anovae.outofcore import fit_table
 
+            if label_column is None:
+                _warn_label_like_parquet(data, [*(exclude or []), id_column])
             sizes = {k: v for k, v in (("chunk_rows", chunk_rows), ("sample_rows", sample_rows))
                      if v is not None}  # otherwise fit_table's defaults
             fit_table(est, data, label_column=label_column, exclude=exclude,
