@@ -115,8 +115,8 @@ def check_tabular(
     bad = None if np.isfinite(total) else ~np.isfinite(arr)
     if bad is not None and bad.any():
         cols = np.flatnonzero(bad.any(axis=0))
-        col_names = [(names if names is not None else array_columns(arr.shape[1]))[i]
-                     for i in cols]  # (an array's columns are x0, x1, ... as numeric= names them)
+        every = names if names is not None else array_columns(arr.shape[1])  # (x0, x1, ... as
+        col_names = [every[i] for i in cols]                                  # numeric= names them)
         kinds = "NaN" if np.isnan(arr[bad]).all() else "NaN or infinite values"
         hint = ("" if not np.isnan(arr[bad]).any() else
                 " (or let the model take gaps: a VAEDetector given the column kinds, e.g. "

@@ -126,10 +126,10 @@ def fpr_threshold(calibration_scores: Any, fpr: float) -> float:
     cal = np.sort(_scores(calibration_scores, "calibration_scores"))  # (n,) ascending
     if not 0.0 < fpr < 1.0:
         raise ValueError(f"fpr must be in (0, 1), got {fpr}")
-    n = cal.size
-    if n < fpr_min_calibration(fpr):
-        warn(f"fpr={fpr:g} needs at least {fpr_min_calibration(fpr)} calibration scores, got "
-             f"{n}: nothing is flagged")
+    n, need = cal.size, fpr_min_calibration(fpr)
+    if n < need:
+        warn(f"fpr={fpr:g} needs at least {need} calibration scores, got {n}: nothing is "
+             "flagged")
         return math.inf
     k = math.ceil((n + 1) * (1.0 - fpr) - _EPS)  # <= n from fpr_min_calibration on
     return float(cal[min(max(k, 1), n) - 1])
