@@ -154,7 +154,8 @@ def test_fit_table_bad_input_is_clear(tmp_path: Path) -> None:
         fit_table(VAEDetector(categorical=("b",)), folder)
     clean = _write_folder(frame.fillna(0.0), tmp_path / "clean", files=1, row_group=40)
     with pytest.raises(DataError, match=r"threshold='fpr' at 0.01 needs at least 99 held-out "
-                       r"normal rows, but \d+ were held out"):  # (an inf threshold, before)
+                       r"normal rows, but calibration_fraction=0.2 of the rows holds out "
+                       r"\d+: give more rows"):  # (was an inf threshold)
         fit_table(VAEDetector(epochs=1, threshold="fpr", threshold_param=0.01), clean)
 
 

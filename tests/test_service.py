@@ -106,9 +106,13 @@ def test_top_k_and_explain(client: TestClient, data: Any, fitted_vae_frame: VAED
     assert [f["feature"] for f in got] == expected["feature"].tolist()
     np.testing.assert_allclose([f["value"] for f in got], expected["value"])
     np.testing.assert_allclose([f["expected"] for f in got], expected["expected"])
-    for bad in ({"top_k": "3"}, {"explain": "yes"}):  # were coerced to 3 and true
-        r = client.post("/v1/score", json={"records": records(X), **bad})
+    for bad in ({"top_k": "3"}, {"explain": "yes"}, {"top_k": 2.5}, {"top_k": True}):
+        r = client.post("/v1/score", json={"records": records(X), **bad})  # "3", "yes" coerced
         assert r.status_code == 422, r.text
+    # a whole float is the integer (JSON writers that make every number a float)
+    r = client.post("/v1/score", json={"records": records(X), "top_k": 2.0})
+    assert r.status_code == 200, r.text
+    assert [len(res["top_features"]) for res in r.json()["results"]] == [2] * len(X)
 
 
 def test_p_values_where_the_model_has_them(client: TestClient, data: Any,

@@ -268,6 +268,9 @@ def test_too_few_calibration_rows_are_refused_at_fit(data, make_detector, monkey
                        r"normal rows, but calibration_fraction=0.2 of 240 normal rows holds out "
                        r"48: give more normal rows \(about 4995\)"):
         make_detector(AEDetector, threshold="fpr", threshold_param=0.001).fit(data.X_train)
+    with pytest.raises(DataError, match=r"needs held-out normal rows: set calibration_fraction "
+                       r"> 0 \(got 0\)"):
+        make_detector(AEDetector, threshold="fpr", calibration_fraction=0.0).fit(data.X_train)
     with pytest.raises(DataError, match="needs a row labelled normal"):  # all labelled 1
         make_detector(AEDetector, threshold="best_f1", use_labels=False).fit(
             data.X_train, np.ones(len(data.X_train)))

@@ -50,7 +50,7 @@ from anovae.accel import to_device
 from anovae.exceptions import DataError, warn
 from anovae.io import is_pattern, pattern_files
 from anovae.metrics import binary_labels
-from anovae.thresholds import fpr_min_calibration
+from anovae.thresholds import fpr_calibration_problem
 
 __all__ = ["ParquetBatches", "RowGroup", "fit_table", "parquet_files", "parquet_row_groups",
            "row_uniform"]
@@ -421,13 +421,9 @@ def fit_table(detector: Any, data: str | os.PathLike, *, label_column: str | Non
     n_train = sum(train_rows)
     if n_train < 2:
         raise DataError(f"{path!r} has {n_train} training row(s); at least 2 are needed")
-    if spec.method == "fpr" and cal_rows.shape[0] == 0:
-        raise DataError("threshold='fpr' needs held-out normal rows: set calibration_fraction > 0 "
-                        "or give more rows")
-    if spec.method == "fpr" and cal_rows.shape[0] < (need := fpr_min_calibration(spec.param)):
-        raise DataError(f"threshold='fpr' at {spec.param:g} needs at least {need} held-out "
-                        f"normal rows, but {cal_rows.shape[0]} were held out: give more rows, or "
-                        "raise calibration_fraction or the fpr")
+    if spec.method == "fpr" and (problem := fpr_calibration_problem(
+            float(spec.param), cal_rows.shape[0], cal_frac)):
+        raise DataError(problem)
 
     # -- the same steps as BaseDetector.fit, on streamed rows ------------------------------
     detector.schema_ = ColumnSchema(d, tuple(columns))

@@ -64,7 +64,7 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from anovae._text import quoted
 from anovae._version import __version__
@@ -117,13 +117,21 @@ class ScoreRequest(BaseModel):
     images: list[str] | None = Field(
         None, description="For image models: base64-encoded PNG or JPEG images (or data: "
                           "URLs) of the model's size; converted to its channel count.")
-    # strict: "3" and "yes" were coerced to 3 and true
+    # strict: "3" and "yes" were coerced to 3 and true; a whole float (3.0, what some JSON
+    # writers make of every number) is taken as the integer (_whole_top_k)
     top_k: int | None = Field(None, ge=0, le=1000, strict=True,
                               description="Top features per record, by excess (default: the "
                                           "server's, 3).")
     explain: bool = Field(False, strict=True,
                           description="Add each top feature's observed value and the model's "
                                       "expected (reconstructed) value.")
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _whole_top_k(cls, v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
 
     @model_validator(mode="after")
     def _one_form(self) -> ScoreRequest:

@@ -47,6 +47,7 @@ __all__ = [
     "best_f1_threshold",
     "conformal_pvalues",
     "contamination_threshold",
+    "fpr_calibration_problem",
     "fpr_min_calibration",
     "fpr_threshold",
     "parse_threshold",
@@ -144,6 +145,33 @@ def fpr_min_calibration(fpr: float) -> int:
     19
     """
     return max(1, math.ceil(1.0 / fpr - 1.0 - _EPS))
+
+
+def fpr_calibration_problem(fpr: float, n_cal: int, fraction: float,
+                            n_normal: int | None = None) -> str | None:
+    """Why ``n_cal`` held-out normal rows cannot set ``threshold="fpr"`` at ``fpr`` (None: they
+    can), for a refusal *before* training: :func:`fpr_threshold` would return ``inf``, a model
+    that flags nothing. ``fraction``: the ``calibration_fraction`` that held them out, of
+    ``n_normal`` normal rows (None: of the rows, when the count is not known, out of core).
+
+    >>> fpr_calibration_problem(0.01, 99, 0.2) is None
+    True
+    >>> fpr_calibration_problem(0.01, 40, 0.2, n_normal=200)[:60]
+    "threshold='fpr' at 0.01 needs at least 99 held-out normal ro"
+    """
+    if n_cal < 1:
+        return (f"threshold='fpr' needs held-out normal rows: set calibration_fraction > 0 "
+                f"(got {fraction:g}) or give more rows")
+    need = fpr_min_calibration(fpr)
+    if n_cal >= need:
+        return None
+    if n_normal is None:
+        held, more = f"calibration_fraction={fraction:g} of the rows", "more rows"
+    else:
+        held = f"calibration_fraction={fraction:g} of {n_normal} normal rows"
+        more = f"more normal rows (about {math.ceil(need / fraction)})"
+    return (f"threshold='fpr' at {fpr:g} needs at least {need} held-out normal rows, but "
+            f"{held} holds out {n_cal}: give {more}, or raise calibration_fraction or the fpr")
 
 
 def conformal_pvalues(calibration_scores: Any, scores: Any) -> np.ndarray:

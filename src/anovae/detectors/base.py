@@ -55,7 +55,7 @@ from anovae.tabular import SCALERS, ColumnSchema, Scaler, _list, check_tabular
 from anovae.thresholds import (
     ThresholdSpec,
     conformal_pvalues,
-    fpr_min_calibration,
+    fpr_calibration_problem,
     parse_threshold,
     prediction_confidence,
 )
@@ -578,21 +578,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if frac is None:
             frac = DEFAULT_CALIBRATION_FRACTION if spec.method == "fpr" else 0.0
         n_cal = int(round(frac * normal.size))
+        if spec.method == "fpr" and (
+                problem := fpr_calibration_problem(float(spec.param), n_cal, frac, normal.size)):
+            raise DataError(problem)
         if n_cal < 1:
-            if spec.method == "fpr":
-                raise DataError(f"threshold='fpr' needs held-out normal rows: set "
-                                f"calibration_fraction > 0 (got {frac}) or give more rows")
             return np.empty(0, dtype=np.intp)
         if normal.size - n_cal < 2:
             raise DataError(f"{normal.size} normal rows leave fewer than 2 to train after holding "
                             f"out {n_cal} for calibration")
-        if spec.method == "fpr" and n_cal < (need := fpr_min_calibration(float(spec.param))):
-            # (refused before training: the threshold would be inf, a model that flags nothing)
-            raise DataError(
-                f"threshold='fpr' at {float(spec.param):g} needs at least {need} held-out normal "
-                f"rows, but calibration_fraction={frac:g} of {normal.size} normal rows holds out "
-                f"{n_cal}: give more normal rows (about {math.ceil(need / frac)}), or raise "
-                "calibration_fraction or the fpr")
         return np.sort(rng.permutation(normal)[:n_cal])
 
     def _fit_threshold(self, spec: ThresholdSpec, scores: np.ndarray, y: np.ndarray | None,
