@@ -41,6 +41,7 @@ from anovae.images import (
 )
 from anovae.nets.conv import ConvAutoencoder, ConvConfig, stage_sizes
 from anovae.report import build_report
+from anovae.scores import SCORES
 from conftest import bomb_png
 
 TINY = {"channels": (4, 8), "latent_dim": 4, "random_state": 0}
@@ -387,7 +388,8 @@ def test_latent_density_adds_the_weighted_code_density(
     the slope of the sum; maps still add up; part of the fitted model."""
     X, y = digits
     fit_rows = X[y == 8][:120]
-    det = ImageVAEDetector(epochs=15, channels=(8, 16), latent_dim=4, random_state=0)
+    # (80 epochs: at 15 the codes of these 120 images hardly vary, and the term is left out)
+    det = ImageVAEDetector(epochs=80, channels=(8, 16), latent_dim=4, random_state=0)
     det.fit(fit_rows)
     mixture = det.latent_mixture_
     assert mixture is not None and mixture.latent_dim == 4
@@ -431,6 +433,44 @@ def test_latent_density_adds_the_weighted_code_density(
     plain.set_params(latent_density=False)
     # a model without the term still needs a reader that knows the parameter
     assert load(plain.save(tmp_path / "plain.safetensors")).metadata_["format_version"] == 3
+
+
+def test_collapsed_codes_get_no_latent_term(digits: tuple[np.ndarray, np.ndarray],
+                                            tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Codes that do not vary between images (posterior collapse: no latent dimension with a
+    variance over 0.01) carry nothing: the term is left out (weight 0, a warning), where its
+    weight, the score's spread over the density's, multiplied rounding noise by 3e5."""
+    X, y = digits
+    fit_rows = X[y == 8][:120]
+    with caplog.at_level(logging.WARNING, logger="anovae.detectors.image"):
+        det = ImageVAEDetector(epochs=2, channels=(8, 16), latent_dim=4,
+                               complexity_correction=False, random_state=0).fit(fit_rows)
+    assert float(det.transform(fit_rows).var(axis=0).max()) < 0.01
+    assert det.latent_weights_ == dict.fromkeys(SCORES, 0.0)
+    assert "posterior collapse" in caplog.text
+    images, _ = check_images(X[:20])
+    np.testing.assert_array_equal(det.decision_function(X[:20]),
+                                  det._score_rows(images, raw=True)[0])
+    again = load(det.save(tmp_path / "collapsed.safetensors"))
+    np.testing.assert_array_equal(again.decision_function(X[:20]), det.decision_function(X[:20]))
+
+
+def test_large_score_offsets_keep_the_scores_precision(
+        digits: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offsets are subtracted in float64: one of millions, added to a float32 per-pixel tensor,
+    rounded every score to steps of 0.5-2 (half of 400 images tied)."""
+    X, _ = digits
+    det = ImageVAEDetector(epochs=1, channels=(8, 16), latent_dim=4, latent_density=False,
+                           complexity_correction=False, random_state=0).fit(X[:40])
+    images, _ = check_images(X[:50])
+    raw = det._score_rows(images, raw=True)[0]
+    offsets = -4.89e6 + 1e-3 * np.arange(50)  # (50,): a score of about 4.89e6 + raw
+    monkeypatch.setattr(det, "_score_offsets", lambda rows, score: offsets[:len(rows)])
+    scores, maps = det._score_rows(images, per_feature=True)
+    np.testing.assert_allclose(scores - 4.89e6, raw - 1e-3 * np.arange(50), rtol=0, atol=1e-6)
+    assert len(np.unique(scores)) == 50
+    np.testing.assert_allclose(maps.sum(axis=(1, 2, 3)), scores, rtol=1e-9)
 
 
 def test_broken_latent_mixture_in_a_model_file(tmp_path: Path, fitted: ImageVAEDetector) -> None:

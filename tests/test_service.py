@@ -323,12 +323,40 @@ def test_image_models_take_arrays_and_pngs(image_client: Any) -> None:
     ({"images": [_bomb_png()]}, "image 0 declares 100000x100000 pixels (width x height); "
                                 "the model takes 8x8"),
     ({"records": [{"x0": 1.0}]}, "nested arrays"),
+    # a colour image for a grey model: refused as `anovae score` refuses its file (it was
+    # converted to grey without a word)
+    ({"images": [_png(np.zeros((8, 8, 3), dtype=np.uint8))]}, "3 channels"),
+    ({"images": [_png(np.zeros((8, 8), dtype=np.uint8)),
+                 _png(np.zeros((8, 8, 3), dtype=np.uint8))]},
+     "the images mix grey and colour (image 0 is grey, image 1 colour)"),
 ])
 def test_bad_images_are_422(image_client: Any, body: dict[str, Any], message: str) -> None:
     c, _, _ = image_client
     r = c.post("/v1/score", json=body)
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"] and " at 0x" not in r.json()["detail"]
+
+
+def test_image_files_are_read_as_the_command_line_reads_them(image_client: Any,
+                                                               tmp_path: Path) -> None:
+    import base64
+
+    from PIL import Image
+
+    from anovae.images import read_image_folder
+
+    c, det, images = image_client
+    deep = (images[:2].astype(np.uint16) * 257)  # 16-bit: scaled by the depth, not clipped
+    for i, im in enumerate(deep):
+        Image.fromarray(im).save(tmp_path / f"{i}.png")
+    assert Image.open(tmp_path / "0.png").mode.startswith("I")
+    pngs = [base64.b64encode((tmp_path / f"{i}.png").read_bytes()).decode() for i in range(2)]
+    r = c.post("/v1/score", json={"images": pngs})
+    assert r.status_code == 200, r.text
+    want = det.decision_function(read_image_folder(tmp_path).images)
+    np.testing.assert_allclose([x["anomaly_score"] for x in r.json()["results"]], want,
+                               rtol=1e-6)
+    np.testing.assert_allclose(want, det.decision_function(images[:2]), rtol=1e-6)
 
 
 def test_image_results_have_no_unseen_category(image_client: Any) -> None:

@@ -563,18 +563,7 @@ def read_image_folder(folder: str | os.PathLike, *, schema: ImageSchema | None =
                                     f"fitted on {_size(schema.width, schema.height)}; resize "
                                     "the images first")
                 stored.load()
-                im = upright(stored)
-                grey = im.mode in ("1", "L", "LA", "I", "I;16", "F") or (
-                    im.mode == "P" and _palette_is_grey(im))
-                if im.mode in ("I", "I;16", "F"):
-                    a = np.asarray(im, dtype=np.float64)
-                    # 16-bit files by their depth (a dark one is not an 8-bit one); 32-bit
-                    # integer and float ones carry no range: by their values
-                    top = 65535.0 if im.mode == "I;16" or a.max() > 255 else 255.0
-                    a = np.clip(a / top, 0, 1) * 255
-                    arrays.append(np.round(a).astype(np.uint8))
-                else:
-                    arrays.append(np.asarray(im.convert("L" if grey else "RGB")))
+                arrays.append(pixels(upright(stored)))
         except Image.DecompressionBombError:
             with p.open("rb") as fh:
                 raise _too_many_pixels(fh, f"image {str(p)!r}", schema,
@@ -596,6 +585,20 @@ def read_image_folder(folder: str | os.PathLike, *, schema: ImageSchema | None =
     names = [str(p.relative_to(folder)) for p in files]
     labels = None if classes is None else np.asarray(classes, dtype=object)
     return ImageData(np.stack(arrays), names, labels)
+
+
+def pixels(im: Any) -> np.ndarray:
+    """A decoded Pillow image's pixels as anovae reads every image file: ``(H, W)`` uint8 for a
+    grey one (modes ``1``, ``L``, ``LA``, ``I;16``..., a palette of greys), ``(H, W, 3)`` uint8
+    for a colour one (alpha dropped). 16-bit images are scaled by their depth (a dark one is not
+    an 8-bit one); 32-bit integer and float ones, which carry no range, by their values."""
+    grey = im.mode in ("1", "L", "LA", "I", "I;16", "F") or (
+        im.mode == "P" and _palette_is_grey(im))
+    if im.mode in ("I", "I;16", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode == "I;16" or a.max() > 255 else 255.0
+        return np.round(np.clip(a / top, 0, 1) * 255).astype(np.uint8)
+    return np.asarray(im.convert("L" if grey else "RGB"))
 
 
 def _palette_is_grey(im: Any) -> bool:

@@ -116,7 +116,7 @@ class ScoreRequest(BaseModel):
                           "pixels 0-255 or floats in [0, 1].")
     images: list[str] | None = Field(
         None, description="For image models: base64-encoded PNG or JPEG images (or data: "
-                          "URLs) of the model's size; converted to its channel count.")
+                          "URLs) of the model's size and channel count (grey or colour).")
     # strict: "3" and "yes" were coerced to 3 and true; a whole float (3.0, what some JSON
     # writers make of every number) is taken as the integer (_whole_top_k)
     top_k: int | None = Field(None, ge=0, le=1000, strict=True,

@@ -285,7 +285,9 @@ class RecordScorer:
 
     def rows_from_images(self, images: Sequence[Any]) -> np.ndarray:
         """``(n, C, H, W)`` rows from base64-encoded PNG or JPEG images (``data:`` URLs too),
-        converted to the model's channel count and validated by the detector."""
+        decoded as ``anovae score`` reads image files (:func:`anovae.images.pixels`: grey or
+        colour by the image, not converted to the model's channel count) and validated by the
+        detector (a colour image for a grey model is refused, as on the command line)."""
         if len(self.shape) != 3:
             raise DataError("'images' are for image models; this model takes records of "
                             f"{len(self.names)} values")
@@ -297,7 +299,7 @@ class RecordScorer:
 
         from PIL import Image, UnidentifiedImageError
 
-        from anovae.images import declared_size, oriented_size, upright
+        from anovae.images import declared_size, oriented_size, pixels, upright
 
         channels, height, width = self.shape
         arrays = []
@@ -317,8 +319,7 @@ class RecordScorer:
                         raise DataError(f"image {i} is {shown[0]}x{shown[1]} pixels (width x "
                                         f"height); the model takes {width}x{height}")
                     im.load()
-                    arrays.append(np.asarray(upright(im).convert("L" if channels == 1
-                                                                 else "RGB")))
+                    arrays.append(pixels(upright(im)))
             except Image.DecompressionBombError:  # too many pixels for Pillow even to open
                 size = declared_size(io.BytesIO(raw))
                 declared = "too many pixels" if size is None else f"{size[0]}x{size[1]} pixels"
@@ -331,6 +332,13 @@ class RecordScorer:
                     raise
                 raise DataError(f"image {i} is not a readable PNG or JPEG image ({exc})"
                                 ) from None
+        kinds = {a.ndim for a in arrays}
+        if len(kinds) > 1:  # (np.stack's message would be about array shapes)
+            grey = next(i for i, a in enumerate(arrays) if a.ndim == 2)
+            colour = next(i for i, a in enumerate(arrays) if a.ndim == 3)
+            raise DataError(f"the images mix grey and colour (image {grey} is grey, image "
+                            f"{colour} colour); the model takes {channels} channel"
+                            f"{'s' if channels > 1 else ''}: convert them first")
         return self._images(np.stack(arrays))  # (n, H, W) uint8 or (n, H, W, 3)
 
     def _mixed_frame(self, values: list[list[Any]], where: Any) -> Any:

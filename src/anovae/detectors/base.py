@@ -877,7 +877,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         Rows are scaled chunk by chunk (no full-size scaled copy). The row score is summed in
         float32 from the same per-feature tensor either way, so both paths give bit-identical
         scores, and a row's score does not depend on the other rows (batch-invariant up to BLAS
-        blocking, deterministic for the same input).
+        blocking, deterministic for the same input). The offsets are subtracted in float64,
+        after that sum (and spread evenly over the per-feature scores in float64): an offset of
+        millions added in float32 rounded every score to steps of 0.5-2 (ties).
         """
         net = self.net_
         device = next(net.parameters()).device
@@ -897,13 +899,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             xb = to_device(self.scaler_.transform(rows[start:start + chunk]), device)
             fs = feature_scores(net, xb, score, eps)  # (B, *F)
             offsets = None if raw else self._score_offsets(rows[start:start + chunk], score)
-            if offsets is not None:
-                per = torch.from_numpy((offsets / math.prod(fs.shape[1:])).astype(np.float32)
-                                       ).to(fs.device)  # (B,)
-                fs = fs - per.reshape(-1, *([1] * (fs.dim() - 1)))
             scores[start:start + chunk] = fs.flatten(1).sum(-1).double().cpu().numpy()
+            if offsets is not None:
+                scores[start:start + chunk] -= offsets  # (B,) float64
             if feats is not None:
                 feats[start:start + chunk] = fs.double().cpu().numpy()
+                if offsets is not None:
+                    feats[start:start + chunk] -= (offsets / math.prod(fs.shape[1:])).reshape(
+                        -1, *([1] * (fs.dim() - 1)))
         return scores, feats
 
     def decision_function(self, X: Any) -> np.ndarray:

@@ -55,6 +55,13 @@ COMPLEXITY_FIT_IMAGES = 1024
 #: ``latent_density=True`` (:func:`anovae.latent.fit_latent_mixture`).
 LATENT_FIT_IMAGES = 20000
 
+#: A latent dimension is *active* when the posterior means of the fitting images vary over it by
+#: more than this (variance; the prior's is 1): Burda et al. (2016)'s criterion. With none, the
+#: codes carry nothing about the image (posterior collapse) and the latent-density term is left
+#: out (weight 0): its weight, the score's spread over the density's, would otherwise multiply
+#: rounding noise of a near-constant density by up to 1e6 (a user-acceptance finding).
+ACTIVE_UNIT_VARIANCE = 0.01
+
 #: ``tutorial-conv``: the TensorFlow convolutional-VAE tutorial's network (see
 #: :func:`anovae.nets.conv.tutorial_conv_config`), done right.
 IMAGE_PRESETS: dict[str, dict[str, Any]] = {
@@ -343,8 +350,15 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
                 codes, LATENT_COMPONENTS, seed=int(rng.integers(0, 2**31 - 1)))
             density = self._latent_density(sample)  # (m,)
             spread = float(density.std())
+            active = int((mu.var(axis=0) > ACTIVE_UNIT_VARIANCE).sum()) if len(mu) > 1 else 0
+            if not active:
+                logger.warning(
+                    "latent_density: the codes of the fitting images do not vary (no latent "
+                    "dimension with a variance over %g across images: posterior collapse), so "
+                    "the images are scored by their likelihood alone; a longer fit or a smaller "
+                    "beta usually gives informative codes", ACTIVE_UNIT_VARIANCE)
             for name in SCORES:
-                w = float(scores[name].std()) / spread if spread > 0 else 0.0
+                w = float(scores[name].std()) / spread if spread > 0 and active else 0.0
                 self.latent_weights_[name] = w
                 scores[name] = scores[name] + w * density
         if self.complexity_correction:
@@ -382,7 +396,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
         offset = None
         if slopes and slopes[score] != 0.0:  # 0: no correction, no PNG encoding
             offset = slopes[score] * png_nats(rows)  # (n,)
-        if weights:
+        if weights and weights[score] != 0.0:  # 0: collapsed codes, no latent term
             term = -weights[score] * self._latent_density(rows)  # (n,): added to the score
             offset = term if offset is None else offset + term
         return offset
