@@ -281,6 +281,13 @@ def test_png_nats_measures_complexity() -> None:
     assert big[0].size >= PNG_THREADS_MIN_VALUES
     np.testing.assert_array_equal(png_nats(big), [png_nats(im[None])[0] for im in big])
     assert png_nats(np.zeros((0, 1, 28, 28))).shape == (0,)
+    # the layouts of read_images (N, H, W, C) and 8-bit pixels: a clear error (Pillow's said
+    # "Cannot handle this data type: (1, 1, 64), |u1")
+    for bad in (np.zeros((2, 16, 16, 3), np.uint8), np.zeros((2, 16, 16, 3)),
+                np.zeros((2, 16, 16))):
+        with pytest.raises(DataError, match=r"png_nats takes \(N, C, H, W\) floats .*"
+                                            r"check_images"):
+            png_nats(bad)
 
 
 def test_complexity_slope_is_least_squares_shrunk_by_its_reliability() -> None:

@@ -265,16 +265,22 @@ def png_nats(images: np.ndarray) -> np.ndarray:
     >>> bool(png_nats(blank)[0] < png_nats(noise)[0])
     True
     """
-    pixels = to_uint8(images)  # (N, H, W, C)
-    n = pixels.shape[0]
+    shape = np.shape(images)
+    if len(shape) != 4 or shape[1] not in (1, 3) or np.asarray(images).dtype.kind != "f":
+        # (Pillow's own error named a data type: "Cannot handle this data type: (1, 1, 64)")
+        raise DataError(f"png_nats takes (N, C, H, W) floats in [0, 1] with C = 1 or 3, got "
+                        f"shape {shape} of {np.asarray(images).dtype}: convert other layouts "
+                        "and 8-bit pixels with anovae.images.check_images first")
+    eight = to_uint8(images)  # (N, H, W, C)
+    n = eight.shape[0]
     threads = min(8, os.cpu_count() or 1, n)
-    if threads > 1 and pixels[0].size >= PNG_THREADS_MIN_VALUES:
+    if threads > 1 and eight[0].size >= PNG_THREADS_MIN_VALUES:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(threads) as pool:  # map keeps the order
-            sizes = list(pool.map(_png_bytes, pixels))
+            sizes = list(pool.map(_png_bytes, eight))
     else:
-        sizes = [_png_bytes(im) for im in pixels]
+        sizes = [_png_bytes(im) for im in eight]
     return np.asarray(sizes, dtype=np.float64) * 8.0 * np.log(2.0)  # bytes -> nats
 
 
