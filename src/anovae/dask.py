@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anovae.exceptions import DataError
+from anovae.exceptions import DataError, warn
 from anovae.outofcore import RowGroup, parquet_row_groups
 from anovae.scoring import ScoreSummary, score_frame, select_features
 
@@ -249,6 +249,11 @@ def score(detector: Any, ddf: Any, *, id_column: str | None = None, top_k: int =
 
         detector = load(detector)
     _check_scorable(detector, ddf._meta, id_column)
+    if id_column is None and ddf.npartitions > 1 and not ddf.known_divisions:
+        warn("the rows' ids are the frame's index, which has no known divisions: it may repeat "
+             "across partitions (dask.dataframe.read_parquet numbers each file's rows from 0), "
+             "and then the 'row' ids do not name the input rows; read the files with "
+             "anovae.dask.read_parquet (global row numbers) or pass id_column")
     blob = model_bytes(detector)
     digest = hashlib.sha256(blob).hexdigest()
     meta = _meta(detector, id_column, top_k, ddf._meta)
@@ -401,8 +406,15 @@ def _frame(parts: list[_Part], schema: Any, columns: Sequence[str]) -> Any:
     import dask.dataframe as dd
 
     meta_df = _empty(schema)[list(columns)]
-    return dd.from_map(_read_part, parts, columns=list(columns), meta=meta_df, divisions=None,
-                       enforce_metadata=False)
+    # the index is the global row number, sorted across partitions: known divisions (the first
+    # row of each partition, then the last row), as Dask's own sorted frames have
+    firsts = [p.groups[0].offset for p in parts]
+    rows = [sum(g.rows for g in p.groups) for p in parts]
+    divisions = None
+    if parts and all(n > 0 for n in rows):
+        divisions = (*firsts, firsts[-1] + rows[-1] - 1)
+    return dd.from_map(_read_part, parts, columns=list(columns), meta=meta_df,
+                       divisions=divisions, enforce_metadata=False)
 
 
 def read_parquet(pattern: str | os.PathLike, *, columns: Sequence[str] | None = None,
@@ -444,19 +456,24 @@ def _check_cluster_options(scheduler: str | None, n_workers: Any,
 class _QuietDataErrors(logging.Filter):
     """Leaves out a worker's "Compute Failed" record (its task, the exception's repr and the
     worker's traceback) for a task that raised :class:`DataError`: the client raises that
-    error, whose message names the file and rows."""
+    error, whose message names the file and rows. And the warning that the tasks cancelled
+    after that failure "ended with CancelledError" (a pipeline's log scraper read a WARNING
+    beside a handled data error)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
+        if text.startswith("Async instruction for") and text.endswith("ended with CancelledError"):
+            return False
         return not (text.startswith("Compute Failed")
                     and re.search(r"^Exception: +['\"]DataError\(", text, re.MULTILINE))
 
 
 def _quiet_data_errors() -> None:
     """On a worker of the LocalCluster :func:`_client` starts: filter its log (once)."""
-    log = logging.getLogger("distributed.worker")
-    if not any(isinstance(f, _QuietDataErrors) for f in log.filters):
-        log.addFilter(_QuietDataErrors())
+    for name in ("distributed.worker", "distributed.worker.state_machine"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _QuietDataErrors) for f in log.filters):
+            log.addFilter(_QuietDataErrors())
 
 
 @contextlib.contextmanager
