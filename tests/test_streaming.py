@@ -374,3 +374,18 @@ def test_cli_stream_summary_counts_errors_and_exits_0(tmp_path: Path,
                              input="oops\n[1]\n")
     assert res.exit_code == 0, res.output
     assert res.stderr.strip().startswith("streamed 2 lines: 0 scored (0 anomalies), 2 errors")
+    # --fail-on-errors: status 1 when a line failed (a batch job could not tell from $?), after
+    # the summary and with the good lines written; 0 when none failed
+    good = json.dumps(dict(zip(fitted_vae_frame.feature_names_in_, [0.0] * 30)))
+    out = tmp_path / "s.jsonl"
+    res = CliRunner().invoke(app, ["score", str(model), "-", "--stream", "--fail-on-errors",
+                                   "-o", str(out)], input=f"{good}\noops\n")
+    assert res.exit_code == 1, res.output
+    assert "1 scored (0 anomalies), 1 error" in res.stderr
+    assert len(out.read_text().splitlines()) == 2 and "anomaly_score" in out.read_text()
+    res = CliRunner().invoke(app, ["score", str(model), "-", "--stream", "--fail-on-errors"],
+                             input=f"{good}\n")
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["score", str(model), "x.csv", "-o", "y.csv",
+                                   "--fail-on-errors"])
+    assert res.exit_code == 2 and "--fail-on-errors applies to --stream" in res.output

@@ -629,7 +629,8 @@ def score_stream(detector: Any, in_stream: TextIO | Iterable[str], out_stream: T
 
     ``anovae score MODEL DATA --stream`` exits with status 0 when the input ends, even when
     every line was an error line (the summary on standard error counts them: ``streamed 3
-    lines: 1 scored (0 anomalies), 2 errors``); 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when
+    lines: 1 scored (0 anomalies), 2 errors``), unless ``--fail-on-errors`` is given: then 1
+    when any line was an error line; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when
     stopped by a signal, after writing the lines scored and the summary (an output file is
     committed with them); 141 (as a process killed by SIGPIPE), with no message, when its
     standard output is closed by its reader (``... | head -1``); 2 with ``error: ...`` when the

@@ -558,6 +558,9 @@ def score(
     stream: bool = typer.Option(False, "--stream", help="Read JSON lines (one record each) and "
                                                         "write one scored JSON line per input "
                                                         "line as soon as it is scored."),
+    fail_on_errors: bool = typer.Option(
+        False, "--fail-on-errors", help="With --stream: exit with status 1 when any line got an "
+                                        "error line (default 0: the summary counts them)."),
     maps: Path | None = typer.Option(None, "--maps", help="Image models: write one anomaly-map "
                                                           "PNG per image into this folder."),
     engine: str = typer.Option("local", help="local (stream in this process) or dask (DATA: "
@@ -594,8 +597,13 @@ def score(
     if stream and maps is not None:
         raise DataError("--maps is not available with --stream (each output line holds a "
                         "record's score): score image files without --stream to write maps")
+    if fail_on_errors and not stream:
+        raise DataError("--fail-on-errors applies to --stream (where a bad line gets an error "
+                        "line and the stream goes on); without it a bad row stops the command "
+                        "with status 2")
     if stream:
-        _score_stream(model, data, output, top_k, explain is not None, id_column)
+        _score_stream(model, data, output, top_k, explain is not None, id_column,
+                      fail_on_errors)
         return
     if output is None:
         raise typer.BadParameter("an output table is required (or use --stream)",
@@ -658,19 +666,20 @@ BROKEN_PIPE_STATUS = 128 + 13
 
 
 def _score_stream(model: Path, data: Path, output: str | None, top_k: int, explain: bool,
-                  id_column: str | None) -> None:
+                  id_column: str | None, fail_on_errors: bool = False) -> None:
     """``anovae score MODEL DATA --stream`` (see :func:`anovae.streaming.score_stream` for the
     exit statuses): SIGINT and SIGTERM end the stream as the end of its input does (the lines
     scored are written, an output file committed, the summary printed), then the command exits
     with 128 + the signal (130, 143); a closed standard output ends it quietly with
-    :data:`BROKEN_PIPE_STATUS`."""
+    :data:`BROKEN_PIPE_STATUS`; with ``fail_on_errors``, a stream with error lines ends with
+    status 1 (after the summary; an output file is committed with the lines scored)."""
     from anovae.cli.serve_export import score_stream_cli
     from anovae.streaming import stop_on_signals
 
     out = None if output is None or output == "-" else output_file(output, "scores.jsonl")
     try:
         with stop_on_signals() as stop:
-            score_stream_cli(model, data, out, top_k, explain, id_column)
+            summary = score_stream_cli(model, data, out, top_k, explain, id_column)
     except BrokenPipeError:
         with contextlib.suppress(OSError, ValueError, AttributeError):  # no real stdout: tests
             # Python flushes stdout at exit, into the closed pipe again: point it at nothing
@@ -678,6 +687,8 @@ def _score_stream(model: Path, data: Path, output: str | None, top_k: int, expla
         raise typer.Exit(BROKEN_PIPE_STATUS) from None
     if stop.signum is not None:
         raise typer.Exit(128 + stop.signum)
+    if fail_on_errors and summary.errors:
+        raise typer.Exit(1)
 
 
 def note_pattern(data: Path) -> None:

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import typer
 
@@ -23,6 +23,9 @@ from anovae.cli.app import (
     refuse_overwriting_inputs,
 )
 from anovae.exceptions import DataError
+
+if TYPE_CHECKING:
+    from anovae.streaming import StreamSummary
 
 
 def _model_specs(models: list[str]) -> dict[str, str]:
@@ -161,7 +164,7 @@ def export(
 
 
 def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
-                     explain: bool, id_column: str | None = None) -> None:
+                     explain: bool, id_column: str | None = None) -> StreamSummary:
     """``anovae score MODEL DATA --stream``: JSON lines from DATA (``-``: standard input) to
     OUTPUT (default or ``-``: standard output); the summary goes to standard error. With
     ``id_column``, that key of each input object is copied to its output line as ``id``.
@@ -192,3 +195,4 @@ def score_stream_cli(model: Path, data: Path, output: Path | None, top_k: int,
     typer.echo(f"streamed {plural(summary.scored + summary.errors, 'line')}: {summary.scored} "
                f"scored ({plural(summary.anomalies, 'anomaly', 'anomalies')}), "
                f"{plural(summary.errors, 'error')} in {summary.seconds:.2f}s", err=True)
+    return summary
