@@ -1025,3 +1025,26 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
     assert (tmp_path / "out.csv").read_text() == "OLD"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_an_interrupted_command_says_what_it_left(capsys: pytest.CaptureFixture[str]) -> None:
+    # Ctrl-C and SIGTERM ended commands with an empty stderr: operators could not tell whether
+    # the output was whole
+    import typer
+
+    from anovae.cli.app import handle_errors
+
+    def stopped(what: BaseException) -> Any:
+        @handle_errors
+        def command() -> None:
+            raise what
+        with pytest.raises((typer.Exit, SystemExit)) as info:
+            command()
+        return getattr(info.value, "exit_code", getattr(info.value, "code", None))
+
+    assert stopped(KeyboardInterrupt()) == 130
+    assert capsys.readouterr().err == ("interrupted (SIGINT): no partial output was left, and an "
+                                       "output the command was to replace is as it was\n")
+    assert stopped(SystemExit(143)) == 143
+    assert capsys.readouterr().err.startswith("stopped (SIGTERM): no partial output was left")
+    assert stopped(SystemExit(0)) == 0 and capsys.readouterr().err == ""

@@ -249,8 +249,21 @@ def handle_errors(func: F) -> F:
                 raise
             typer.echo(f"error: {out_of_memory_message(exc)}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # Ctrl-C: the temporary output is gone by now
+            typer.echo(f"interrupted (SIGINT): {INTERRUPTED}", err=True)
+            raise typer.Exit(130) from None
+        except SystemExit as exc:  # SIGTERM, from anovae.cli.main's handler
+            if exc.code == 143:
+                typer.echo(f"stopped (SIGTERM): {INTERRUPTED}", err=True)
+            raise
 
     return wrapper  # type: ignore[return-value]
+
+
+#: What an interrupted command says it left (operators asked whether the output is whole): the
+#: outputs are written atomically, so there is none or the one from before.
+INTERRUPTED = ("no partial output was left, and an output the command was to replace is as it "
+               "was")
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, Any]:
