@@ -92,9 +92,14 @@ def test_cli_dask_engine_writes_a_partitioned_dataset(client: Any, fitted_vae_fr
     np.testing.assert_allclose(got["anomaly_score"].to_numpy(), det.decision_function(X),
                                rtol=1e-6)  # one call on all rows: last-bit differences only
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
-    # a second run replaces the dataset as a whole
-    assert CliRunner().invoke(app, args).exit_code == 0
+    # a second run replaces the dataset as a whole; -v shows Dask's progress bar (it was a
+    # silent no-op with this engine), the same scores
+    res = CliRunner().invoke(app, [*args, "-v"])
+    assert res.exit_code == 0, res.output
+    assert "100% Completed" in res.output
     assert len(list(out.iterdir())) == 6
+    np.testing.assert_array_equal(pd.read_parquet(out).sort_values("row")["anomaly_score"],
+                                  got["anomaly_score"])
 
 
 def _row_groups(path: Path) -> list[pd.DataFrame]:

@@ -588,6 +588,7 @@ def score_files(
     id_column: str | None = None,
     top_k: int = 3,
     partition_rows: int = 1_000_000,
+    verbose: bool = False,
 ) -> ScoreSummary:
     """Score Parquet files with Dask and write a partitioned Parquet dataset to ``out_dir``.
 
@@ -603,6 +604,8 @@ def score_files(
         id_column: input column carried as the row id; default: the global row number ``row``.
         top_k: top features per row (ranked by their excess over the typical contribution).
         partition_rows: about how many rows per partition (whole row groups).
+        verbose: show Dask's progress bar of the tasks (``distributed.progress``), on standard
+            output.
 
     Before a cluster starts, the first file must hold the model's columns (and ``id_column``),
     and every other file the same columns with the same kinds of values (numbers, text,
@@ -629,7 +632,15 @@ def score_files(
     try:
         with _client(scheduler, n_workers, threads_per_worker) as client:
             scored = score(model, ddf, id_column=id_column, top_k=top_k, client=client)
-            scored.to_parquet(str(tmp), write_index=False, overwrite=True)
+            if verbose:  # Dask's own text bar (it writes to standard output)
+                from distributed import progress
+
+                job = client.compute(scored.to_parquet(str(tmp), write_index=False,
+                                                       overwrite=True, compute=False))
+                progress(job)
+                job.result()
+            else:
+                scored.to_parquet(str(tmp), write_index=False, overwrite=True)
         import pyarrow.dataset as ds
 
         dataset = ds.dataset(str(tmp), format="parquet")

@@ -624,7 +624,8 @@ def score(
         from anovae.dask import score_files
 
         summary = score_files(model, str(data), folder, scheduler=scheduler, n_workers=workers,
-                              id_column=id_column, top_k=top_k, partition_rows=chunk_rows)
+                              id_column=id_column, top_k=top_k, partition_rows=chunk_rows,
+                              verbose=verbose)
         typer.echo(f"scored {plural(summary.rows, 'row')} ({flagged(summary.anomalies)}) in "
                    f"{summary.seconds:.2f}s with Dask; written to {summary.output}/")
         return
