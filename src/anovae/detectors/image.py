@@ -350,7 +350,7 @@ class ImageVAEDetector(_ImageInput, VAEDetector):
                 codes, LATENT_COMPONENTS, seed=int(rng.integers(0, 2**31 - 1)))
             density = self._latent_density(sample)  # (m,)
             spread = float(density.std())
-            active = int((mu.var(axis=0) > ACTIVE_UNIT_VARIANCE).sum()) if len(mu) > 1 else 0
+            active = int((mu.var(axis=0) > ACTIVE_UNIT_VARIANCE).sum())  # (fit takes >= 2)
             if not active:
                 logger.warning(
                     "latent_density: the codes of the fitting images do not vary (no latent "
